@@ -1,0 +1,106 @@
+//! Errors of the NATS layer, one variant per step that can fail.
+
+use std::path::PathBuf;
+
+/// A NATS or JetStream step failed.
+#[derive(Debug, thiserror::Error)]
+pub enum BusError {
+    /// The connection options are unusable (for example a TLS CA file that does not exist).
+    #[error("invalid nats connection options: {0}")]
+    Options(String),
+    /// The credentials file could not be read.
+    #[error("cannot read nats credentials file {path}")]
+    Credentials {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The server could not be reached.
+    #[error("cannot connect to nats at {url}")]
+    Connect {
+        /// Server URL(s).
+        url: String,
+        /// Why.
+        #[source]
+        source: async_nats::ConnectError,
+    },
+    /// A stream could not be created or updated.
+    #[error("cannot create or update stream {name}")]
+    Stream {
+        /// Stream name.
+        name: String,
+        /// Why.
+        #[source]
+        source: async_nats::jetstream::context::CreateStreamError,
+    },
+    /// A key-value bucket could not be created or updated.
+    #[error("cannot create or update key-value bucket {name}")]
+    KeyValue {
+        /// Bucket name.
+        name: String,
+        /// Why.
+        #[source]
+        source: async_nats::jetstream::context::CreateKeyValueError,
+    },
+    /// An object store could not be created or opened.
+    #[error("cannot create or open object store {name}")]
+    ObjectStore {
+        /// Bucket name.
+        name: String,
+        /// Why.
+        #[source]
+        source: async_nats::Error,
+    },
+    /// A message could not be encoded.
+    #[error("cannot encode the message for {subject}")]
+    Encode {
+        /// Where it was going.
+        subject: String,
+        /// Why.
+        #[source]
+        source: proto::EncodeError,
+    },
+    /// A subject could not be built from the message's names.
+    #[error("cannot build a subject")]
+    Subject(#[from] proto::SubjectError),
+    /// The server did not store a published message.
+    #[error("publish to {subject} was not acknowledged by jetstream")]
+    Publish {
+        /// The subject.
+        subject: String,
+        /// Why.
+        #[source]
+        source: async_nats::jetstream::context::PublishError,
+    },
+    /// A consumer could not be created or read.
+    #[error("consumer {name} failed")]
+    Consumer {
+        /// Consumer name.
+        name: String,
+        /// Why.
+        #[source]
+        source: async_nats::Error,
+    },
+    /// Acknowledging a message failed.
+    #[error("{kind} of message {stream_sequence} failed")]
+    Ack {
+        /// Which acknowledgement (`ack`, `progress`, `nak`, `term`).
+        kind: &'static str,
+        /// The message's stream sequence.
+        stream_sequence: u64,
+        /// Why.
+        #[source]
+        source: async_nats::Error,
+    },
+    /// A message came without the JetStream metadata a consumer needs.
+    #[error("message on {subject} has no jetstream metadata")]
+    NotJetStream {
+        /// The subject.
+        subject: String,
+        /// Why.
+        #[source]
+        source: async_nats::Error,
+    },
+}

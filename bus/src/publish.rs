@@ -1,0 +1,138 @@
+//! Publishing to JetStream with the headers every Coxswain message carries, awaiting the
+//! server's ack so nothing counts as sent before it is stored.
+
+use async_nats::HeaderMap;
+use async_nats::jetstream::{self, message::PublishMessage};
+use proto::{ContentType, DeployIntent, Outcome, SCHEMA_VERSION, header};
+use serde::Serialize;
+
+use crate::BusError;
+
+/// One message to publish: where, under which de-duplication id, how encoded, and its body.
+#[derive(Debug)]
+pub struct Envelope<'a, T> {
+    /// Subject.
+    pub subject: String,
+    /// `Nats-Msg-Id`: JetStream drops a repeat inside the stream's duplicate window.
+    pub msg_id: String,
+    /// Encoding of the body.
+    pub content_type: ContentType,
+    /// W3C `traceparent` of the operation, when there is one.
+    pub traceparent: Option<String>,
+    /// More headers (CloudEvents on outcomes).
+    pub extra_headers: Vec<(&'static str, String)>,
+    /// The message.
+    pub body: &'a T,
+}
+
+/// What the server said about a stored message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Published {
+    /// Stream that stored it.
+    pub stream: String,
+    /// Its sequence in that stream (of the original, when a duplicate).
+    pub sequence: u64,
+    /// True when the server had it already (same `Nats-Msg-Id` inside the window).
+    pub duplicate: bool,
+}
+
+/// Encodes and publishes a message, then waits until JetStream has stored it.
+pub async fn publish<T: Serialize>(
+    js: &jetstream::Context,
+    envelope: Envelope<'_, T>,
+) -> Result<Published, BusError> {
+    let Envelope {
+        subject,
+        msg_id,
+        content_type,
+        traceparent,
+        extra_headers,
+        body,
+    } = envelope;
+    let payload = proto::encode(content_type, body).map_err(|source| BusError::Encode {
+        subject: subject.clone(),
+        source,
+    })?;
+    let mut headers = HeaderMap::new();
+    headers.insert(header::CONTENT_TYPE, content_type.as_str());
+    headers.insert(header::SCHEMA_VERSION, SCHEMA_VERSION.to_string().as_str());
+    if let Some(tp) = traceparent {
+        headers.insert(header::TRACEPARENT, tp.as_str());
+    }
+    for (name, value) in extra_headers {
+        headers.insert(name, value.as_str());
+    }
+    let message = PublishMessage::build()
+        .payload(payload.into())
+        .headers(headers)
+        .message_id(msg_id);
+    let publish_error = |source| BusError::Publish {
+        subject: subject.clone(),
+        source,
+    };
+    let ack = js
+        .send_publish(subject.clone(), message)
+        .await
+        .map_err(publish_error)?
+        .await
+        .map_err(publish_error)?;
+    Ok(Published {
+        stream: ack.stream,
+        sequence: ack.sequence,
+        duplicate: ack.duplicate,
+    })
+}
+
+/// Publishes an intent on `coxswain.intent.<cluster>.<release>`, de-duplicated by its id.
+pub async fn publish_intent(
+    js: &jetstream::Context,
+    intent: &DeployIntent,
+    content_type: ContentType,
+    traceparent: Option<String>,
+) -> Result<Published, BusError> {
+    publish(
+        js,
+        Envelope {
+            subject: proto::intent_subject(&intent.cluster, &intent.release)?,
+            msg_id: format!("{}.{}", intent.cluster, intent.id),
+            content_type,
+            traceparent,
+            extra_headers: Vec::new(),
+            body: intent,
+        },
+    )
+    .await
+}
+
+/// Publishes an outcome event on `coxswain.event.<cluster>.<release>` with its CloudEvents
+/// headers, de-duplicated by its event id.
+pub async fn publish_outcome(
+    js: &jetstream::Context,
+    outcome: &Outcome,
+    content_type: ContentType,
+    traceparent: Option<String>,
+) -> Result<Published, BusError> {
+    publish(
+        js,
+        Envelope {
+            subject: proto::event_subject(&outcome.cluster, &outcome.release)?,
+            msg_id: outcome.event_id.clone(),
+            content_type,
+            traceparent,
+            extra_headers: vec![
+                (header::CE_SPECVERSION, "1.0".into()),
+                (
+                    header::CE_TYPE,
+                    format!("io.coxswain.outcome.{}", outcome.phase),
+                ),
+                (
+                    header::CE_SOURCE,
+                    format!("coxswain/agent/{}", outcome.cluster),
+                ),
+                (header::CE_ID, outcome.event_id.clone()),
+            ],
+            body: outcome,
+        },
+    )
+    .await
+}

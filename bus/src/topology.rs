@@ -1,0 +1,192 @@
+//! The streams, key-value buckets and object store of the design, created or updated
+//! idempotently by whichever process starts first.
+
+use std::time::Duration;
+
+use async_nats::jetstream::{self, kv, object_store, stream};
+use proto::{MAX_MESSAGE_BYTES, bucket, stream as names};
+
+use crate::BusError;
+
+/// Limits of the topology. The defaults are what production runs; tests shorten the windows.
+#[derive(Debug, Clone)]
+pub struct TopologyConfig {
+    /// Window in which a repeated `Nats-Msg-Id` on the intents stream is dropped as duplicate.
+    pub intent_duplicate_window: Duration,
+    /// Intents kept per `<cluster>.<release>` subject; older ones are replaced.
+    pub intents_per_subject: i64,
+    /// How long an unconsumed intent is kept (a cluster offline longer misses it).
+    pub intent_max_age: Duration,
+    /// Window in which a re-published event (same event id) is dropped as duplicate.
+    pub event_duplicate_window: Duration,
+    /// How long outcome events (the audit trail) are kept.
+    pub event_max_age: Duration,
+    /// Largest message either stream accepts.
+    pub max_message_bytes: i32,
+    /// How long a manifest bundle is kept.
+    pub bundle_max_age: Duration,
+    /// Revisions of each release state kept in `coxswain-state`.
+    pub state_history: i64,
+    /// Replicas of every stream and bucket (1 for a single server, 3 for a cluster).
+    pub replicas: usize,
+}
+
+impl Default for TopologyConfig {
+    fn default() -> Self {
+        const DAY: u64 = 24 * 60 * 60;
+        Self {
+            intent_duplicate_window: Duration::from_secs(10 * 60),
+            intents_per_subject: 5,
+            intent_max_age: Duration::from_secs(30 * DAY),
+            event_duplicate_window: Duration::from_secs(60 * 60),
+            event_max_age: Duration::from_secs(365 * DAY),
+            max_message_bytes: i32::try_from(MAX_MESSAGE_BYTES).unwrap_or(i32::MAX),
+            bundle_max_age: Duration::from_secs(90 * DAY),
+            state_history: 10,
+            replicas: 1,
+        }
+    }
+}
+
+/// Handles on everything `ensure_topology` made sure of.
+#[derive(Clone)]
+pub struct Topology {
+    /// The JetStream context they were made with.
+    pub jetstream: jetstream::Context,
+    /// The cluster registry bucket.
+    pub clusters: kv::Store,
+    /// The release state bucket.
+    pub state: kv::Store,
+    /// The manifest bundle store.
+    pub bundles: object_store::ObjectStore,
+}
+
+impl std::fmt::Debug for Topology {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Topology")
+            .field("clusters", &self.clusters.name)
+            .field("state", &self.state.name)
+            .field("bundles", &proto::bucket::BUNDLES)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Creates or updates every stream, bucket and store of the design. Safe to call from many
+/// processes at once, and again on every start.
+pub async fn ensure_topology(
+    js: &jetstream::Context,
+    config: &TopologyConfig,
+) -> Result<Topology, BusError> {
+    for stream_config in [intents_stream(config), events_stream(config)] {
+        let name = stream_config.name.clone();
+        js.create_or_update_stream(stream_config)
+            .await
+            .map_err(|source| BusError::Stream { name, source })?;
+    }
+    let clusters = ensure_kv(
+        js,
+        kv::Config {
+            bucket: bucket::CLUSTERS.into(),
+            description: "coxswain cluster registry: labels, agent version, heartbeat".into(),
+            history: 1,
+            max_value_size: 64 * 1024,
+            storage: stream::StorageType::File,
+            num_replicas: config.replicas,
+            ..Default::default()
+        },
+    )
+    .await?;
+    let state = ensure_kv(
+        js,
+        kv::Config {
+            bucket: bucket::STATE.into(),
+            description: "coxswain latest release state per <cluster>.<release>".into(),
+            history: config.state_history,
+            max_value_size: 64 * 1024,
+            storage: stream::StorageType::File,
+            num_replicas: config.replicas,
+            ..Default::default()
+        },
+    )
+    .await?;
+    let bundles = ensure_object_store(
+        js,
+        object_store::Config {
+            bucket: bucket::BUNDLES.into(),
+            description: Some("coxswain rendered manifest bundles by sha256 digest".into()),
+            max_age: config.bundle_max_age,
+            storage: stream::StorageType::File,
+            num_replicas: config.replicas,
+            ..Default::default()
+        },
+    )
+    .await?;
+    Ok(Topology {
+        jetstream: js.clone(),
+        clusters,
+        state,
+        bundles,
+    })
+}
+
+fn intents_stream(config: &TopologyConfig) -> stream::Config {
+    stream::Config {
+        name: names::INTENTS.into(),
+        description: Some("coxswain per-cluster deploy intents".into()),
+        subjects: vec![names::INTENT_SUBJECTS.into()],
+        retention: stream::RetentionPolicy::Limits,
+        storage: stream::StorageType::File,
+        max_messages_per_subject: config.intents_per_subject,
+        max_age: config.intent_max_age,
+        max_message_size: config.max_message_bytes,
+        duplicate_window: config.intent_duplicate_window,
+        discard: stream::DiscardPolicy::Old,
+        num_replicas: config.replicas,
+        ..Default::default()
+    }
+}
+
+fn events_stream(config: &TopologyConfig) -> stream::Config {
+    stream::Config {
+        name: names::EVENTS.into(),
+        description: Some("coxswain outcome events: the audit trail".into()),
+        subjects: vec![names::EVENT_SUBJECTS.into()],
+        retention: stream::RetentionPolicy::Limits,
+        storage: stream::StorageType::File,
+        max_age: config.event_max_age,
+        max_message_size: config.max_message_bytes,
+        duplicate_window: config.event_duplicate_window,
+        discard: stream::DiscardPolicy::Old,
+        num_replicas: config.replicas,
+        ..Default::default()
+    }
+}
+
+async fn ensure_kv(js: &jetstream::Context, config: kv::Config) -> Result<kv::Store, BusError> {
+    let name = config.bucket.clone();
+    js.create_or_update_key_value(config)
+        .await
+        .map_err(|source| BusError::KeyValue { name, source })
+}
+
+/// async-nats cannot update an object store's settings; an existing store is opened as it is.
+async fn ensure_object_store(
+    js: &jetstream::Context,
+    config: object_store::Config,
+) -> Result<object_store::ObjectStore, BusError> {
+    let name = config.bucket.clone();
+    if let Ok(store) = js.get_object_store(&name).await {
+        return Ok(store);
+    }
+    match js.create_object_store(config).await {
+        Ok(store) => Ok(store),
+        // Another process may have created it between our look and our create.
+        Err(create) => js
+            .get_object_store(&name)
+            .await
+            .map_err(|_| BusError::ObjectStore {
+                name,
+                source: Box::new(create),
+            }),
+    }
+}

@@ -1,0 +1,295 @@
+//! The JetStream layer against a real nats-server: topology, de-duplication, acks, redelivery,
+//! poison messages and late joiners.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::Duration;
+
+use bus::testing::NatsServer;
+use bus::{ConnectOptions, ConsumerOptions, IntentConsumer, TopologyConfig};
+use proto::{ContentType, DeployIntent, Manifests, SCHEMA_VERSION};
+
+async fn js(server: &NatsServer) -> bus::JetStream {
+    let client = bus::connect(&ConnectOptions {
+        url: server.url(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    async_nats::jetstream::new(client)
+}
+
+async fn ready(server: &NatsServer) -> bus::JetStream {
+    let js = js(server).await;
+    bus::ensure_topology(&js, &TopologyConfig::default())
+        .await
+        .unwrap();
+    js
+}
+
+fn intent(id: &str, cluster: &str, release: &str) -> DeployIntent {
+    DeployIntent {
+        schema_version: SCHEMA_VERSION,
+        id: id.into(),
+        cluster: cluster.into(),
+        release: release.into(),
+        namespace: release.into(),
+        environment: "beta".into(),
+        version: id.into(),
+        images: Default::default(),
+        manifests: Manifests::Bundle {
+            digest: format!("sha256:{}", "0".repeat(64)),
+            size: 1,
+        },
+        health: Default::default(),
+        rollback: Default::default(),
+        requested_by: "test".into(),
+        created_at: jiff::Timestamp::now(),
+        rollout_id: None,
+    }
+}
+
+fn short_ack_wait() -> ConsumerOptions {
+    ConsumerOptions {
+        ack_wait: Duration::from_secs(1),
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn topology_is_idempotent_sequentially_and_concurrently() {
+    let server = NatsServer::start().unwrap();
+    let config = TopologyConfig::default();
+    let first = js(&server).await;
+    bus::ensure_topology(&first, &config).await.unwrap();
+    bus::ensure_topology(&first, &config).await.unwrap();
+
+    // A fresh server, two connections racing to create everything.
+    let fresh = NatsServer::start().unwrap();
+    let (a, b) = (js(&fresh).await, js(&fresh).await);
+    let (ra, rb) = tokio::join!(
+        bus::ensure_topology(&a, &config),
+        bus::ensure_topology(&b, &config)
+    );
+    ra.unwrap();
+    rb.unwrap();
+
+    for js in [&first, &a] {
+        let mut intents = js.get_stream(proto::stream::INTENTS).await.unwrap();
+        let info = intents.info().await.unwrap();
+        assert_eq!(info.config.max_messages_per_subject, 5);
+        assert_eq!(info.config.duplicate_window, Duration::from_secs(600));
+        assert_eq!(info.config.max_message_size, 1024 * 1024);
+        assert_eq!(info.config.subjects, ["coxswain.intent.*.*"]);
+        let mut events = js.get_stream(proto::stream::EVENTS).await.unwrap();
+        assert_eq!(
+            events.info().await.unwrap().config.max_age,
+            Duration::from_secs(365 * 24 * 3600)
+        );
+        js.get_key_value(proto::bucket::CLUSTERS).await.unwrap();
+        js.get_key_value(proto::bucket::STATE).await.unwrap();
+        js.get_object_store(proto::bucket::BUNDLES).await.unwrap();
+    }
+
+    // A changed limit is applied to the existing stream.
+    let changed = TopologyConfig {
+        intents_per_subject: 3,
+        ..config
+    };
+    bus::ensure_topology(&first, &changed).await.unwrap();
+    let mut intents = first.get_stream(proto::stream::INTENTS).await.unwrap();
+    assert_eq!(
+        intents
+            .info()
+            .await
+            .unwrap()
+            .config
+            .max_messages_per_subject,
+        3
+    );
+}
+
+#[tokio::test]
+async fn same_msg_id_is_reported_duplicate_and_delivered_once() {
+    let server = NatsServer::start().unwrap();
+    let js = ready(&server).await;
+    let i = intent("ci-42", "beta", "web");
+    let first = bus::publish_intent(&js, &i, ContentType::MsgPack, None)
+        .await
+        .unwrap();
+    let second = bus::publish_intent(&js, &i, ContentType::Json, None)
+        .await
+        .unwrap();
+    assert!(!first.duplicate);
+    assert!(second.duplicate);
+    assert_eq!(first.sequence, second.sequence);
+
+    let consumer = IntentConsumer::create(&js, "beta", &ConsumerOptions::default())
+        .await
+        .unwrap();
+    let d = consumer
+        .next(Duration::from_secs(5))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(d.decode::<DeployIntent>().unwrap(), i);
+    d.double_ack().await.unwrap();
+    assert!(
+        consumer
+            .next(Duration::from_millis(500))
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
+
+#[tokio::test]
+async fn progress_acks_for_three_ack_waits_prevent_redelivery() {
+    let server = NatsServer::start().unwrap();
+    let js = ready(&server).await;
+    bus::publish_intent(
+        &js,
+        &intent("slow", "beta", "web"),
+        ContentType::MsgPack,
+        None,
+    )
+    .await
+    .unwrap();
+    let options = short_ack_wait();
+    let consumer = IntentConsumer::create(&js, "beta", &options).await.unwrap();
+    let d = consumer
+        .next(Duration::from_secs(5))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(d.delivery_count(), 1);
+
+    // Work "goes on" for three ack waits; every 300 ms a progress ack, and in between the
+    // consumer is asked for more: a redelivery would show up there.
+    let started = std::time::Instant::now();
+    while started.elapsed() < options.ack_wait * 3 {
+        d.progress().await.unwrap();
+        let again = consumer.next(Duration::from_millis(300)).await.unwrap();
+        assert!(again.is_none(), "redelivered after {:?}", started.elapsed());
+    }
+    d.double_ack().await.unwrap();
+    assert!(consumer.next(options.ack_wait * 2).await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn a_dropped_message_is_redelivered_with_count_two() {
+    let server = NatsServer::start().unwrap();
+    let js = ready(&server).await;
+    bus::publish_intent(
+        &js,
+        &intent("lost", "beta", "web"),
+        ContentType::MsgPack,
+        None,
+    )
+    .await
+    .unwrap();
+    let consumer = IntentConsumer::create(&js, "beta", &short_ack_wait())
+        .await
+        .unwrap();
+    let d = consumer
+        .next(Duration::from_secs(5))
+        .await
+        .unwrap()
+        .unwrap();
+    let sequence = d.stream_sequence();
+    assert_eq!(d.delivery_count(), 1);
+    drop(d); // as if the agent crashed mid-work
+
+    let again = consumer
+        .next(Duration::from_secs(10))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(again.stream_sequence(), sequence);
+    assert_eq!(again.delivery_count(), 2);
+    assert_eq!(again.decode::<DeployIntent>().unwrap().id, "lost");
+    again.double_ack().await.unwrap();
+}
+
+#[tokio::test]
+async fn an_undecodable_message_is_terminated_and_the_next_is_delivered() {
+    let server = NatsServer::start().unwrap();
+    let js = ready(&server).await;
+    js.publish(
+        "coxswain.intent.beta.web",
+        vec![0xc1, 0xff, 0x00, 0x13].into(),
+    )
+    .await
+    .unwrap()
+    .await
+    .unwrap();
+    let good = intent("good", "beta", "api");
+    bus::publish_intent(&js, &good, ContentType::Json, None)
+        .await
+        .unwrap();
+
+    let options = short_ack_wait();
+    let consumer = IntentConsumer::create(&js, "beta", &options).await.unwrap();
+    let poison = consumer
+        .next(Duration::from_secs(5))
+        .await
+        .unwrap()
+        .unwrap();
+    let err = poison.decode::<DeployIntent>().unwrap_err();
+    assert!(matches!(err, proto::DecodeError::Malformed { .. }), "{err}");
+    assert_eq!(poison.release_subject().unwrap().release, "web");
+    poison.terminate().await.unwrap();
+
+    let next = consumer
+        .next(Duration::from_secs(5))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(next.decode::<DeployIntent>().unwrap(), good);
+    next.double_ack().await.unwrap();
+    // The terminated message never comes back, even after its ack wait.
+    assert!(consumer.next(options.ack_wait * 2).await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn a_late_consumer_receives_only_the_latest_intent_per_release() {
+    let server = NatsServer::start().unwrap();
+    let js = ready(&server).await;
+    for id in ["v1", "v2", "v3"] {
+        bus::publish_intent(
+            &js,
+            &intent(id, "prod-east", "web"),
+            ContentType::MsgPack,
+            None,
+        )
+        .await
+        .unwrap();
+    }
+    bus::publish_intent(
+        &js,
+        &intent("api-1", "prod-east", "api"),
+        ContentType::MsgPack,
+        None,
+    )
+    .await
+    .unwrap();
+    // Another cluster's intent is not this consumer's business.
+    bus::publish_intent(
+        &js,
+        &intent("other", "beta", "web"),
+        ContentType::MsgPack,
+        None,
+    )
+    .await
+    .unwrap();
+
+    let consumer = IntentConsumer::create(&js, "prod-east", &ConsumerOptions::default())
+        .await
+        .unwrap();
+    let mut ids = Vec::new();
+    while let Some(d) = consumer.next(Duration::from_millis(500)).await.unwrap() {
+        ids.push(d.decode::<DeployIntent>().unwrap().id);
+        d.double_ack().await.unwrap();
+    }
+    ids.sort();
+    assert_eq!(ids, ["api-1", "v3"]);
+}

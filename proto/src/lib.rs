@@ -1,0 +1,38 @@
+//! The Coxswain wire contract: what CI, the coordinator, the agents and any observer say to each
+//! other over NATS.
+//!
+//! Every message carries a schema version and travels as MessagePack (maps, never positional
+//! arrays) or JSON, chosen by its `Content-Type` header. New fields are optional, so an older
+//! reader ignores what it does not know. This crate does no IO and has no async: it is types,
+//! validation, the codec and the subject names.
+
+mod cluster;
+mod codec;
+mod headers;
+mod intent;
+mod outcome;
+mod schema;
+mod state;
+mod subject;
+mod validate;
+
+pub use cluster::{AgentStatus, ClusterRecord};
+pub use codec::{ContentType, DecodeError, EncodeError, MAX_MESSAGE_BYTES, decode, encode};
+pub use headers::header;
+pub use intent::{
+    DeployIntent, HealthPolicy, HttpProbe, MAX_INLINE_MANIFEST_BYTES, Manifests, RollbackPolicy,
+};
+pub use outcome::{HealthStatus, Outcome, Phase, ResourceHealth};
+pub use schema::{Schema, schema_for};
+pub use state::ReleaseState;
+pub use subject::{
+    ReleaseSubject, SubjectError, bucket, event_subject, intent_filter, intent_subject,
+    parse_event_subject, parse_intent_subject, stream,
+};
+pub use validate::{Problem, ProblemKind, Validate, ValidationErrors, check_dns_label};
+
+/// The schema version this build writes, and the only one it reads.
+///
+/// Additive changes (a new optional field) keep the version; anything an older reader would
+/// misread bumps it.
+pub const SCHEMA_VERSION: u32 = 1;

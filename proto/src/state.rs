@@ -1,0 +1,35 @@
+//! The latest known state of one release on one cluster, kept in `coxswain-state`.
+
+use jiff::Timestamp;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::outcome::Phase;
+
+/// What `coxswain status` shows for one cluster x release cell. Key: `<cluster>.<release>`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct ReleaseState {
+    /// Version of this message's schema.
+    pub schema_version: u32,
+    /// Cluster name.
+    pub cluster: String,
+    /// Release name.
+    pub release: String,
+    /// Namespace of the release.
+    pub namespace: String,
+    /// Last intent that touched the release.
+    pub intent_id: String,
+    /// Version that intent deploys.
+    pub version: String,
+    /// Revision in the cluster's release history.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revision: Option<u32>,
+    /// Last phase reached.
+    pub phase: Phase,
+    /// Why, for failures.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// When this state was written.
+    #[schemars(with = "String")]
+    pub updated_at: Timestamp,
+}

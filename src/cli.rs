@@ -1,0 +1,79 @@
+//! Command-line arguments: one struct per concern, every flag documented and readable from a
+//! `COXSWAIN_*` environment variable.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::schema;
+
+/// Coxswain: automatic, fast and safe Kubernetes deploys over NATS JetStream.
+///
+/// CI publishes a deploy intent; the coordinator targets clusters and publishes one intent per
+/// cluster; each cluster's agent applies it with server-side apply, checks health, rolls back
+/// automatically and reports outcome events anyone can follow.
+#[derive(Debug, Parser)]
+#[command(name = "coxswain", version, propagate_version = true)]
+pub(crate) struct Args {
+    #[command(flatten)]
+    pub(crate) log: LogArgs,
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Logging.
+#[derive(Debug, clap::Args)]
+pub(crate) struct LogArgs {
+    /// Log filter, `tracing` syntax (`info`, `coxswain=debug,async_nats=warn`).
+    #[arg(long, global = true, env = "COXSWAIN_LOG", default_value = "info")]
+    log_level: String,
+    /// Log format.
+    #[arg(long, global = true, env = "COXSWAIN_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+}
+
+/// How log lines look.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum LogFormat {
+    /// Human-readable lines on stderr.
+    Text,
+    /// One JSON object per line on stderr, for log shippers.
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Print the JSON Schema of a message, so CI in any language can build valid intents.
+    Schema(schema::SchemaArgs),
+    /// Work with deploy intents without sending them anywhere.
+    #[command(subcommand)]
+    Intent(schema::IntentCommand),
+}
+
+impl Args {
+    /// Runs the chosen subcommand.
+    pub(crate) fn run(self) -> anyhow::Result<ExitCode> {
+        let Self { log: _, command } = self;
+        match command {
+            Command::Schema(args) => args.run(),
+            Command::Intent(command) => command.run(),
+        }
+    }
+}
+
+/// Sets up `tracing` on stderr; stdout is kept for command output.
+pub(crate) fn init_tracing(args: &LogArgs) {
+    let LogArgs {
+        log_level,
+        log_format,
+    } = args;
+    let filter = tracing_subscriber::EnvFilter::try_new(log_level)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match log_format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}

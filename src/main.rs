@@ -1,0 +1,18 @@
+//! The `coxswain` binary: one executable, a subcommand per role.
+
+mod cli;
+mod schema;
+
+use clap::Parser;
+
+fn main() -> std::process::ExitCode {
+    let args = cli::Args::parse();
+    cli::init_tracing(&args.log);
+    match args.run() {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

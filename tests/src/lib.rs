@@ -1,0 +1,98 @@
+//! Support for Coxswain's end-to-end scenarios: they run the real `coxswain` binary against a
+//! real nats-server (`bus::testing::NatsServer`) and the simulator.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::OnceLock;
+
+use anyhow::{Context, bail};
+
+pub use bus::testing::NatsServer;
+
+/// The `coxswain` binary of this workspace, built (or found up to date) once per test process.
+///
+/// `$COXSWAIN_BIN` overrides it, e.g. to test an installed release build.
+pub fn coxswain_bin() -> anyhow::Result<PathBuf> {
+    static BUILT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    BUILT
+        .get_or_init(|| build().map_err(|e| format!("{e:#}")))
+        .clone()
+        .map_err(anyhow::Error::msg)
+}
+
+fn build() -> anyhow::Result<PathBuf> {
+    if let Some(path) = std::env::var_os("COXSWAIN_BIN") {
+        return Ok(PathBuf::from(path));
+    }
+    // This test runs from target/<profile>/deps/; the binary lives in target/<profile>/.
+    // The whole workspace is built, with all targets, so features unify exactly as for the
+    // test run itself and the build is a no-op when the tests were just built.
+    let exe = std::env::current_exe().context("cannot find the test executable")?;
+    let profile_dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .context("test executable is not in target/<profile>/deps")?;
+    let profile = match profile_dir.file_name().and_then(|n| n.to_str()) {
+        Some("debug") | None => "dev",
+        Some(other) => other,
+    };
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let workspace = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let mut command = Command::new(cargo);
+    // Variables cargo and nextest set for a running test are not the ones of a normal build;
+    // build scripts that watch them would rebuild for nothing.
+    for (key, _) in std::env::vars_os() {
+        let key = key.to_string_lossy();
+        let test_only = [
+            "CARGO_PKG_",
+            "CARGO_CRATE_",
+            "CARGO_BIN_",
+            "NEXTEST",
+            "__CARGO",
+        ]
+        .iter()
+        .any(|p| key.starts_with(p))
+            || matches!(
+                key.as_ref(),
+                "CARGO_MANIFEST_DIR"
+                    | "CARGO_MANIFEST_PATH"
+                    | "CARGO_PRIMARY_PACKAGE"
+                    | "CARGO_TARGET_TMPDIR"
+                    | "CARGO_RUSTC_CURRENT_DIR"
+                    | "OUT_DIR"
+                    | "RUST_TEST_THREADS"
+            );
+        if test_only {
+            command.env_remove(key.as_ref());
+        }
+    }
+    let status = command
+        .current_dir(&workspace)
+        .args([
+            "build",
+            "--quiet",
+            "--workspace",
+            "--all-targets",
+            "--profile",
+            profile,
+        ])
+        .status()
+        .context("cannot run cargo to build the coxswain binary")?;
+    if !status.success() {
+        bail!("building the coxswain binary failed ({status})");
+    }
+    let bin = profile_dir.join("coxswain");
+    if !bin.is_file() {
+        bail!("{} was not built", bin.display());
+    }
+    Ok(bin)
+}
+
+/// Runs `coxswain ARGS` to completion and returns its output.
+pub fn coxswain(args: &[&str]) -> anyhow::Result<std::process::Output> {
+    Command::new(coxswain_bin()?)
+        .args(args)
+        .env("COXSWAIN_LOG", "warn")
+        .output()
+        .with_context(|| format!("cannot run coxswain {args:?}"))
+}

@@ -1,0 +1,109 @@
+//! The binary's own surface: help, the published JSON Schemas, intent validation.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use serde_json::json;
+use tests::coxswain;
+
+fn sample_intent() -> serde_json::Value {
+    json!({
+        "schema_version": 1,
+        "id": "gh-run-981.web.beta",
+        "cluster": "beta",
+        "release": "web",
+        "namespace": "web",
+        "environment": "beta",
+        "version": "1.4.2",
+        "images": {"web": "registry.example/web:1.4.2"},
+        "manifests": {
+            "source": "inline",
+            "digest": format!("sha256:{}", "c".repeat(64)),
+            "objects": [{"apiVersion": "v1", "kind": "ConfigMap",
+                         "metadata": {"name": "web", "namespace": "web"}, "data": {"a": "b"}}]
+        },
+        "health": {"timeout_secs": 120, "http_probes": [{"url": "http://web.web.svc/healthz"}]},
+        "requested_by": "github-actions",
+        "created_at": "2026-11-26T10:00:00Z"
+    })
+}
+
+#[test]
+fn help_explains_the_subcommands() {
+    let out = coxswain(&["--help"]).unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("schema"), "{text}");
+    assert!(text.contains("intent"), "{text}");
+    assert!(text.contains("--log-level"), "{text}");
+}
+
+#[test]
+fn the_intent_schema_accepts_a_sample_and_refuses_a_broken_one() {
+    let out = coxswain(&["schema", "intent"]).unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let schema: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let validator = jsonschema::validator_for(&schema).unwrap();
+
+    let good = sample_intent();
+    let errors: Vec<String> = validator
+        .iter_errors(&good)
+        .map(|e| e.to_string())
+        .collect();
+    assert!(errors.is_empty(), "{errors:?}");
+
+    let mut bad = sample_intent();
+    bad["manifests"] = json!({"source": "carrier-pigeon"});
+    bad.as_object_mut().unwrap().remove("release");
+    assert!(!validator.is_valid(&bad));
+
+    // The sample the schema accepts is one the agent's decoder accepts too.
+    let intent: proto::DeployIntent = proto::decode(
+        Some("application/json"),
+        &serde_json::to_vec(&good).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(intent.release, "web");
+}
+
+#[test]
+fn every_message_has_a_schema() {
+    for message in ["intent", "outcome", "cluster", "state"] {
+        let out = coxswain(&["schema", message]).unwrap();
+        assert!(out.status.success(), "{message}");
+        let schema: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(schema["type"], "object", "{message}");
+    }
+}
+
+#[test]
+fn intent_validate_lists_every_problem() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("intent.json");
+    let mut bad = sample_intent();
+    bad["cluster"] = json!("Prod_East");
+    bad["namespace"] = json!("web.team");
+    std::fs::write(&path, serde_json::to_vec(&bad).unwrap()).unwrap();
+    let out = coxswain(&["intent", "validate", path.to_str().unwrap()]).unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(err.contains("2 problem(s)"), "{err}");
+    assert!(
+        err.contains("cluster: \"Prod_East\" is not a DNS-1123 label"),
+        "{err}"
+    );
+    assert!(
+        err.contains("namespace: \"web.team\" is not a DNS-1123 label"),
+        "{err}"
+    );
+
+    std::fs::write(&path, serde_json::to_vec(&sample_intent()).unwrap()).unwrap();
+    let out = coxswain(&["intent", "validate", path.to_str().unwrap()]).unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
