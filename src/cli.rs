@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
-use crate::schema;
+use crate::{schema, simulate};
 
 /// Coxswain: automatic, fast and safe Kubernetes deploys over NATS JetStream.
 ///
@@ -48,6 +48,9 @@ enum Command {
     /// Work with deploy intents without sending them anywhere.
     #[command(subcommand)]
     Intent(schema::IntentCommand),
+    /// Run simulated Kubernetes clusters (no real cluster needed): kubectl and coxswain talk to
+    /// them like to any cluster.
+    Sim(simulate::SimArgs),
 }
 
 impl Args {
@@ -57,8 +60,16 @@ impl Args {
         match command {
             Command::Schema(args) => args.run(),
             Command::Intent(command) => command.run(),
+            Command::Sim(args) => runtime()?.block_on(args.run()),
         }
     }
+}
+
+/// The runtime of the long-running subcommands.
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
 }
 
 /// Sets up `tracing` on stderr; stdout is kept for command output.

@@ -2,6 +2,8 @@
 
 mod cli;
 mod schema;
+mod shutdown;
+mod simulate;
 
 use clap::Parser;
 
