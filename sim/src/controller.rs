@@ -784,11 +784,12 @@ fn daemon_sets(store: &mut Store, timing: &Timing, t: &Types) {
         let update_rev = template_hash(&ds["spec"]["template"]);
         let behavior = behavior::of_template(&ds["spec"]["template"], &ds["metadata"]);
         let pods = owned(store, &t.pod, uid);
-        for node in NODES {
-            if !pods.iter().any(|p| p["spec"]["nodeName"] == node) {
+        for (i, node) in NODES.iter().enumerate() {
+            if !pods.iter().any(|p| p["spec"]["nodeName"] == *node) {
+                let seq = u64::try_from(pods.len() + i).unwrap_or(0);
                 let mut pod = new_pod(
                     &ds["spec"]["template"],
-                    format!("{name}-{}", &fnv_hex(node.as_bytes())[..5]),
+                    format!("{name}-{}", suffix(fnv_seed(uid, i64::try_from(i).unwrap_or(0), seq))),
                     ns,
                     &ds,
                     &t.ds,
@@ -796,7 +797,7 @@ fn daemon_sets(store: &mut Store, timing: &Timing, t: &Types) {
                     behavior,
                     ready_after(behavior, timing, 60),
                 );
-                pod["spec"]["nodeName"] = node.into();
+                pod["spec"]["nodeName"] = (*node).into();
                 store.put_internal(&t.pod, pod);
             }
         }

@@ -96,3 +96,88 @@ pub fn coxswain(args: &[&str]) -> anyhow::Result<std::process::Output> {
         .output()
         .with_context(|| format!("cannot run coxswain {args:?}"))
 }
+
+/// `kubectl`: `$COXSWAIN_KUBECTL`, else the one `scripts/install-tools` put in `.tools/bin`.
+pub fn kubectl_bin() -> anyhow::Result<PathBuf> {
+    if let Some(path) = std::env::var_os("COXSWAIN_KUBECTL") {
+        return Ok(PathBuf::from(path));
+    }
+    let tool = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.tools/bin/kubectl");
+    if tool.exists() {
+        return Ok(tool);
+    }
+    bail!("kubectl not found: run scripts/install-tools (or set COXSWAIN_KUBECTL)")
+}
+
+/// `coxswain sim` as a real process, stopped (SIGTERM) when dropped.
+#[derive(Debug)]
+pub struct SimProcess {
+    child: Option<std::process::Child>,
+    dir: tempfile::TempDir,
+    clusters: Vec<String>,
+}
+
+impl SimProcess {
+    /// Starts `coxswain sim --clusters <clusters>` and waits until every kubeconfig is written.
+    pub fn start(clusters: &[&str]) -> anyhow::Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let child = Command::new(coxswain_bin()?)
+            .args(["sim", "--clusters", &clusters.join(","), "--kubeconfig-dir"])
+            .arg(dir.path())
+            .env("COXSWAIN_LOG", "warn")
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .context("cannot start coxswain sim")?;
+        let mut sim = Self {
+            child: Some(child),
+            dir,
+            clusters: clusters.iter().map(|c| (*c).to_owned()).collect(),
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while !sim.clusters.iter().all(|c| sim.kubeconfig(c).exists()) {
+            if let Some(child) = sim.child.as_mut()
+                && let Some(status) = child.try_wait()?
+            {
+                bail!("coxswain sim exited with {status} while starting");
+            }
+            if std::time::Instant::now() > deadline {
+                bail!("coxswain sim wrote no kubeconfigs within 30 s");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        Ok(sim)
+    }
+
+    /// The kubeconfig of one cluster.
+    pub fn kubeconfig(&self, cluster: &str) -> PathBuf {
+        self.dir.path().join(format!("{cluster}.yaml"))
+    }
+
+    /// Sends SIGTERM and waits for the exit status.
+    pub fn stop(&mut self) -> anyhow::Result<std::process::ExitStatus> {
+        let Some(mut child) = self.child.take() else {
+            bail!("already stopped");
+        };
+        let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        loop {
+            if let Some(status) = child.try_wait()? {
+                return Ok(status);
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                bail!("coxswain sim did not stop within 20 s of SIGTERM");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for SimProcess {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
