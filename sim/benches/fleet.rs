@@ -27,7 +27,10 @@ async fn memory_per_cluster(clusters: usize) {
     for i in 0..clusters {
         fleet.add_cluster(&format!("cluster-{i}"));
     }
-    let served = fleet.serve("127.0.0.1".parse().unwrap(), None).await.unwrap();
+    let served = fleet
+        .serve("127.0.0.1".parse().unwrap(), None)
+        .await
+        .unwrap();
     assert_eq!(served.len(), clusters);
     // Let every controller run its first pass and go idle.
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -44,9 +47,14 @@ async fn apply_rate(concurrency: usize, total: usize) {
     let fleet = Sim::new(Timing::fast());
     fleet.add_cluster("bench");
     let dir = tempfile::tempdir().unwrap();
-    fleet.serve("127.0.0.1".parse().unwrap(), Some(dir.path())).await.unwrap();
+    fleet
+        .serve("127.0.0.1".parse().unwrap(), Some(dir.path()))
+        .await
+        .unwrap();
     let kubeconfig = kube::config::Kubeconfig::read_from(dir.path().join("bench.yaml")).unwrap();
-    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await.unwrap();
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+        .await
+        .unwrap();
     let client = kube::Client::try_from(config).unwrap();
     let ar = ApiResource {
         group: String::new(),
@@ -67,7 +75,9 @@ async fn apply_rate(concurrency: usize, total: usize) {
                 let body = json!({"apiVersion": "v1", "kind": "ConfigMap",
                     "metadata": {"name": name, "labels": {"app": "bench"}},
                     "data": {"iteration": i.to_string(), "payload": "x".repeat(512)}});
-                api.patch(&name, &params, &Patch::Apply(body)).await.unwrap();
+                api.patch(&name, &params, &Patch::Apply(body))
+                    .await
+                    .unwrap();
             }
         }));
     }
@@ -84,7 +94,10 @@ async fn apply_rate(concurrency: usize, total: usize) {
 }
 
 fn main() {
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     println!("| measure | size | total | result |");
     println!("|---|---|---|---|");
     runtime.block_on(async {

@@ -194,7 +194,10 @@ fn template_hash(template: &Value) -> String {
 }
 
 /// A new pod from a template, owned by `owner`, with its behaviour and ready delay fixed now.
-#[allow(clippy::too_many_arguments, reason = "each pod-making controller passes its own")]
+#[allow(
+    clippy::too_many_arguments,
+    reason = "each pod-making controller passes its own"
+)]
 fn new_pod(
     template: &Value,
     name: String,
@@ -789,7 +792,10 @@ fn daemon_sets(store: &mut Store, timing: &Timing, t: &Types) {
                 let seq = u64::try_from(pods.len() + i).unwrap_or(0);
                 let mut pod = new_pod(
                     &ds["spec"]["template"],
-                    format!("{name}-{}", suffix(fnv_seed(uid, i64::try_from(i).unwrap_or(0), seq))),
+                    format!(
+                        "{name}-{}",
+                        suffix(fnv_seed(uid, i64::try_from(i).unwrap_or(0), seq))
+                    ),
                     ns,
                     &ds,
                     &t.ds,

@@ -39,9 +39,13 @@ fn apply() -> PatchParams {
 
 async fn namespace(client: &Client, name: &str) {
     let ns = api(client, "", "Namespace", None).await;
-    ns.patch(name, &apply(), &Patch::Apply(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})))
-        .await
-        .unwrap();
+    ns.patch(
+        name,
+        &apply(),
+        &Patch::Apply(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})),
+    )
+    .await
+    .unwrap();
 }
 
 fn deployment(name: &str, image: &str, replicas: i64, deadline: i64) -> Value {
@@ -59,20 +63,31 @@ fn deployment(name: &str, image: &str, replicas: i64, deadline: i64) -> Value {
 }
 
 /// Polls until `check` holds for the object, or fails after `within`.
-async fn wait_until(api: &Api<DynamicObject>, name: &str, within: Duration, check: impl Fn(&Value) -> bool) -> Value {
+async fn wait_until(
+    api: &Api<DynamicObject>,
+    name: &str,
+    within: Duration,
+    check: impl Fn(&Value) -> bool,
+) -> Value {
     let deadline = tokio::time::Instant::now() + within;
     loop {
         let object = serde_json::to_value(api.get(name).await.unwrap()).unwrap();
         if check(&object) {
             return object;
         }
-        assert!(tokio::time::Instant::now() < deadline, "condition not reached within {within:?}: {object:#}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "condition not reached within {within:?}: {object:#}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
 fn condition<'a>(o: &'a Value, kind: &str) -> Option<&'a Value> {
-    o["status"]["conditions"].as_array()?.iter().find(|c| c["type"] == kind)
+    o["status"]["conditions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == kind)
 }
 
 #[tokio::test]
@@ -87,8 +102,16 @@ async fn discovery_lists_builtins_and_custom_resources_once_their_crd_exists() {
         ("networking.k8s.io", "Ingress", "ingresses"),
         ("rbac.authorization.k8s.io", "ClusterRole", "clusterroles"),
         ("policy", "PodDisruptionBudget", "poddisruptionbudgets"),
-        ("autoscaling", "HorizontalPodAutoscaler", "horizontalpodautoscalers"),
-        ("apiextensions.k8s.io", "CustomResourceDefinition", "customresourcedefinitions"),
+        (
+            "autoscaling",
+            "HorizontalPodAutoscaler",
+            "horizontalpodautoscalers",
+        ),
+        (
+            "apiextensions.k8s.io",
+            "CustomResourceDefinition",
+            "customresourcedefinitions",
+        ),
     ] {
         let found = discovery
             .groups()
@@ -98,7 +121,13 @@ async fn discovery_lists_builtins_and_custom_resources_once_their_crd_exists() {
     }
     assert!(!discovery.has_group("example.com"));
 
-    let crds = api(&client, "apiextensions.k8s.io", "CustomResourceDefinition", None).await;
+    let crds = api(
+        &client,
+        "apiextensions.k8s.io",
+        "CustomResourceDefinition",
+        None,
+    )
+    .await;
     crds.patch(
         "widgets.example.com",
         &apply(),
@@ -139,7 +168,14 @@ async fn forced_apply_list_by_label_and_a_watch_through_a_rollout() {
         .unwrap()
         .boxed();
 
-    deploys.patch("web", &apply(), &Patch::Apply(deployment("web", "web:1.0", 2, 600))).await.unwrap();
+    deploys
+        .patch(
+            "web",
+            &apply(),
+            &Patch::Apply(deployment("web", "web:1.0", 2, 600)),
+        )
+        .await
+        .unwrap();
     deploys.patch("other", &apply(), &Patch::Apply(json!({
         "apiVersion": "apps/v1", "kind": "Deployment",
         "metadata": {"name": "other", "labels": {"team": "else"}},
@@ -147,15 +183,29 @@ async fn forced_apply_list_by_label_and_a_watch_through_a_rollout() {
                  "template": {"metadata": {"labels": {"app": "o"}}, "spec": {"containers": [{"name": "c", "image": "o:1"}]}}}
     }))).await.unwrap();
 
-    let listed = deploys.list(&ListParams::default().labels("team=shop")).await.unwrap();
-    assert_eq!(listed.items.iter().map(|d| d.name_any()).collect::<Vec<_>>(), ["web"]);
+    let listed = deploys
+        .list(&ListParams::default().labels("team=shop"))
+        .await
+        .unwrap();
+    assert_eq!(
+        listed
+            .items
+            .iter()
+            .map(|d| d.name_any())
+            .collect::<Vec<_>>(),
+        ["web"]
+    );
 
     // ADDED, then MODIFIED events until the status reports both replicas ready.
     let mut seen_added = false;
     let mut ready_seen = false;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while !ready_seen {
-        let event = tokio::time::timeout_at(deadline, events.try_next()).await.unwrap().unwrap().unwrap();
+        let event = tokio::time::timeout_at(deadline, events.try_next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
         match event {
             WatchEvent::Added(d) => {
                 assert_eq!(d.name_any(), "web");
@@ -170,9 +220,16 @@ async fn forced_apply_list_by_label_and_a_watch_through_a_rollout() {
     }
     assert!(seen_added);
 
-    deploys.delete("web", &DeleteParams::default()).await.unwrap();
+    deploys
+        .delete("web", &DeleteParams::default())
+        .await
+        .unwrap();
     loop {
-        let event = tokio::time::timeout_at(deadline, events.try_next()).await.unwrap().unwrap().unwrap();
+        let event = tokio::time::timeout_at(deadline, events.try_next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
         if let WatchEvent::Deleted(d) = event {
             assert_eq!(d.name_any(), "web");
             break;
@@ -180,7 +237,14 @@ async fn forced_apply_list_by_label_and_a_watch_through_a_rollout() {
     }
     // Garbage collection took the ReplicaSets and Pods with it.
     let pods = api(&client, "", "Pod", Some("shop")).await;
-    let left: Vec<String> = pods.list(&ListParams::default()).await.unwrap().items.iter().map(|p| p.name_any()).collect();
+    let left: Vec<String> = pods
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .iter()
+        .map(|p| p.name_any())
+        .collect();
     assert!(left.iter().all(|p| !p.starts_with("web-")), "{left:?}");
     fleet.shutdown().await;
 }
@@ -200,34 +264,80 @@ async fn error_paths_carry_the_real_codes() {
     }))
     .unwrap();
     let first = cms.create(&PostParams::default(), &created).await.unwrap();
-    assert_eq!(code(cms.create(&PostParams::default(), &created).await.unwrap_err()), (409, "AlreadyExists".into()));
+    assert_eq!(
+        code(
+            cms.create(&PostParams::default(), &created)
+                .await
+                .unwrap_err()
+        ),
+        (409, "AlreadyExists".into())
+    );
 
     // Stale resourceVersion: 409 Conflict.
     let mut changed = first.clone();
     changed.data["data"]["a"] = json!("2");
-    cms.replace("cfg", &PostParams::default(), &changed).await.unwrap();
+    cms.replace("cfg", &PostParams::default(), &changed)
+        .await
+        .unwrap();
     let mut stale = first.clone();
     stale.data["data"]["a"] = json!("3");
-    assert_eq!(code(cms.replace("cfg", &PostParams::default(), &stale).await.unwrap_err()), (409, "Conflict".into()));
+    assert_eq!(
+        code(
+            cms.replace("cfg", &PostParams::default(), &stale)
+                .await
+                .unwrap_err()
+        ),
+        (409, "Conflict".into())
+    );
 
     // No name: 422 Invalid.
     let nameless: DynamicObject =
-        serde_json::from_value(json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {}})).unwrap();
-    assert_eq!(code(cms.create(&PostParams::default(), &nameless).await.unwrap_err()), (422, "Invalid".into()));
+        serde_json::from_value(json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {}}))
+            .unwrap();
+    assert_eq!(
+        code(
+            cms.create(&PostParams::default(), &nameless)
+                .await
+                .unwrap_err()
+        ),
+        (422, "Invalid".into())
+    );
     // A name that is no DNS subdomain: 422 as well.
-    let bad: DynamicObject =
-        serde_json::from_value(json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "Bad_Name"}})).unwrap();
-    assert_eq!(code(cms.create(&PostParams::default(), &bad).await.unwrap_err()), (422, "Invalid".into()));
+    let bad: DynamicObject = serde_json::from_value(
+        json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "Bad_Name"}}),
+    )
+    .unwrap();
+    assert_eq!(
+        code(cms.create(&PostParams::default(), &bad).await.unwrap_err()),
+        (422, "Invalid".into())
+    );
 
     // Missing namespace: 404 NotFound, for create and for apply.
     let elsewhere = api(&client, "", "ConfigMap", Some("nowhere")).await;
-    assert_eq!(code(elsewhere.create(&PostParams::default(), &created).await.unwrap_err()), (404, "NotFound".into()));
+    assert_eq!(
+        code(
+            elsewhere
+                .create(&PostParams::default(), &created)
+                .await
+                .unwrap_err()
+        ),
+        (404, "NotFound".into())
+    );
     let applied = elsewhere
-        .patch("cfg", &apply(), &Patch::Apply(json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "cfg"}})))
+        .patch(
+            "cfg",
+            &apply(),
+            &Patch::Apply(
+                json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "cfg"}}),
+            ),
+        )
         .await
         .unwrap_err();
     assert_eq!(code(applied), (404, "NotFound".into()));
-    assert_eq!(code(cms.get("absent").await.unwrap_err()), (404, "NotFound".into()));
+    assert_eq!(
+        code(cms.get("absent").await.unwrap_err()),
+        (404, "NotFound".into())
+    );
     fleet.shutdown().await;
 }
 
@@ -236,18 +346,46 @@ async fn apply_conflicts_unless_forced_and_removes_fields_no_longer_applied() {
     let fleet = Sim::new(Timing::fast());
     let client = client(&fleet.add_cluster("beta"));
     let cms = api(&client, "", "ConfigMap", Some("default")).await;
-    let cm = |data: Value| Patch::Apply(json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "cfg"}, "data": data}));
+    let cm = |data: Value| {
+        Patch::Apply(
+            json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "cfg"}, "data": data}),
+        )
+    };
     let mine = PatchParams::apply("coxswain");
-    cms.patch("cfg", &mine, &cm(json!({"a": "1", "b": "2"}))).await.unwrap();
+    cms.patch("cfg", &mine, &cm(json!({"a": "1", "b": "2"})))
+        .await
+        .unwrap();
     // Another manager takes `a` by force; a plain re-apply by us now conflicts.
-    cms.patch("cfg", &PatchParams::apply("someone").force(), &cm(json!({"a": "9"}))).await.unwrap();
-    let err = cms.patch("cfg", &mine, &cm(json!({"a": "1", "b": "2"}))).await.unwrap_err();
-    assert!(matches!(&err, kube::Error::Api(s) if s.code == 409 && s.message.contains("conflict with \"someone\"")), "{err:?}");
+    cms.patch(
+        "cfg",
+        &PatchParams::apply("someone").force(),
+        &cm(json!({"a": "9"})),
+    )
+    .await
+    .unwrap();
+    let err = cms
+        .patch("cfg", &mine, &cm(json!({"a": "1", "b": "2"})))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, kube::Error::Api(s) if s.code == 409 && s.message.contains("conflict with \"someone\"")),
+        "{err:?}"
+    );
     // Forced, and without `b`: `a` is ours again, `b` is gone.
-    let after = cms.patch("cfg", &mine.clone().force(), &cm(json!({"a": "1"}))).await.unwrap();
+    let after = cms
+        .patch("cfg", &mine.clone().force(), &cm(json!({"a": "1"})))
+        .await
+        .unwrap();
     assert_eq!(after.data["data"], json!({"a": "1"}));
     // Dry run changes nothing.
-    let dry = cms.patch("cfg", &PatchParams::apply("coxswain").force().dry_run(), &cm(json!({"a": "dry"}))).await.unwrap();
+    let dry = cms
+        .patch(
+            "cfg",
+            &PatchParams::apply("coxswain").force().dry_run(),
+            &cm(json!({"a": "dry"})),
+        )
+        .await
+        .unwrap();
     assert_eq!(dry.data["data"]["a"], "dry");
     assert_eq!(cms.get("cfg").await.unwrap().data["data"]["a"], "1");
     fleet.shutdown().await;
@@ -259,19 +397,36 @@ async fn a_broken_image_crash_loops_and_exceeds_the_progress_deadline() {
     let client = client(&fleet.add_cluster("beta"));
     namespace(&client, "shop").await;
     let deploys = api(&client, "apps", "Deployment", Some("shop")).await;
-    deploys.patch("web", &apply(), &Patch::Apply(deployment("web", "web:1.0", 2, 30))).await.unwrap();
+    deploys
+        .patch(
+            "web",
+            &apply(),
+            &Patch::Apply(deployment("web", "web:1.0", 2, 30)),
+        )
+        .await
+        .unwrap();
     wait_until(&deploys, "web", Duration::from_secs(10), |d| {
         condition(d, "Progressing").is_some_and(|c| c["reason"] == "NewReplicaSetAvailable")
     })
     .await;
 
-    deploys.patch("web", &apply(), &Patch::Apply(deployment("web", "web:2.0-broken", 2, 30))).await.unwrap();
+    deploys
+        .patch(
+            "web",
+            &apply(),
+            &Patch::Apply(deployment("web", "web:2.0-broken", 2, 30)),
+        )
+        .await
+        .unwrap();
     let failed = wait_until(&deploys, "web", Duration::from_secs(10), |d| {
         condition(d, "Progressing").is_some_and(|c| c["reason"] == "ProgressDeadlineExceeded")
     })
     .await;
     assert_eq!(failed["status"]["observedGeneration"], 2);
-    assert_eq!(failed["status"]["readyReplicas"], 2, "the old pods keep serving");
+    assert_eq!(
+        failed["status"]["readyReplicas"], 2,
+        "the old pods keep serving"
+    );
     let pods = api(&client, "", "Pod", Some("shop")).await;
     let crashing = pods
         .list(&ListParams::default())
@@ -279,12 +434,22 @@ async fn a_broken_image_crash_loops_and_exceeds_the_progress_deadline() {
         .unwrap()
         .items
         .into_iter()
-        .filter(|p| p.data["status"]["containerStatuses"][0]["state"]["waiting"]["reason"] == "CrashLoopBackOff")
+        .filter(|p| {
+            p.data["status"]["containerStatuses"][0]["state"]["waiting"]["reason"]
+                == "CrashLoopBackOff"
+        })
         .count();
     assert_eq!(crashing, 2);
 
     // Rolling back to the good template completes again.
-    deploys.patch("web", &apply(), &Patch::Apply(deployment("web", "web:1.0", 2, 30))).await.unwrap();
+    deploys
+        .patch(
+            "web",
+            &apply(),
+            &Patch::Apply(deployment("web", "web:1.0", 2, 30)),
+        )
+        .await
+        .unwrap();
     let back = wait_until(&deploys, "web", Duration::from_secs(10), |d| {
         condition(d, "Progressing").is_some_and(|c| c["reason"] == "NewReplicaSetAvailable")
             && d["status"]["replicas"] == 2
@@ -302,42 +467,65 @@ async fn statefulsets_daemonsets_and_jobs_roll_out() {
     let template = |image: &str| json!({"metadata": {"labels": {"app": "db"}}, "spec": {"containers": [{"name": "c", "image": image}]}});
 
     let sts = api(&client, "apps", "StatefulSet", Some("data")).await;
-    let sts_spec = |image: &str, partition: i64| json!({
-        "apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": {"name": "db"},
-        "spec": {"replicas": 3, "serviceName": "db", "selector": {"matchLabels": {"app": "db"}},
-                 "updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"partition": partition}},
-                 "template": template(image)}
-    });
-    sts.patch("db", &apply(), &Patch::Apply(sts_spec("db:1", 0))).await.unwrap();
-    let ready = wait_until(&sts, "db", Duration::from_secs(10), |s| s["status"]["readyReplicas"] == 3).await;
+    let sts_spec = |image: &str, partition: i64| {
+        json!({
+            "apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": {"name": "db"},
+            "spec": {"replicas": 3, "serviceName": "db", "selector": {"matchLabels": {"app": "db"}},
+                     "updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"partition": partition}},
+                     "template": template(image)}
+        })
+    };
+    sts.patch("db", &apply(), &Patch::Apply(sts_spec("db:1", 0)))
+        .await
+        .unwrap();
+    let ready = wait_until(&sts, "db", Duration::from_secs(10), |s| {
+        s["status"]["readyReplicas"] == 3
+    })
+    .await;
     let first_rev = ready["status"]["updateRevision"].clone();
     assert_eq!(ready["status"]["currentRevision"], first_rev);
     // Partition 2: only ordinal 2 moves to the new revision.
-    sts.patch("db", &apply(), &Patch::Apply(sts_spec("db:2", 2))).await.unwrap();
+    sts.patch("db", &apply(), &Patch::Apply(sts_spec("db:2", 2)))
+        .await
+        .unwrap();
     let partial = wait_until(&sts, "db", Duration::from_secs(10), |s| {
-        s["status"]["updatedReplicas"] == 1 && s["status"]["readyReplicas"] == 3 && s["status"]["observedGeneration"] == 2
+        s["status"]["updatedReplicas"] == 1
+            && s["status"]["readyReplicas"] == 3
+            && s["status"]["observedGeneration"] == 2
     })
     .await;
     assert_ne!(partial["status"]["updateRevision"], first_rev);
     assert_eq!(partial["status"]["currentRevision"], first_rev);
 
     let ds = api(&client, "apps", "DaemonSet", Some("data")).await;
-    ds.patch("agent", &apply(), &Patch::Apply(json!({
-        "apiVersion": "apps/v1", "kind": "DaemonSet", "metadata": {"name": "agent"},
-        "spec": {"selector": {"matchLabels": {"app": "db"}}, "template": template("agent:1")}
-    }))).await.unwrap();
+    ds.patch(
+        "agent",
+        &apply(),
+        &Patch::Apply(json!({
+            "apiVersion": "apps/v1", "kind": "DaemonSet", "metadata": {"name": "agent"},
+            "spec": {"selector": {"matchLabels": {"app": "db"}}, "template": template("agent:1")}
+        })),
+    )
+    .await
+    .unwrap();
     wait_until(&ds, "agent", Duration::from_secs(10), |d| {
         d["status"]["numberReady"] == 2 && d["status"]["desiredNumberScheduled"] == 2
     })
     .await;
 
     let jobs = api(&client, "batch", "Job", Some("data")).await;
-    let job = |name: &str, image: &str| Patch::Apply(json!({
-        "apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": name},
-        "spec": {"backoffLimit": 1, "template": {"spec": {"restartPolicy": "Never", "containers": [{"name": "c", "image": image}]}}}
-    }));
-    jobs.patch("migrate", &apply(), &job("migrate", "migrate:1")).await.unwrap();
-    jobs.patch("doomed", &apply(), &job("doomed", "migrate:1-broken")).await.unwrap();
+    let job = |name: &str, image: &str| {
+        Patch::Apply(json!({
+            "apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": name},
+            "spec": {"backoffLimit": 1, "template": {"spec": {"restartPolicy": "Never", "containers": [{"name": "c", "image": image}]}}}
+        }))
+    };
+    jobs.patch("migrate", &apply(), &job("migrate", "migrate:1"))
+        .await
+        .unwrap();
+    jobs.patch("doomed", &apply(), &job("doomed", "migrate:1-broken"))
+        .await
+        .unwrap();
     wait_until(&jobs, "migrate", Duration::from_secs(10), |j| {
         condition(j, "Complete").is_some_and(|c| c["status"] == "True")
     })
@@ -346,7 +534,10 @@ async fn statefulsets_daemonsets_and_jobs_roll_out() {
         condition(j, "Failed").is_some_and(|c| c["status"] == "True")
     })
     .await;
-    assert_eq!(condition(&failed, "Failed").unwrap()["reason"], "BackoffLimitExceeded");
+    assert_eq!(
+        condition(&failed, "Failed").unwrap()["reason"],
+        "BackoffLimitExceeded"
+    );
     assert_eq!(failed["status"]["failed"], 2);
     fleet.shutdown().await;
 }
@@ -357,23 +548,50 @@ async fn served_over_http_with_a_kubeconfig_and_faults_switch_at_run_time() {
     let beta = fleet.add_cluster("beta");
     fleet.add_cluster("prod");
     let dir = tempfile::tempdir().unwrap();
-    let served = fleet.serve("127.0.0.1".parse().unwrap(), Some(dir.path())).await.unwrap();
+    let served = fleet
+        .serve("127.0.0.1".parse().unwrap(), Some(dir.path()))
+        .await
+        .unwrap();
     assert_eq!(served.len(), 2);
     let kubeconfig = kube::config::Kubeconfig::read_from(dir.path().join("beta.yaml")).unwrap();
-    let mut config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await.unwrap();
+    let mut config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+        .await
+        .unwrap();
     // kube retries 503s with backoff by itself; this test wants to see the fault.
     config.default_retry = false;
     let client = Client::try_from(config).unwrap();
     let ns = api(&client, "", "Namespace", None).await;
-    let names: Vec<String> = ns.list(&ListParams::default()).await.unwrap().items.iter().map(|n| n.name_any()).collect();
-    assert_eq!(names, ["default", "kube-node-lease", "kube-public", "kube-system"]);
+    let names: Vec<String> = ns
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .iter()
+        .map(|n| n.name_any())
+        .collect();
+    assert_eq!(
+        names,
+        ["default", "kube-node-lease", "kube-public", "kube-system"]
+    );
 
-    beta.set_faults(sim::Faults { unavailable: true, ..Default::default() });
+    beta.set_faults(sim::Faults {
+        unavailable: true,
+        ..Default::default()
+    });
     let err = ns.list(&ListParams::default()).await.unwrap_err();
-    assert!(matches!(&err, kube::Error::Api(s) if s.code == 503), "{err:?}");
-    beta.set_faults(sim::Faults { error_rate: 1.0, ..Default::default() });
+    assert!(
+        matches!(&err, kube::Error::Api(s) if s.code == 503),
+        "{err:?}"
+    );
+    beta.set_faults(sim::Faults {
+        error_rate: 1.0,
+        ..Default::default()
+    });
     let err = ns.get("default").await.unwrap_err();
-    assert!(matches!(&err, kube::Error::Api(s) if s.code == 500), "{err:?}");
+    assert!(
+        matches!(&err, kube::Error::Api(s) if s.code == 500),
+        "{err:?}"
+    );
     beta.set_faults(sim::Faults::default());
     ns.get("default").await.unwrap();
     fleet.shutdown().await;

@@ -158,7 +158,9 @@ impl SimProcess {
         let Some(mut child) = self.child.take() else {
             bail!("already stopped");
         };
-        let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
         loop {
             if let Some(status) = child.try_wait()? {
