@@ -500,17 +500,7 @@ impl Store {
                 "the name of the object does not match the name on the URL",
             ));
         }
-        let next = if status_only {
-            let mut next = live.clone();
-            next["status"] = object["status"].clone();
-            next
-        } else {
-            let mut next = object;
-            if rt.has_status {
-                next["status"] = live["status"].clone();
-            }
-            next
-        };
+        let next = scoped_write(rt, &live, object, status_only);
         self.write(rt, ns, name, live, next, status_only, opts, "Update")
     }
 
@@ -584,16 +574,7 @@ impl Store {
             ));
         }
         Self::normalize(rt, ns, &mut next)?;
-        let next = if status_only {
-            let mut only = live.clone();
-            only["status"] = next["status"].clone();
-            only
-        } else {
-            if rt.has_status {
-                next["status"] = live["status"].clone();
-            }
-            next
-        };
+        let next = scoped_write(rt, &live, next, status_only);
         self.write(rt, ns, name, live, next, status_only, opts, "Update")
     }
 
@@ -977,6 +958,21 @@ impl Store {
 impl Default for Store {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+/// What a write may change: only `status` through the status subresource, everything but
+/// `status` through the main resource of a type that has the subresource.
+fn scoped_write(rt: &ResourceType, live: &Value, mut next: Value, status_only: bool) -> Value {
+    if status_only {
+        let mut only = live.clone();
+        only["status"] = next["status"].clone();
+        only
+    } else {
+        if rt.has_status {
+            next["status"] = live["status"].clone();
+        }
+        next
     }
 }
 
