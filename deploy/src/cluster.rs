@@ -1,0 +1,224 @@
+//! The engine's view of a cluster: objects by apiVersion and kind resolved through discovery
+//! (never guessed plurals), server-side apply as `coxswain`, and transient API errors retried
+//! with backoff until the caller's deadline.
+
+use std::future::Future;
+use std::time::Duration;
+
+use backon::{ExponentialBuilder, Retryable};
+use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams};
+use kube::discovery::{ApiCapabilities, ApiResource, Discovery, Scope};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use tokio::time::Instant;
+
+use crate::DeployError;
+
+/// The field manager of every apply.
+pub const FIELD_MANAGER: &str = "coxswain";
+/// Label naming the release an object belongs to.
+pub const RELEASE_LABEL: &str = "coxswain.dev/release";
+/// Label marking objects Coxswain manages.
+pub const MANAGED_BY: &str = "app.kubernetes.io/managed-by";
+
+/// One object of a release's inventory.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct ObjectRef {
+    /// `apps/v1`.
+    pub api_version: String,
+    /// `Deployment`.
+    pub kind: String,
+    /// Namespace; absent for cluster-scoped objects.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    /// Name.
+    pub name: String,
+}
+
+impl std::fmt::Display for ObjectRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.namespace {
+            Some(ns) => write!(f, "{}/{} {}/{}", self.api_version, self.kind, ns, self.name),
+            None => write!(f, "{}/{} {}", self.api_version, self.kind, self.name),
+        }
+    }
+}
+
+/// A Kubernetes cluster reached through `kube`, with a discovery cache it owns.
+pub struct Cluster {
+    client: kube::Client,
+    discovery: Option<Discovery>,
+}
+
+impl std::fmt::Debug for Cluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cluster").finish_non_exhaustive()
+    }
+}
+
+/// Is this error worth another try (the server or the network, not the request)?
+pub fn transient(error: &kube::Error) -> bool {
+    match error {
+        kube::Error::Api(status) => matches!(status.code, 429 | 500 | 502 | 503 | 504),
+        kube::Error::HyperError(_) | kube::Error::Service(_) => true,
+        _ => false,
+    }
+}
+
+/// Runs an API call, retrying transient failures with exponential backoff until `deadline`.
+pub async fn retrying<T, F, Fut>(deadline: Instant, what: &str, call: F) -> Result<T, DeployError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, kube::Error>>,
+{
+    let policy = ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(50))
+        .with_max_delay(Duration::from_secs(2))
+        .without_max_times();
+    let attempt = call
+        .retry(policy)
+        .sleep(tokio::time::sleep)
+        .when(transient)
+        .notify(|error, wait| tracing::warn!(%error, ?wait, what, "kubernetes api call failed; retrying"));
+    match tokio::time::timeout_at(deadline, attempt).await {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(source)) => Err(DeployError::Api {
+            action: what.to_owned(),
+            source,
+        }),
+        Err(_) => Err(DeployError::DeadlineExceeded {
+            during: what.to_owned(),
+        }),
+    }
+}
+
+impl Cluster {
+    /// A cluster behind a kube client.
+    pub fn new(client: kube::Client) -> Self {
+        Self {
+            client,
+            discovery: None,
+        }
+    }
+
+    /// The client.
+    pub fn client(&self) -> &kube::Client {
+        &self.client
+    }
+
+    /// Discovers again (after CRDs were created).
+    pub async fn refresh(&mut self, deadline: Instant) -> Result<(), DeployError> {
+        let client = self.client.clone();
+        let discovery = retrying(deadline, "discovery", || Discovery::new(client.clone()).run()).await?;
+        self.discovery = Some(discovery);
+        Ok(())
+    }
+
+    /// The resource serving `apiVersion` + `kind`; discovers again once before giving up.
+    pub async fn resolve(&mut self, api_version: &str, kind: &str, deadline: Instant) -> Result<(ApiResource, ApiCapabilities), DeployError> {
+        for refreshed in [false, true] {
+            if self.discovery.is_none() || refreshed {
+                self.refresh(deadline).await?;
+            }
+            let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
+            let found = self.discovery.as_ref().and_then(|d| {
+                d.groups()
+                    .filter(|g| g.name() == group)
+                    .flat_map(|g| g.versioned_resources(version))
+                    .find(|(ar, _)| ar.kind == kind)
+            });
+            if let Some(found) = found {
+                return Ok(found);
+            }
+        }
+        Err(DeployError::UnknownKind {
+            api_version: api_version.to_owned(),
+            kind: kind.to_owned(),
+        })
+    }
+
+    /// The API for an object and where it lives: its namespace (or `default_ns`), its name.
+    pub async fn api_for(&mut self, object: &Value, default_ns: &str, deadline: Instant) -> Result<(Api<DynamicObject>, ObjectRef), DeployError> {
+        let api_version = object["apiVersion"].as_str().unwrap_or_default();
+        let kind = object["kind"].as_str().unwrap_or_default();
+        let name = object["metadata"]["name"].as_str().unwrap_or_default().to_owned();
+        let (ar, caps) = self.resolve(api_version, kind, deadline).await?;
+        let (api, namespace) = match caps.scope {
+            Scope::Namespaced => {
+                let ns = object["metadata"]["namespace"].as_str().unwrap_or(default_ns).to_owned();
+                (Api::namespaced_with(self.client.clone(), &ns, &ar), Some(ns))
+            }
+            Scope::Cluster => (Api::all_with(self.client.clone(), &ar), None),
+        };
+        Ok((
+            api,
+            ObjectRef {
+                api_version: api_version.to_owned(),
+                kind: kind.to_owned(),
+                namespace,
+                name,
+            },
+        ))
+    }
+
+    /// Server-side apply (forced, as `coxswain`); `dry_run` changes nothing.
+    pub async fn apply(&mut self, object: &Value, default_ns: &str, dry_run: bool, deadline: Instant) -> Result<(ObjectRef, Value), DeployError> {
+        let (api, target) = self.api_for(object, default_ns, deadline).await?;
+        let mut params = PatchParams::apply(FIELD_MANAGER).force();
+        params.dry_run = dry_run;
+        let mut body = object.clone();
+        if let (Some(ns), Some(meta)) = (&target.namespace, body["metadata"].as_object_mut()) {
+            meta.insert("namespace".into(), ns.clone().into());
+        }
+        let what = format!("apply {target}");
+        let patch = Patch::Apply(&body);
+        let applied = retrying(deadline, &what, || api.patch(&target.name, &params, &patch)).await?;
+        Ok((target, serde_json::to_value(applied).unwrap_or_default()))
+    }
+
+    /// Reads an object; `None` when it does not exist.
+    pub async fn get(&mut self, target: &ObjectRef, deadline: Instant) -> Result<Option<Value>, DeployError> {
+        let probe = serde_json::json!({"apiVersion": target.api_version, "kind": target.kind,
+            "metadata": {"name": target.name, "namespace": target.namespace}});
+        let (api, _) = self.api_for(&probe, target.namespace.as_deref().unwrap_or("default"), deadline).await?;
+        let found = retrying(deadline, &format!("get {target}"), || api.get_opt(&target.name)).await?;
+        Ok(found.map(|o| serde_json::to_value(o).unwrap_or_default()))
+    }
+
+    /// Deletes an object (background propagation); absent is fine.
+    pub async fn delete(&mut self, target: &ObjectRef, deadline: Instant) -> Result<(), DeployError> {
+        let probe = serde_json::json!({"apiVersion": target.api_version, "kind": target.kind,
+            "metadata": {"name": target.name, "namespace": target.namespace}});
+        let (api, _) = match self.api_for(&probe, target.namespace.as_deref().unwrap_or("default"), deadline).await {
+            Ok(found) => found,
+            // Its kind is gone (a CRD was removed first): nothing left to delete.
+            Err(DeployError::UnknownKind { .. }) => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        let params = DeleteParams::background();
+        let result = retrying(deadline, &format!("delete {target}"), || api.delete(&target.name, &params)).await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(DeployError::Api { source: kube::Error::Api(s), .. }) if s.code == 404 => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Objects of a kind in a namespace matching a label selector.
+    pub async fn list(&mut self, api_version: &str, kind: &str, ns: &str, selector: &str, deadline: Instant) -> Result<Vec<Value>, DeployError> {
+        let (ar, _) = self.resolve(api_version, kind, deadline).await?;
+        let api: Api<DynamicObject> = Api::namespaced_with(self.client.clone(), ns, &ar);
+        let params = ListParams::default().labels(selector);
+        let list = retrying(deadline, &format!("list {kind} in {ns}"), || api.list(&params)).await?;
+        Ok(list.items.into_iter().map(|o| serde_json::to_value(o).unwrap_or_default()).collect())
+    }
+
+    /// Creates an object (no apply: a test Job run, a Lease).
+    pub async fn create(&mut self, object: &Value, default_ns: &str, deadline: Instant) -> Result<Value, DeployError> {
+        let (api, target) = self.api_for(object, default_ns, deadline).await?;
+        let body: DynamicObject = serde_json::from_value(object.clone()).map_err(|e| DeployError::Invalid(format!("{target}: {e}")))?;
+        let params = PostParams::default();
+        let created = retrying(deadline, &format!("create {target}"), || api.create(&params, &body)).await?;
+        Ok(serde_json::to_value(created).unwrap_or_default())
+    }
+}

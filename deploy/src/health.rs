@@ -1,0 +1,353 @@
+//! Health as pure predicates over an object's JSON: kubectl rollout-status semantics for
+//! workloads (generation gate first), Job completion, kstatus rules for everything else, and
+//! fast failure on pods that will not start.
+
+use proto::HealthStatus;
+use serde_json::Value;
+
+/// A verdict on one object, with the reason in the object's own words.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Assessment {
+    /// Healthy, progressing or failed.
+    pub status: HealthStatus,
+    /// Why.
+    pub message: String,
+}
+
+impl Assessment {
+    fn healthy(message: impl Into<String>) -> Self {
+        Self {
+            status: HealthStatus::Healthy,
+            message: message.into(),
+        }
+    }
+    fn progressing(message: impl Into<String>) -> Self {
+        Self {
+            status: HealthStatus::Progressing,
+            message: message.into(),
+        }
+    }
+    fn failed(message: impl Into<String>) -> Self {
+        Self {
+            status: HealthStatus::Failed,
+            message: message.into(),
+        }
+    }
+}
+
+fn int(v: &Value) -> i64 {
+    v.as_i64().unwrap_or(0)
+}
+
+fn condition<'a>(object: &'a Value, kind: &str) -> Option<&'a Value> {
+    object["status"]["conditions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == kind)
+}
+
+fn is_true(c: Option<&Value>) -> bool {
+    c.is_some_and(|c| c["status"] == "True")
+}
+
+/// The generation gate: a status that describes an older spec says nothing about this one.
+fn generation_pending(object: &Value) -> Option<Assessment> {
+    let generation = int(&object["metadata"]["generation"]);
+    let observed = int(&object["status"]["observedGeneration"]);
+    (generation > observed).then(|| {
+        Assessment::progressing(format!(
+            "waiting for the controller to observe generation {generation} (observed {observed})"
+        ))
+    })
+}
+
+/// The health of one object.
+pub fn assess(object: &Value) -> Assessment {
+    match object["kind"].as_str().unwrap_or_default() {
+        "Deployment" => deployment(object),
+        "StatefulSet" => stateful_set(object),
+        "DaemonSet" => daemon_set(object),
+        "Job" => job(object),
+        "Pod" => pod(object),
+        "CustomResourceDefinition" => {
+            if is_true(condition(object, "Established")) {
+                Assessment::healthy("established")
+            } else {
+                Assessment::progressing("waiting for the CRD to be established")
+            }
+        }
+        "Namespace" => match object["status"]["phase"].as_str() {
+            Some("Terminating") => Assessment::progressing("namespace is terminating"),
+            _ => Assessment::healthy("active"),
+        },
+        "PersistentVolumeClaim" => match object["status"]["phase"].as_str() {
+            Some("Bound") => Assessment::healthy("bound"),
+            Some("Lost") => Assessment::failed("claim lost its volume"),
+            _ => Assessment::progressing("waiting for the claim to be bound"),
+        },
+        _ => kstatus(object),
+    }
+}
+
+fn deployment(d: &Value) -> Assessment {
+    if let Some(pending) = generation_pending(d) {
+        return pending;
+    }
+    let s = &d["status"];
+    if let Some(c) = condition(d, "Progressing")
+        && c["reason"] == "ProgressDeadlineExceeded"
+    {
+        return Assessment::failed(format!(
+            "ProgressDeadlineExceeded: {}",
+            c["message"].as_str().unwrap_or("the rollout exceeded its progress deadline")
+        ));
+    }
+    let desired = d["spec"]["replicas"].as_i64().unwrap_or(1);
+    let (replicas, updated, available) = (int(&s["replicas"]), int(&s["updatedReplicas"]), int(&s["availableReplicas"]));
+    if updated < desired {
+        return Assessment::progressing(format!("{updated} of {desired} updated replicas"));
+    }
+    if replicas > updated {
+        return Assessment::progressing(format!("{} old replicas pending termination", replicas - updated));
+    }
+    if available < updated {
+        return Assessment::progressing(format!("{available} of {updated} updated replicas available"));
+    }
+    Assessment::healthy(format!("{available} of {desired} replicas available"))
+}
+
+fn stateful_set(s: &Value) -> Assessment {
+    if let Some(pending) = generation_pending(s) {
+        return pending;
+    }
+    let st = &s["status"];
+    let desired = s["spec"]["replicas"].as_i64().unwrap_or(1);
+    let ready = int(&st["readyReplicas"]);
+    if ready < desired {
+        return Assessment::progressing(format!("{ready} of {desired} pods ready"));
+    }
+    let strategy = &s["spec"]["updateStrategy"];
+    if strategy["type"] == "OnDelete" {
+        // kubectl reports no rollout for OnDelete: pods change only when deleted.
+        return Assessment::healthy(format!("{ready} of {desired} pods ready (OnDelete)"));
+    }
+    let partition = int(&strategy["rollingUpdate"]["partition"]);
+    let updated = int(&st["updatedReplicas"]);
+    if partition > 0 {
+        let want = desired - partition;
+        if updated < want {
+            return Assessment::progressing(format!("{updated} of {want} pods updated (partition {partition})"));
+        }
+        return Assessment::healthy(format!("partitioned roll out complete: {updated} new pods"));
+    }
+    if st["updateRevision"] != st["currentRevision"] {
+        return Assessment::progressing(format!("{updated} of {desired} pods at the update revision"));
+    }
+    Assessment::healthy(format!("{ready} of {desired} pods ready"))
+}
+
+fn daemon_set(d: &Value) -> Assessment {
+    if let Some(pending) = generation_pending(d) {
+        return pending;
+    }
+    let s = &d["status"];
+    let desired = int(&s["desiredNumberScheduled"]);
+    if d["spec"]["updateStrategy"]["type"] == "OnDelete" {
+        return Assessment::healthy("OnDelete: pods change only when deleted");
+    }
+    let updated = int(&s["updatedNumberScheduled"]);
+    if updated < desired {
+        return Assessment::progressing(format!("{updated} of {desired} pods updated"));
+    }
+    let available = int(&s["numberAvailable"]);
+    if available < desired {
+        return Assessment::progressing(format!("{available} of {desired} updated pods available"));
+    }
+    Assessment::healthy(format!("{available} of {desired} pods available"))
+}
+
+fn job(j: &Value) -> Assessment {
+    if let Some(c) = condition(j, "Failed").filter(|c| c["status"] == "True") {
+        return Assessment::failed(format!(
+            "{}: {}",
+            c["reason"].as_str().unwrap_or("Failed"),
+            c["message"].as_str().unwrap_or("the job failed")
+        ));
+    }
+    if is_true(condition(j, "Complete")) {
+        return Assessment::healthy("complete");
+    }
+    let s = &j["status"];
+    Assessment::progressing(format!(
+        "{} active, {} succeeded, {} failed",
+        int(&s["active"]),
+        int(&s["succeeded"]),
+        int(&s["failed"])
+    ))
+}
+
+/// Container states that do not fix themselves.
+const FATAL_WAITING: [&str; 6] = [
+    "CrashLoopBackOff",
+    "ImagePullBackOff",
+    "ErrImagePull",
+    "InvalidImageName",
+    "CreateContainerConfigError",
+    "CreateContainerError",
+];
+
+/// The reason a pod will not start, if it will not.
+pub fn pod_failure(pod: &Value) -> Option<String> {
+    let s = &pod["status"];
+    ["initContainerStatuses", "containerStatuses"]
+        .iter()
+        .flat_map(|k| s[*k].as_array().into_iter().flatten())
+        .find_map(|c| {
+            let reason = c["state"]["waiting"]["reason"].as_str()?;
+            FATAL_WAITING.contains(&reason).then(|| {
+                format!(
+                    "{reason}: container {} of pod {}",
+                    c["name"].as_str().unwrap_or("?"),
+                    pod["metadata"]["name"].as_str().unwrap_or("?")
+                )
+            })
+        })
+}
+
+fn pod(p: &Value) -> Assessment {
+    if let Some(reason) = pod_failure(p) {
+        return Assessment::failed(reason);
+    }
+    match p["status"]["phase"].as_str() {
+        Some("Succeeded") => Assessment::healthy("succeeded"),
+        Some("Failed") => Assessment::failed("pod failed"),
+        _ if is_true(condition(p, "Ready")) => Assessment::healthy("ready"),
+        _ => Assessment::progressing("waiting for the pod to be ready"),
+    }
+}
+
+/// kstatus: observedGeneration gate, then `Stalled`, `Reconciling`, `Ready`; an object without
+/// conditions is current as soon as it exists.
+fn kstatus(o: &Value) -> Assessment {
+    if o["status"]["observedGeneration"].is_i64()
+        && let Some(pending) = generation_pending(o)
+    {
+        return pending;
+    }
+    let reason = |c: &Value| {
+        format!(
+            "{}: {}",
+            c["reason"].as_str().unwrap_or_default(),
+            c["message"].as_str().unwrap_or_default()
+        )
+    };
+    if let Some(c) = condition(o, "Stalled").filter(|c| c["status"] == "True") {
+        return Assessment::failed(format!("Stalled {}", reason(c)));
+    }
+    if let Some(c) = condition(o, "Reconciling").filter(|c| c["status"] == "True") {
+        return Assessment::progressing(format!("Reconciling {}", reason(c)));
+    }
+    match condition(o, "Ready") {
+        Some(c) if c["status"] == "True" => Assessment::healthy("Ready"),
+        Some(c) => Assessment::progressing(format!("not Ready {}", reason(c))),
+        None => Assessment::healthy("current"),
+    }
+}
+
+/// Does this kind have pods whose failure should fail it at once?
+pub fn has_pods(kind: &str) -> bool {
+    matches!(kind, "Deployment" | "StatefulSet" | "DaemonSet" | "Job" | "ReplicaSet")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+    use HealthStatus::{Failed, Healthy, Progressing};
+
+    fn deploy(generation: i64, status: Value) -> Value {
+        json!({"kind": "Deployment", "metadata": {"name": "web", "generation": generation},
+               "spec": {"replicas": 2}, "status": status})
+    }
+
+    #[test]
+    fn deployments_follow_rollout_status() {
+        let done = json!({"observedGeneration": 2, "replicas": 2, "updatedReplicas": 2, "availableReplicas": 2});
+        let cases = [
+            ("complete", deploy(2, done.clone()), Healthy),
+            ("stale observedGeneration, status looks complete", deploy(3, done.clone()), Progressing),
+            ("not all updated", deploy(2, json!({"observedGeneration": 2, "replicas": 2, "updatedReplicas": 1, "availableReplicas": 2})), Progressing),
+            ("old replicas left", deploy(2, json!({"observedGeneration": 2, "replicas": 3, "updatedReplicas": 2, "availableReplicas": 2})), Progressing),
+            ("updated not available", deploy(2, json!({"observedGeneration": 2, "replicas": 2, "updatedReplicas": 2, "availableReplicas": 1})), Progressing),
+            ("deadline exceeded", deploy(2, json!({"observedGeneration": 2, "replicas": 4, "updatedReplicas": 2, "availableReplicas": 2,
+                "conditions": [{"type": "Progressing", "status": "False", "reason": "ProgressDeadlineExceeded", "message": "ReplicaSet \"web-1\" has timed out progressing."}]})), Failed),
+            ("no status yet", deploy(1, json!({})), Progressing),
+        ];
+        for (name, object, expected) in cases {
+            assert_eq!(assess(&object).status, expected, "{name}: {}", assess(&object).message);
+        }
+        let failed = assess(&deploy(2, json!({"observedGeneration": 2, "conditions": [{"type": "Progressing", "status": "False", "reason": "ProgressDeadlineExceeded", "message": "m"}]})));
+        assert_eq!(failed.message, "ProgressDeadlineExceeded: m");
+    }
+
+    #[test]
+    fn stateful_sets_with_partition_and_on_delete() {
+        let sts = |strategy: Value, status: Value| json!({"kind": "StatefulSet", "metadata": {"generation": 2},
+            "spec": {"replicas": 3, "updateStrategy": strategy}, "status": status});
+        let rolling = json!({"type": "RollingUpdate", "rollingUpdate": {"partition": 0}});
+        let cases = [
+            ("complete", sts(rolling.clone(), json!({"observedGeneration": 2, "readyReplicas": 3, "updatedReplicas": 3, "currentRevision": "a", "updateRevision": "a"})), Healthy),
+            ("revisions differ", sts(rolling.clone(), json!({"observedGeneration": 2, "readyReplicas": 3, "updatedReplicas": 1, "currentRevision": "a", "updateRevision": "b"})), Progressing),
+            ("not ready", sts(rolling.clone(), json!({"observedGeneration": 2, "readyReplicas": 2, "currentRevision": "a", "updateRevision": "a"})), Progressing),
+            ("stale generation", sts(rolling, json!({"observedGeneration": 1, "readyReplicas": 3, "currentRevision": "a", "updateRevision": "a"})), Progressing),
+            ("partition reached", sts(json!({"type": "RollingUpdate", "rollingUpdate": {"partition": 2}}), json!({"observedGeneration": 2, "readyReplicas": 3, "updatedReplicas": 1, "currentRevision": "a", "updateRevision": "b"})), Healthy),
+            ("partition not reached", sts(json!({"type": "RollingUpdate", "rollingUpdate": {"partition": 1}}), json!({"observedGeneration": 2, "readyReplicas": 3, "updatedReplicas": 1, "currentRevision": "a", "updateRevision": "b"})), Progressing),
+            ("OnDelete ready", sts(json!({"type": "OnDelete"}), json!({"observedGeneration": 2, "readyReplicas": 3, "updatedReplicas": 0, "currentRevision": "a", "updateRevision": "b"})), Healthy),
+        ];
+        for (name, object, expected) in cases {
+            assert_eq!(assess(&object).status, expected, "{name}: {}", assess(&object).message);
+        }
+    }
+
+    #[test]
+    fn daemon_sets() {
+        let ds = |status: Value| json!({"kind": "DaemonSet", "metadata": {"generation": 1}, "spec": {}, "status": status});
+        assert_eq!(assess(&ds(json!({"observedGeneration": 1, "desiredNumberScheduled": 2, "updatedNumberScheduled": 2, "numberAvailable": 2}))).status, Healthy);
+        assert_eq!(assess(&ds(json!({"observedGeneration": 1, "desiredNumberScheduled": 2, "updatedNumberScheduled": 1, "numberAvailable": 2}))).status, Progressing);
+        assert_eq!(assess(&ds(json!({"observedGeneration": 1, "desiredNumberScheduled": 2, "updatedNumberScheduled": 2, "numberAvailable": 1}))).status, Progressing);
+        assert_eq!(assess(&ds(json!({"observedGeneration": 0, "desiredNumberScheduled": 2, "updatedNumberScheduled": 2, "numberAvailable": 2}))).status, Progressing);
+    }
+
+    #[test]
+    fn jobs_complete_or_fail() {
+        let job = |conditions: Value| json!({"kind": "Job", "metadata": {}, "status": {"conditions": conditions}});
+        assert_eq!(assess(&job(json!([{"type": "Complete", "status": "True"}]))).status, Healthy);
+        let failed = assess(&job(json!([{"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded", "message": "limit"}])));
+        assert_eq!((failed.status, failed.message.as_str()), (Failed, "BackoffLimitExceeded: limit"));
+        assert_eq!(assess(&job(json!([]))).status, Progressing);
+    }
+
+    #[test]
+    fn pods_fail_fast_on_crash_loops_and_pull_errors() {
+        let pod = |waiting: &str| json!({"kind": "Pod", "metadata": {"name": "p"}, "status": {"phase": "Running",
+            "containerStatuses": [{"name": "c", "state": {"waiting": {"reason": waiting}}}]}});
+        assert_eq!(assess(&pod("CrashLoopBackOff")).status, Failed);
+        assert_eq!(assess(&pod("ImagePullBackOff")).status, Failed);
+        assert_eq!(assess(&pod("ContainerCreating")).status, Progressing);
+        assert_eq!(pod_failure(&pod("ErrImagePull")).unwrap(), "ErrImagePull: container c of pod p");
+        let ready = json!({"kind": "Pod", "status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]}});
+        assert_eq!(assess(&ready).status, Healthy);
+    }
+
+    #[test]
+    fn everything_else_by_kstatus() {
+        let cr = |status: Value| json!({"kind": "Widget", "metadata": {"generation": 2}, "status": status});
+        assert_eq!(assess(&json!({"kind": "ConfigMap", "metadata": {}})).status, Healthy);
+        assert_eq!(assess(&cr(json!({"conditions": [{"type": "Ready", "status": "True"}]}))).status, Healthy);
+        assert_eq!(assess(&cr(json!({"conditions": [{"type": "Ready", "status": "False", "reason": "Waiting"}]}))).status, Progressing);
+        assert_eq!(assess(&cr(json!({"conditions": [{"type": "Stalled", "status": "True", "reason": "Bad"}]}))).status, Failed);
+        assert_eq!(assess(&cr(json!({"conditions": [{"type": "Reconciling", "status": "True"}]}))).status, Progressing);
+        assert_eq!(assess(&cr(json!({"observedGeneration": 1, "conditions": [{"type": "Ready", "status": "True"}]}))).status, Progressing);
+        assert_eq!(assess(&json!({"kind": "CustomResourceDefinition", "status": {"conditions": [{"type": "Established", "status": "True"}]}})).status, Healthy);
+    }
+}

@@ -1,0 +1,211 @@
+//! One operation per release at a time: a Lease `coxswain-lock-<release>` in the release
+//! namespace, held with a holder id and renewed while the operation runs. A crashed holder
+//! stops renewing, its lease expires and the next operation takes over: no release is ever
+//! stuck in "another operation is in progress".
+
+use std::time::Duration;
+
+use jiff::Timestamp;
+use kube::api::{Api, DeleteParams, DynamicObject, PostParams};
+use kube::discovery::ApiResource;
+use serde_json::{Value, json};
+use tokio::time::Instant;
+use tokio_util::sync::{CancellationToken, DropGuard};
+
+use crate::DeployError;
+use crate::cluster::retrying;
+
+fn leases(client: &kube::Client, ns: &str) -> Api<DynamicObject> {
+    let ar = ApiResource {
+        group: "coordination.k8s.io".into(),
+        version: "v1".into(),
+        api_version: "coordination.k8s.io/v1".into(),
+        kind: "Lease".into(),
+        plural: "leases".into(),
+    };
+    Api::namespaced_with(client.clone(), ns, &ar)
+}
+
+/// The Lease name of a release's lock.
+pub fn lease_name(release: &str) -> String {
+    format!("coxswain-lock-{release}")
+}
+
+fn micro_time(t: Timestamp) -> String {
+    t.strftime("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
+}
+
+/// Who holds a lease and until when; `None` when free or expired.
+pub fn holder_of(lease: &Value, now: Timestamp) -> Option<(String, Timestamp)> {
+    let spec = &lease["spec"];
+    let holder = spec["holderIdentity"].as_str().filter(|h| !h.is_empty())?;
+    let renewed: Timestamp = spec["renewTime"].as_str()?.parse().ok()?;
+    let seconds = spec["leaseDurationSeconds"].as_i64().unwrap_or(0);
+    let until = renewed.checked_add(jiff::SignedDuration::from_secs(seconds)).ok()?;
+    (until > now).then(|| (holder.to_owned(), until))
+}
+
+/// A held lock. Renewed in the background until released or dropped; dropped without
+/// `release` (a crash, a cancelled future) it simply stops renewing and expires.
+pub struct LockGuard {
+    client: kube::Client,
+    ns: String,
+    name: String,
+    holder: String,
+    _renewal: DropGuard,
+}
+
+impl std::fmt::Debug for LockGuard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LockGuard")
+            .field("lease", &self.name)
+            .field("holder", &self.holder)
+            .finish_non_exhaustive()
+    }
+}
+
+impl LockGuard {
+    /// Gives the lock back at once.
+    pub async fn release(self, deadline: Instant) -> Result<(), DeployError> {
+        let api = leases(&self.client, &self.ns);
+        let current = retrying(deadline, "read release lock", || api.get_opt(&self.name)).await?;
+        let ours = current.as_ref().and_then(|l| l.data["spec"]["holderIdentity"].as_str()) == Some(self.holder.as_str());
+        if ours {
+            let params = DeleteParams::default();
+            let _ = retrying(deadline, "release lock", || api.delete(&self.name, &params)).await;
+        }
+        Ok(())
+    }
+}
+
+/// Takes the release's lock for `holder`, waiting up to `wait` for a live holder to finish.
+pub async fn acquire(
+    client: &kube::Client,
+    ns: &str,
+    release: &str,
+    holder: &str,
+    lease: Duration,
+    wait: Duration,
+    cancel: &CancellationToken,
+) -> Result<LockGuard, DeployError> {
+    let api = leases(client, ns);
+    let name = lease_name(release);
+    let seconds = lease.as_secs().max(1);
+    let give_up = Instant::now() + wait;
+    let call_deadline = Instant::now() + wait + Duration::from_secs(30);
+    loop {
+        let now = Timestamp::now();
+        let current = retrying(call_deadline, "read release lock", || api.get_opt(&name)).await?;
+        let body = |transitions: i64, rv: Option<String>| {
+            let mut lease = json!({
+                "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+                "metadata": {"name": name, "namespace": ns, "labels": {"owner": "coxswain", "name": release}},
+                "spec": {"holderIdentity": holder, "leaseDurationSeconds": seconds,
+                         "acquireTime": micro_time(now), "renewTime": micro_time(now),
+                         "leaseTransitions": transitions},
+            });
+            if let Some(rv) = rv {
+                lease["metadata"]["resourceVersion"] = rv.into();
+            }
+            serde_json::from_value::<DynamicObject>(lease)
+        };
+        let attempt = match &current {
+            None => {
+                let lease = body(0, None).map_err(|e| DeployError::Invalid(e.to_string()))?;
+                api.create(&PostParams::default(), &lease).await.map(|_| None)
+            }
+            Some(existing) => {
+                let value = serde_json::to_value(existing).unwrap_or_default();
+                match holder_of(&value, now) {
+                    Some((other, until)) if other != holder => {
+                        if Instant::now() >= give_up {
+                            return Err(DeployError::Locked {
+                                release: release.to_owned(),
+                                holder: other,
+                                until: until.to_string(),
+                            });
+                        }
+                        let left = until.duration_since(now).unsigned_abs().min(Duration::from_millis(250));
+                        tokio::select! {
+                            () = cancel.cancelled() => return Err(DeployError::Cancelled),
+                            () = tokio::time::sleep(left.max(Duration::from_millis(20))) => {}
+                        }
+                        continue;
+                    }
+                    live => {
+                        let previous = value["spec"]["holderIdentity"].as_str().filter(|h| !h.is_empty() && *h != holder).map(str::to_owned);
+                        let took_over = if live.is_none() { previous } else { None };
+                        let transitions = value["spec"]["leaseTransitions"].as_i64().unwrap_or(0) + 1;
+                        let lease = body(transitions, existing.metadata.resource_version.clone()).map_err(|e| DeployError::Invalid(e.to_string()))?;
+                        api.replace(&name, &PostParams::default(), &lease).await.map(|_| took_over)
+                    }
+                }
+            }
+        };
+        match attempt {
+            Ok(took_over_from) => {
+                if let Some(previous) = &took_over_from {
+                    tracing::warn!(release, previous, "took over the release lock from an expired holder");
+                }
+                let token = CancellationToken::new();
+                tokio::spawn(renew(api.clone(), name.clone(), holder.to_owned(), lease, token.clone()));
+                return Ok(LockGuard {
+                    client: client.clone(),
+                    ns: ns.to_owned(),
+                    name,
+                    holder: holder.to_owned(),
+                    _renewal: token.drop_guard(),
+                });
+            }
+            // Someone else wrote the lease between our read and our write: look again.
+            Err(kube::Error::Api(s)) if s.code == 409 => continue,
+            Err(source) => {
+                return Err(DeployError::Api {
+                    action: "take release lock".into(),
+                    source,
+                });
+            }
+        }
+    }
+}
+
+/// Renews the lease every third of its duration until cancelled.
+async fn renew(api: Api<DynamicObject>, name: String, holder: String, lease: Duration, cancel: CancellationToken) {
+    let every = (lease / 3).max(Duration::from_millis(100));
+    loop {
+        tokio::select! {
+            () = cancel.cancelled() => return,
+            () = tokio::time::sleep(every) => {}
+        }
+        let patch = json!({"spec": {"renewTime": micro_time(Timestamp::now())}});
+        let current = api.get_opt(&name).await;
+        match current {
+            Ok(Some(l)) if l.data["spec"]["holderIdentity"] == holder.as_str() => {
+                if let Err(error) = api.patch(&name, &kube::api::PatchParams::default(), &kube::api::Patch::Merge(&patch)).await {
+                    tracing::warn!(%error, lease = name, "cannot renew the release lock");
+                }
+            }
+            Ok(_) => {
+                tracing::error!(lease = name, "lost the release lock to another holder");
+                return;
+            }
+            Err(error) => tracing::warn!(%error, lease = name, "cannot read the release lock to renew it"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn expired_leases_have_no_holder() {
+        let now: Timestamp = "2026-11-26T10:00:10Z".parse().unwrap();
+        let lease = |renew: &str| json!({"spec": {"holderIdentity": "agent-a", "leaseDurationSeconds": 15, "renewTime": renew}});
+        assert_eq!(holder_of(&lease("2026-11-26T10:00:00.000000Z"), now).unwrap().0, "agent-a");
+        assert_eq!(holder_of(&lease("2026-11-26T09:59:00.000000Z"), now), None);
+        assert_eq!(holder_of(&json!({"spec": {"holderIdentity": ""}}), now), None);
+    }
+}

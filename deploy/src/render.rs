@@ -1,0 +1,433 @@
+//! Rendering a release: a folder of YAML manifests, optionally templated (minijinja, strict),
+//! with values layered release defaults < environment file < `--set`. A missing value is an
+//! error naming every missing key, before anything touches a cluster.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use minijinja::{Environment, UndefinedBehavior};
+use serde_json::{Map, Value, json};
+
+/// The annotation that marks a Job as a release test (run after the rollout is healthy).
+pub const TEST_ANNOTATION: &str = "coxswain.dev/test";
+/// The file in a release folder holding the release's default values (not a manifest).
+pub const DEFAULTS_FILE: &str = "values.yaml";
+
+/// Why a release could not be rendered.
+#[derive(Debug, thiserror::Error)]
+pub enum RenderError {
+    /// A file could not be read.
+    #[error("cannot read {path}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A values file is not a YAML mapping.
+    #[error("values file {path} is invalid: {reason}")]
+    Values {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// A `--set` expression is not `key.path=value`.
+    #[error("--set {expr:?} is invalid: {reason}")]
+    Set {
+        /// The expression.
+        expr: String,
+        /// Why.
+        reason: String,
+    },
+    /// Templates use values nobody set; every one is named.
+    #[error("{} missing value(s): {}", .missing.len(), .missing.join(", "))]
+    MissingValues {
+        /// `file: key` for each missing value.
+        missing: Vec<String>,
+    },
+    /// A template does not parse or render.
+    #[error("template {file}: {reason}")]
+    Template {
+        /// The file.
+        file: String,
+        /// Why.
+        reason: String,
+    },
+    /// A rendered document is not YAML.
+    #[error("{file} is not valid YAML: {reason}")]
+    Yaml {
+        /// The file.
+        file: String,
+        /// Why.
+        reason: String,
+    },
+    /// A rendered document is not a Kubernetes object.
+    #[error("{file} document {index}: {reason}")]
+    Invalid {
+        /// The file.
+        file: String,
+        /// Document index in the file, from 0.
+        index: usize,
+        /// Why.
+        reason: String,
+    },
+    /// The folder has no manifest.
+    #[error("{0} contains no manifests (*.yaml, *.yml)")]
+    Empty(PathBuf),
+}
+
+/// The rendered release: objects in install order, test Jobs apart, and a digest of both.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rendered {
+    /// Objects to apply, in install order.
+    pub objects: Vec<Value>,
+    /// Test Jobs, created after the rollout is healthy.
+    pub tests: Vec<Value>,
+    /// `sha256:<hex>` of the objects and tests.
+    pub digest: String,
+}
+
+impl Rendered {
+    /// Builds a rendered release from objects (a bundle, an intent's inline manifests).
+    pub fn from_objects(all: Vec<Value>) -> Self {
+        let (mut objects, tests): (Vec<Value>, Vec<Value>) = all.into_iter().partition(|o| !is_test(o));
+        objects.sort_by_key(install_rank);
+        let digest = digest_of(&objects, &tests);
+        Self {
+            objects,
+            tests,
+            digest,
+        }
+    }
+
+    /// Every object, tests included, as a flat list (what a history record stores).
+    pub fn all(&self) -> Vec<Value> {
+        self.objects.iter().chain(self.tests.iter()).cloned().collect()
+    }
+}
+
+fn is_test(o: &Value) -> bool {
+    o["kind"] == "Job" && o["metadata"]["annotations"][TEST_ANNOTATION] == "true"
+}
+
+/// `sha256:<hex>` of the canonical JSON of the objects.
+pub fn digest_of(objects: &[Value], tests: &[Value]) -> String {
+    let bytes = serde_json::to_vec(&json!({"objects": objects, "tests": tests})).unwrap_or_default();
+    sha256(&bytes)
+}
+
+/// `sha256:<hex>` of bytes.
+pub fn sha256(bytes: &[u8]) -> String {
+    let d = ring::digest::digest(&ring::digest::SHA256, bytes);
+    let hex: String = d.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+    format!("sha256:{hex}")
+}
+
+/// Install order: Namespaces, CRDs, ServiceAccounts, RBAC, ConfigMaps and Secrets, Services,
+/// workloads, then everything else (custom resources last, once their CRDs exist).
+pub fn install_rank(o: &Value) -> u8 {
+    match o["kind"].as_str().unwrap_or_default() {
+        "Namespace" => 0,
+        "CustomResourceDefinition" => 1,
+        "ServiceAccount" => 2,
+        "ClusterRole" | "Role" => 3,
+        "ClusterRoleBinding" | "RoleBinding" => 4,
+        "ConfigMap" | "Secret" => 5,
+        "PersistentVolumeClaim" => 6,
+        "Service" => 7,
+        "Deployment" | "StatefulSet" | "DaemonSet" | "ReplicaSet" | "Pod" => 8,
+        "Job" | "CronJob" => 9,
+        "Ingress" | "HorizontalPodAutoscaler" | "PodDisruptionBudget" | "NetworkPolicy" => 10,
+        _ => 11,
+    }
+}
+
+/// Deep-merges `over` into `base`: maps key by key, everything else replaced.
+pub fn merge_values(base: &mut Value, over: &Value) {
+    match (base, over) {
+        (Value::Object(b), Value::Object(o)) => {
+            for (k, v) in o {
+                match b.get_mut(k) {
+                    Some(existing) if existing.is_object() && v.is_object() => merge_values(existing, v),
+                    _ => {
+                        b.insert(k.clone(), v.clone());
+                    }
+                }
+            }
+        }
+        (b, o) => *b = o.clone(),
+    }
+}
+
+fn read(path: &Path) -> Result<String, RenderError> {
+    std::fs::read_to_string(path).map_err(|source| RenderError::Read {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+fn values_file(path: &Path) -> Result<Value, RenderError> {
+    let text = read(path)?;
+    if text.trim().is_empty() {
+        return Ok(json!({}));
+    }
+    let value: Value = serde_saphyr::from_str(&text).map_err(|e| RenderError::Values {
+        path: path.to_owned(),
+        reason: e.to_string(),
+    })?;
+    match value {
+        Value::Object(_) => Ok(value),
+        Value::Null => Ok(json!({})),
+        _ => Err(RenderError::Values {
+            path: path.to_owned(),
+            reason: "the top level must be a mapping".into(),
+        }),
+    }
+}
+
+/// Applies one `--set a.b.c=value`: `true`/`false` are booleans, plain integers numbers,
+/// everything else a string.
+pub fn apply_set(values: &mut Value, expr: &str) -> Result<(), RenderError> {
+    let bad = |reason: &str| RenderError::Set {
+        expr: expr.to_owned(),
+        reason: reason.to_owned(),
+    };
+    let (key, raw) = expr.split_once('=').ok_or_else(|| bad("expected key.path=value"))?;
+    let path: Vec<&str> = key.split('.').collect();
+    if path.iter().any(|p| p.trim().is_empty()) {
+        return Err(bad("empty key segment"));
+    }
+    // Only `true`, `false` and plain integers become non-strings: `2.0` stays "2.0" (an image
+    // tag read as the float 2 is exactly the outage this tool exists to prevent).
+    let integer = raw.strip_prefix('-').unwrap_or(raw);
+    let is_int = !integer.is_empty()
+        && integer.bytes().all(|b| b.is_ascii_digit())
+        && (integer == "0" || !integer.starts_with('0'));
+    let value = match raw {
+        "true" => Value::Bool(true),
+        "false" => Value::Bool(false),
+        _ if is_int => raw.parse::<i64>().map_or_else(|_| Value::String(raw.to_owned()), Value::from),
+        _ => Value::String(raw.to_owned()),
+    };
+    let mut node = values;
+    for (i, segment) in path.iter().enumerate() {
+        if !node.is_object() {
+            *node = Value::Object(Map::new());
+        }
+        let Value::Object(map) = node else {
+            return Err(bad("not a mapping"));
+        };
+        if i + 1 == path.len() {
+            map.insert((*segment).to_owned(), value);
+            return Ok(());
+        }
+        node = map.entry((*segment).to_owned()).or_insert_with(|| Value::Object(Map::new()));
+    }
+    Ok(())
+}
+
+/// Values for a release: `<dir>/values.yaml` < the environment file < `--set`s, in order.
+pub fn layered_values(dir: &Path, env_file: Option<&Path>, sets: &[String]) -> Result<Value, RenderError> {
+    let mut values = json!({});
+    let defaults = dir.join(DEFAULTS_FILE);
+    if defaults.is_file() {
+        merge_values(&mut values, &values_file(&defaults)?);
+    }
+    if let Some(file) = env_file {
+        merge_values(&mut values, &values_file(file)?);
+    }
+    for expr in sets {
+        apply_set(&mut values, expr)?;
+    }
+    Ok(values)
+}
+
+/// The manifest files of a release folder, sorted by name.
+fn manifest_files(dir: &Path) -> Result<Vec<PathBuf>, RenderError> {
+    let entries = std::fs::read_dir(dir).map_err(|source| RenderError::Read {
+        path: dir.to_owned(),
+        source,
+    })?;
+    let mut files: Vec<PathBuf> = entries
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.is_file())
+        .filter(|p| {
+            let name = p.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+            (name.ends_with(".yaml") || name.ends_with(".yml"))
+                && name != DEFAULTS_FILE
+                && !name.starts_with(['.', '_'])
+        })
+        .collect();
+    files.sort();
+    if files.is_empty() {
+        return Err(RenderError::Empty(dir.to_owned()));
+    }
+    Ok(files)
+}
+
+/// Renders a release folder with `values`; `release` is `{name, namespace}` for templates.
+pub fn render(dir: &Path, values: &Value, release: &Value) -> Result<Rendered, RenderError> {
+    let mut env = Environment::new();
+    env.set_undefined_behavior(UndefinedBehavior::Strict);
+    let context = json!({"values": values, "release": release});
+    let jinja_context = minijinja::Value::from(minijinja::value::Serde(&context));
+    let files = manifest_files(dir)?;
+    let mut sources = Vec::new();
+    for path in &files {
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_owned();
+        sources.push((name, read(path)?));
+    }
+
+    // Every missing value, from every file, before failing.
+    let mut missing = BTreeSet::new();
+    for (name, text) in &sources {
+        let template = env.template_from_str(text).map_err(|e| RenderError::Template {
+            file: name.clone(),
+            reason: e.to_string(),
+        })?;
+        if template.render(&jinja_context).is_err() {
+            for var in template.undeclared_variables(true) {
+                if lookup(&context, &var).is_none() && env.globals().all(|(g, _)| g != var) {
+                    missing.insert(format!("{name}: {var}"));
+                }
+            }
+        }
+    }
+    if !missing.is_empty() {
+        return Err(RenderError::MissingValues {
+            missing: missing.into_iter().collect(),
+        });
+    }
+
+    let mut all = Vec::new();
+    for (name, text) in &sources {
+        let rendered = env.render_str(text, &jinja_context).map_err(|e| RenderError::Template {
+            file: name.clone(),
+            reason: format!("{e:#}"),
+        })?;
+        let docs: Vec<Value> = serde_saphyr::from_multiple(&rendered).map_err(|e| RenderError::Yaml {
+            file: name.clone(),
+            reason: e.to_string(),
+        })?;
+        for (index, doc) in docs.into_iter().enumerate() {
+            match doc {
+                Value::Null => {}
+                Value::Object(_) if doc["kind"] == "List" => {
+                    for item in doc["items"].as_array().into_iter().flatten() {
+                        all.push(check_object(name, index, item.clone())?);
+                    }
+                }
+                other => all.push(check_object(name, index, other)?),
+            }
+        }
+    }
+    if all.is_empty() {
+        return Err(RenderError::Empty(dir.to_owned()));
+    }
+    Ok(Rendered::from_objects(all))
+}
+
+fn lookup<'a>(context: &'a Value, dotted: &str) -> Option<&'a Value> {
+    dotted.split('.').try_fold(context, |v, k| v.as_object()?.get(k))
+}
+
+fn check_object(file: &str, index: usize, object: Value) -> Result<Value, RenderError> {
+    let invalid = |reason: String| RenderError::Invalid {
+        file: file.to_owned(),
+        index,
+        reason,
+    };
+    if !object.is_object() {
+        return Err(invalid("a document must be a mapping".into()));
+    }
+    let mut problems = Vec::new();
+    for key in ["apiVersion", "kind"] {
+        if object[key].as_str().is_none_or(str::is_empty) {
+            problems.push(format!("{key} is required"));
+        }
+    }
+    if object["metadata"]["name"].as_str().is_none_or(str::is_empty) {
+        problems.push("metadata.name is required".into());
+    }
+    if problems.is_empty() {
+        Ok(object)
+    } else {
+        Err(invalid(problems.join(", ")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    fn folder(files: &[(&str, &str)]) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        for (name, text) in files {
+            std::fs::write(dir.path().join(name), text).unwrap();
+        }
+        dir
+    }
+
+    const DEPLOY: &str = "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\nspec:\n  replicas: {{ values.replicas }}\n  template:\n    spec:\n      containers:\n      - name: web\n        image: \"{{ values.image.repo }}:{{ values.image.tag }}\"\n";
+
+    #[test]
+    fn values_layer_defaults_then_environment_then_set() {
+        let dir = folder(&[
+            ("values.yaml", "replicas: 1\nimage: {repo: web, tag: '1.0'}\n"),
+            ("prod.yaml", "replicas: 3\n"),
+        ]);
+        let values = layered_values(dir.path(), Some(&dir.path().join("prod.yaml")), &["image.tag=2.0".into(), "debug=true".into(), "port=8080".into(), "sha=0123".into()]).unwrap();
+        assert_eq!(values, json!({"replicas": 3, "image": {"repo": "web", "tag": "2.0"}, "debug": true, "port": 8080, "sha": "0123"}));
+    }
+
+    #[test]
+    fn a_missing_value_names_every_missing_key() {
+        let dir = folder(&[
+            ("deploy.yaml", DEPLOY),
+            ("cm.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {{ values.name }}\n"),
+        ]);
+        let err = render(dir.path(), &json!({"image": {"repo": "web"}}), &json!({})).unwrap_err();
+        let RenderError::MissingValues { missing } = err else {
+            panic!("{err}")
+        };
+        assert_eq!(
+            missing,
+            ["cm.yaml: values.name", "deploy.yaml: values.image.tag", "deploy.yaml: values.replicas"]
+        );
+    }
+
+    #[test]
+    fn renders_in_install_order_with_tests_apart_and_a_stable_digest() {
+        let dir = folder(&[
+            ("a-deploy.yaml", DEPLOY),
+            ("b-more.yaml", "apiVersion: v1\nkind: Service\nmetadata: {name: web}\n---\napiVersion: v1\nkind: Namespace\nmetadata: {name: shop}\n---\napiVersion: batch/v1\nkind: Job\nmetadata:\n  name: smoke\n  annotations: {coxswain.dev/test: 'true'}\n"),
+            ("values.yaml", "replicas: 2\nimage: {repo: web, tag: '1.0'}\n"),
+            ("notes.txt", "not a manifest"),
+        ]);
+        let values = layered_values(dir.path(), None, &[]).unwrap();
+        let r = render(dir.path(), &values, &json!({"name": "web"})).unwrap();
+        let kinds: Vec<&str> = r.objects.iter().map(|o| o["kind"].as_str().unwrap()).collect();
+        assert_eq!(kinds, ["Namespace", "Service", "Deployment"]);
+        assert_eq!(r.tests.len(), 1);
+        assert_eq!(r.objects[2]["spec"]["replicas"], 2);
+        assert_eq!(r.objects[2]["spec"]["template"]["spec"]["containers"][0]["image"], "web:1.0");
+        let again = render(dir.path(), &values, &json!({"name": "web"})).unwrap();
+        assert_eq!(r.digest, again.digest);
+        assert!(r.digest.starts_with("sha256:") && r.digest.len() == 71);
+    }
+
+    #[test]
+    fn plain_yaml_and_lists_are_accepted_and_bad_documents_named() {
+        let dir = folder(&[("out.yaml", "apiVersion: v1\nkind: List\nitems:\n- apiVersion: v1\n  kind: ConfigMap\n  metadata: {name: a}\n")]);
+        let r = render(dir.path(), &json!({}), &json!({})).unwrap();
+        assert_eq!(r.objects.len(), 1);
+        let dir = folder(&[("bad.yaml", "apiVersion: v1\nkind: ConfigMap\n---\nkind: Secret\nmetadata: {name: s}\n")]);
+        let err = render(dir.path(), &json!({}), &json!({})).unwrap_err().to_string();
+        assert_eq!(err, "bad.yaml document 0: metadata.name is required");
+    }
+}
