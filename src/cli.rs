@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
-use crate::{schema, simulate};
+use crate::{release, schema, simulate};
 
 /// Coxswain: automatic, fast and safe Kubernetes deploys over NATS JetStream.
 ///
@@ -51,6 +51,13 @@ enum Command {
     /// Run simulated Kubernetes clusters (no real cluster needed): kubectl and coxswain talk to
     /// them like to any cluster.
     Sim(simulate::SimArgs),
+    /// Apply, inspect and roll back releases directly on a cluster (no NATS).
+    #[command(subcommand)]
+    Release(release::ReleaseCommand),
+    /// Show what applying a release would change (server-side dry run); exit 1 when anything.
+    Diff(release::DiffArgs),
+    /// Judge the health of saved resource snapshots (`kubectl get -o yaml` output).
+    Health(release::HealthArgs),
 }
 
 impl Args {
@@ -61,6 +68,9 @@ impl Args {
             Command::Schema(args) => args.run(),
             Command::Intent(command) => command.run(),
             Command::Sim(args) => runtime()?.block_on(args.run()),
+            Command::Release(command) => runtime()?.block_on(command.run()),
+            Command::Diff(args) => runtime()?.block_on(args.run()),
+            Command::Health(args) => args.run(),
         }
     }
 }
@@ -86,5 +96,15 @@ pub(crate) fn init_tracing(args: &LogArgs) {
     match log_format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        super::Args::command().debug_assert();
     }
 }

@@ -1,6 +1,7 @@
 //! The `coxswain` binary: one executable, a subcommand per role.
 
 mod cli;
+mod release;
 mod schema;
 mod shutdown;
 mod simulate;

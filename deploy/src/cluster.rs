@@ -109,13 +109,21 @@ impl Cluster {
     /// Discovers again (after CRDs were created).
     pub async fn refresh(&mut self, deadline: Instant) -> Result<(), DeployError> {
         let client = self.client.clone();
-        let discovery = retrying(deadline, "discovery", || Discovery::new(client.clone()).run()).await?;
+        let discovery = retrying(deadline, "discovery", || {
+            Discovery::new(client.clone()).run()
+        })
+        .await?;
         self.discovery = Some(discovery);
         Ok(())
     }
 
     /// The resource serving `apiVersion` + `kind`; discovers again once before giving up.
-    pub async fn resolve(&mut self, api_version: &str, kind: &str, deadline: Instant) -> Result<(ApiResource, ApiCapabilities), DeployError> {
+    pub async fn resolve(
+        &mut self,
+        api_version: &str,
+        kind: &str,
+        deadline: Instant,
+    ) -> Result<(ApiResource, ApiCapabilities), DeployError> {
         for refreshed in [false, true] {
             if self.discovery.is_none() || refreshed {
                 self.refresh(deadline).await?;
@@ -138,15 +146,29 @@ impl Cluster {
     }
 
     /// The API for an object and where it lives: its namespace (or `default_ns`), its name.
-    pub async fn api_for(&mut self, object: &Value, default_ns: &str, deadline: Instant) -> Result<(Api<DynamicObject>, ObjectRef), DeployError> {
+    pub async fn api_for(
+        &mut self,
+        object: &Value,
+        default_ns: &str,
+        deadline: Instant,
+    ) -> Result<(Api<DynamicObject>, ObjectRef), DeployError> {
         let api_version = object["apiVersion"].as_str().unwrap_or_default();
         let kind = object["kind"].as_str().unwrap_or_default();
-        let name = object["metadata"]["name"].as_str().unwrap_or_default().to_owned();
+        let name = object["metadata"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
         let (ar, caps) = self.resolve(api_version, kind, deadline).await?;
         let (api, namespace) = match caps.scope {
             Scope::Namespaced => {
-                let ns = object["metadata"]["namespace"].as_str().unwrap_or(default_ns).to_owned();
-                (Api::namespaced_with(self.client.clone(), &ns, &ar), Some(ns))
+                let ns = object["metadata"]["namespace"]
+                    .as_str()
+                    .unwrap_or(default_ns)
+                    .to_owned();
+                (
+                    Api::namespaced_with(self.client.clone(), &ns, &ar),
+                    Some(ns),
+                )
             }
             Scope::Cluster => (Api::all_with(self.client.clone(), &ar), None),
         };
@@ -162,7 +184,13 @@ impl Cluster {
     }
 
     /// Server-side apply (forced, as `coxswain`); `dry_run` changes nothing.
-    pub async fn apply(&mut self, object: &Value, default_ns: &str, dry_run: bool, deadline: Instant) -> Result<(ObjectRef, Value), DeployError> {
+    pub async fn apply(
+        &mut self,
+        object: &Value,
+        default_ns: &str,
+        dry_run: bool,
+        deadline: Instant,
+    ) -> Result<(ObjectRef, Value), DeployError> {
         let (api, target) = self.api_for(object, default_ns, deadline).await?;
         let mut params = PatchParams::apply(FIELD_MANAGER).force();
         params.dry_run = dry_run;
@@ -172,53 +200,107 @@ impl Cluster {
         }
         let what = format!("apply {target}");
         let patch = Patch::Apply(&body);
-        let applied = retrying(deadline, &what, || api.patch(&target.name, &params, &patch)).await?;
+        let applied =
+            retrying(deadline, &what, || api.patch(&target.name, &params, &patch)).await?;
         Ok((target, serde_json::to_value(applied).unwrap_or_default()))
     }
 
     /// Reads an object; `None` when it does not exist.
-    pub async fn get(&mut self, target: &ObjectRef, deadline: Instant) -> Result<Option<Value>, DeployError> {
+    pub async fn get(
+        &mut self,
+        target: &ObjectRef,
+        deadline: Instant,
+    ) -> Result<Option<Value>, DeployError> {
         let probe = serde_json::json!({"apiVersion": target.api_version, "kind": target.kind,
             "metadata": {"name": target.name, "namespace": target.namespace}});
-        let (api, _) = self.api_for(&probe, target.namespace.as_deref().unwrap_or("default"), deadline).await?;
-        let found = retrying(deadline, &format!("get {target}"), || api.get_opt(&target.name)).await?;
+        let (api, _) = self
+            .api_for(
+                &probe,
+                target.namespace.as_deref().unwrap_or("default"),
+                deadline,
+            )
+            .await?;
+        let found = retrying(deadline, &format!("get {target}"), || {
+            api.get_opt(&target.name)
+        })
+        .await?;
         Ok(found.map(|o| serde_json::to_value(o).unwrap_or_default()))
     }
 
     /// Deletes an object (background propagation); absent is fine.
-    pub async fn delete(&mut self, target: &ObjectRef, deadline: Instant) -> Result<(), DeployError> {
+    pub async fn delete(
+        &mut self,
+        target: &ObjectRef,
+        deadline: Instant,
+    ) -> Result<(), DeployError> {
         let probe = serde_json::json!({"apiVersion": target.api_version, "kind": target.kind,
             "metadata": {"name": target.name, "namespace": target.namespace}});
-        let (api, _) = match self.api_for(&probe, target.namespace.as_deref().unwrap_or("default"), deadline).await {
+        let (api, _) = match self
+            .api_for(
+                &probe,
+                target.namespace.as_deref().unwrap_or("default"),
+                deadline,
+            )
+            .await
+        {
             Ok(found) => found,
             // Its kind is gone (a CRD was removed first): nothing left to delete.
             Err(DeployError::UnknownKind { .. }) => return Ok(()),
             Err(e) => return Err(e),
         };
         let params = DeleteParams::background();
-        let result = retrying(deadline, &format!("delete {target}"), || api.delete(&target.name, &params)).await;
+        let result = retrying(deadline, &format!("delete {target}"), || {
+            api.delete(&target.name, &params)
+        })
+        .await;
         match result {
             Ok(_) => Ok(()),
-            Err(DeployError::Api { source: kube::Error::Api(s), .. }) if s.code == 404 => Ok(()),
+            Err(DeployError::Api {
+                source: kube::Error::Api(s),
+                ..
+            }) if s.code == 404 => Ok(()),
             Err(e) => Err(e),
         }
     }
 
     /// Objects of a kind in a namespace matching a label selector.
-    pub async fn list(&mut self, api_version: &str, kind: &str, ns: &str, selector: &str, deadline: Instant) -> Result<Vec<Value>, DeployError> {
+    pub async fn list(
+        &mut self,
+        api_version: &str,
+        kind: &str,
+        ns: &str,
+        selector: &str,
+        deadline: Instant,
+    ) -> Result<Vec<Value>, DeployError> {
         let (ar, _) = self.resolve(api_version, kind, deadline).await?;
         let api: Api<DynamicObject> = Api::namespaced_with(self.client.clone(), ns, &ar);
         let params = ListParams::default().labels(selector);
-        let list = retrying(deadline, &format!("list {kind} in {ns}"), || api.list(&params)).await?;
-        Ok(list.items.into_iter().map(|o| serde_json::to_value(o).unwrap_or_default()).collect())
+        let list = retrying(deadline, &format!("list {kind} in {ns}"), || {
+            api.list(&params)
+        })
+        .await?;
+        Ok(list
+            .items
+            .into_iter()
+            .map(|o| serde_json::to_value(o).unwrap_or_default())
+            .collect())
     }
 
     /// Creates an object (no apply: a test Job run, a Lease).
-    pub async fn create(&mut self, object: &Value, default_ns: &str, deadline: Instant) -> Result<Value, DeployError> {
+    pub async fn create(
+        &mut self,
+        object: &Value,
+        default_ns: &str,
+        deadline: Instant,
+    ) -> Result<Value, DeployError> {
         let (api, target) = self.api_for(object, default_ns, deadline).await?;
-        let body: DynamicObject = serde_json::from_value(object.clone()).map_err(|e| DeployError::Invalid(format!("{target}: {e}")))?;
+        let body: DynamicObject = serde_json::from_value(object.clone())
+            .map_err(|e| DeployError::Invalid(format!("{target}: {e}")))?;
         let params = PostParams::default();
-        let created = retrying(deadline, &format!("create {target}"), || api.create(&params, &body)).await?;
+        let created = retrying(deadline, &format!("create {target}"), || {
+            api.create(&params, &body)
+        })
+        .await?;
         Ok(serde_json::to_value(created).unwrap_or_default())
     }
 }

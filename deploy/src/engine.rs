@@ -40,6 +40,9 @@ pub struct Release {
     pub rollback: RollbackPolicy,
     /// Set when this deploy re-applies an earlier revision on request (`release rollback`).
     pub rollback_of: Option<u32>,
+    /// Wait for health (and run tests and probes) before recording the revision deployed.
+    /// Without it the revision is recorded deployed once applied, and nothing rolls back.
+    pub wait: bool,
 }
 
 /// How the engine runs.
@@ -138,6 +141,8 @@ pub struct Situation {
     pub last: Observation,
     /// A deployed revision exists and the policy allows rolling back to it.
     pub can_roll_back: bool,
+    /// Health is waited for (else: applied means done).
+    pub wait: bool,
 }
 
 /// The next thing to do.
@@ -167,7 +172,8 @@ pub fn decide(s: &Situation) -> Action {
     match (s.attempt, s.last) {
         (_, O::Cancelled) => Action::Supersede,
         (_, O::Started) => Action::Apply,
-        (_, O::Applied) => Action::WaitHealthy,
+        (_, O::Applied) if s.wait => Action::WaitHealthy,
+        (_, O::Applied) => Action::Prune,
         (Attempt::Forward, O::Healthy) => Action::Verify,
         (Attempt::Rollback, O::Healthy) | (_, O::Verified) => Action::Prune,
         (_, O::Pruned) => Action::Commit,
@@ -234,13 +240,72 @@ impl Engine {
     }
 
     /// The history of a release, oldest first.
-    pub async fn history(&self, namespace: &str, release: &str) -> Result<Vec<Revision>, DeployError> {
+    pub async fn history(
+        &self,
+        namespace: &str,
+        release: &str,
+    ) -> Result<Vec<Revision>, DeployError> {
         let deadline = Instant::now() + Duration::from_secs(60);
         history::list(self.cluster.client(), namespace, release, deadline).await
     }
 
+    /// Re-applies an earlier revision (`to`, or the one deployed before the current one)
+    /// through the normal deploy path.
+    pub async fn rollback(
+        &mut self,
+        namespace: &str,
+        name: &str,
+        to: Option<u32>,
+        health: HealthPolicy,
+        observe: &(dyn Fn(&Progress) + Send + Sync),
+        cancel: &CancellationToken,
+    ) -> Result<Report, DeployError> {
+        let revisions = self.history(namespace, name).await?;
+        let current = revisions
+            .iter()
+            .rev()
+            .find(|r| r.status == RevisionStatus::Deployed)
+            .map(|r| r.number);
+        let was_deployed =
+            |r: &&Revision| matches!(r.outcome, Some(Phase::Succeeded | Phase::RolledBack));
+        let target = match to {
+            Some(n) => revisions.iter().find(|r| r.number == n),
+            None => revisions
+                .iter()
+                .rev()
+                .filter(was_deployed)
+                .find(|r| current.is_none_or(|c| r.number < c)),
+        };
+        let Some(target) = target.cloned() else {
+            return Err(DeployError::NoRevision {
+                release: name.to_owned(),
+                wanted: to.map_or_else(
+                    || "deployed before the current one".to_owned(),
+                    |n| n.to_string(),
+                ),
+            });
+        };
+        let release = Release {
+            name: name.to_owned(),
+            namespace: namespace.to_owned(),
+            version: target.version.clone(),
+            intent_id: None,
+            rendered: Rendered::from_objects(target.objects.clone()),
+            health,
+            rollback: RollbackPolicy::default(),
+            rollback_of: Some(target.number),
+            wait: true,
+        };
+        self.deploy(release, observe, cancel).await
+    }
+
     /// A server-side dry run of every object, as a readable diff against the live objects.
-    pub async fn diff(&mut self, rendered: &Rendered, namespace: &str, release: &str) -> Result<String, DeployError> {
+    pub async fn diff(
+        &mut self,
+        rendered: &Rendered,
+        namespace: &str,
+        release: &str,
+    ) -> Result<String, DeployError> {
         let deadline = Instant::now() + Duration::from_secs(120);
         let mut out = String::new();
         for object in rendered.objects.iter().chain(rendered.tests.iter()) {
@@ -250,7 +315,10 @@ impl Engine {
             let after = match self.cluster.apply(&object, namespace, true, deadline).await {
                 Ok((_, after)) => after,
                 // A namespace created by this release does not exist yet: show the object.
-                Err(DeployError::Api { source: kube::Error::Api(s), .. }) if s.code == 404 => object.clone(),
+                Err(DeployError::Api {
+                    source: kube::Error::Api(s),
+                    ..
+                }) if s.code == 404 => object.clone(),
                 Err(e) => return Err(e),
             };
             let show = |v: &Option<Value>| v.as_ref().map(comparable).unwrap_or_default();
@@ -258,7 +326,9 @@ impl Engine {
             if before == after {
                 continue;
             }
-            out.push_str(&format!("--- {target} (live)\n+++ {target} (after apply)\n"));
+            out.push_str(&format!(
+                "--- {target} (live)\n+++ {target} (after apply)\n"
+            ));
             let diff = similar::TextDiff::from_lines(&before, &after);
             for change in diff.iter_all_changes() {
                 let sign = match change.tag() {
@@ -273,7 +343,11 @@ impl Engine {
     }
 
     /// Makes sure the release namespace exists, for the lock and the history.
-    async fn ensure_namespace(&mut self, namespace: &str, deadline: Instant) -> Result<(), DeployError> {
+    async fn ensure_namespace(
+        &mut self,
+        namespace: &str,
+        deadline: Instant,
+    ) -> Result<(), DeployError> {
         let ns = json!({"apiVersion": "v1", "kind": "Namespace",
             "metadata": {"name": namespace, "labels": {MANAGED_BY: "coxswain"}}});
         let target = ObjectRef {
@@ -309,7 +383,9 @@ impl Engine {
             cancel,
         )
         .await?;
-        let result = self.deploy_locked(&release, deadline, observe, cancel).await;
+        let result = self
+            .deploy_locked(&release, deadline, observe, cancel)
+            .await;
         // Hand the lock back even when the deploy failed; a release failure must not leave it.
         let unlock = lock.release(Instant::now() + Duration::from_secs(30)).await;
         let report = result?;
@@ -330,7 +406,10 @@ impl Engine {
 
         // Idempotency: an intent that already completed is reported again, not applied again.
         if let Some(id) = &release.intent_id
-            && let Some(done) = revisions.iter().rev().find(|r| r.intent_id.as_ref() == Some(id) && r.outcome.is_some())
+            && let Some(done) = revisions
+                .iter()
+                .rev()
+                .find(|r| r.intent_id.as_ref() == Some(id) && r.outcome.is_some())
         {
             return Ok(Report {
                 phase: done.outcome.unwrap_or(Phase::Succeeded),
@@ -341,14 +420,28 @@ impl Engine {
             });
         }
         // A pending revision under a lock we now hold was abandoned by a crashed operation.
-        for r in revisions.iter_mut().filter(|r| r.status == RevisionStatus::Pending) {
+        for r in revisions
+            .iter_mut()
+            .filter(|r| r.status == RevisionStatus::Pending)
+        {
             r.status = RevisionStatus::Failed;
-            r.reason = Some("abandoned: the operation that held the release lock stopped before finishing".into());
+            r.reason = Some(
+                "abandoned: the operation that held the release lock stopped before finishing"
+                    .into(),
+            );
             r.updated_at = Timestamp::now();
             history::save(&client, r, deadline).await?;
-            tracing::warn!(release = release.name, revision = r.number, "marked an abandoned revision failed");
+            tracing::warn!(
+                release = release.name,
+                revision = r.number,
+                "marked an abandoned revision failed"
+            );
         }
-        let last_deployed = revisions.iter().rev().find(|r| r.status == RevisionStatus::Deployed).cloned();
+        let last_deployed = revisions
+            .iter()
+            .rev()
+            .find(|r| r.status == RevisionStatus::Deployed)
+            .cloned();
         let mut number = revisions.last().map_or(1, |r| r.number + 1);
         let now = Timestamp::now();
         let mut current = Revision {
@@ -370,16 +463,27 @@ impl Engine {
         history::save(&client, &current, deadline).await?;
 
         let mut rendered = release.rendered.clone();
-        let mut prune_base: Vec<ObjectRef> = last_deployed.as_ref().map(|r| r.inventory.clone()).unwrap_or_default();
-        let mut keep: Vec<Value> = last_deployed.as_ref().map(|r| r.objects.clone()).unwrap_or_default();
+        let mut prune_base: Vec<ObjectRef> = last_deployed
+            .as_ref()
+            .map(|r| r.inventory.clone())
+            .unwrap_or_default();
+        let mut keep: Vec<Value> = last_deployed
+            .as_ref()
+            .map(|r| r.objects.clone())
+            .unwrap_or_default();
         let mut situation = Situation {
             attempt: Attempt::Forward,
             last: Observation::Started,
             can_roll_back: release.rollback.enabled && last_deployed.is_some(),
+            wait: release.wait,
         };
         let mut reason: Option<String> = None;
         let mut resources: Vec<ResourceHealth> = Vec::new();
-        let say = |phase: Phase, number: u32, reason: &Option<String>, resources: &[ResourceHealth], terminal: bool| {
+        let say = |phase: Phase,
+                   number: u32,
+                   reason: &Option<String>,
+                   resources: &[ResourceHealth],
+                   terminal: bool| {
             observe(&Progress {
                 phase,
                 revision: number,
@@ -391,7 +495,13 @@ impl Engine {
 
         loop {
             let action = decide(&situation);
-            tracing::debug!(release = release.name, revision = number, ?situation, ?action, "release engine step");
+            tracing::debug!(
+                release = release.name,
+                revision = number,
+                ?situation,
+                ?action,
+                "release engine step"
+            );
             situation.last = match action {
                 Action::Apply => {
                     let phase = match situation.attempt {
@@ -399,10 +509,17 @@ impl Engine {
                         Attempt::Rollback => Phase::RollingBack,
                     };
                     say(phase, number, &None, &[], false);
-                    match self.apply_all(&rendered.objects, release, &mut current.inventory, deadline).await {
+                    match self
+                        .apply_all(&rendered.objects, release, &mut current.inventory, deadline)
+                        .await
+                    {
                         Ok(()) => {
                             history::save(&client, &current, deadline).await?;
-                            if cancel.is_cancelled() { Observation::Cancelled } else { Observation::Applied }
+                            if cancel.is_cancelled() {
+                                Observation::Cancelled
+                            } else {
+                                Observation::Applied
+                            }
                         }
                         Err(e) => {
                             reason = Some(format!("apply failed: {e}"));
@@ -414,7 +531,10 @@ impl Engine {
                     if situation.attempt == Attempt::Forward {
                         say(Phase::Progressing, number, &None, &[], false);
                     }
-                    match self.wait_healthy(&current.inventory, deadline, cancel).await {
+                    match self
+                        .wait_healthy(&current.inventory, deadline, cancel)
+                        .await
+                    {
                         Ok(health) => {
                             resources = health;
                             Observation::Healthy
@@ -435,11 +555,15 @@ impl Engine {
                     }
                 },
                 Action::Prune => {
-                    self.prune(&prune_base, &current.inventory, &keep, deadline).await;
+                    self.prune(&prune_base, &current.inventory, &keep, deadline)
+                        .await;
                     Observation::Pruned
                 }
                 Action::Commit => {
-                    for r in revisions.iter_mut().filter(|r| r.status == RevisionStatus::Deployed) {
+                    for r in revisions
+                        .iter_mut()
+                        .filter(|r| r.status == RevisionStatus::Deployed)
+                    {
                         r.status = RevisionStatus::Superseded;
                         r.updated_at = Timestamp::now();
                         history::save(&client, r, deadline).await?;
@@ -452,7 +576,9 @@ impl Engine {
                     current.updated_at = Timestamp::now();
                     history::save(&client, &current, deadline).await?;
                     revisions.push(current.clone());
-                    if let Err(error) = history::trim(&client, &revisions, self.config.history, deadline).await {
+                    if let Err(error) =
+                        history::trim(&client, &revisions, self.config.history, deadline).await
+                    {
                         tracing::warn!(%error, release = release.name, "cannot trim release history");
                     }
                     Observation::Committed
@@ -491,9 +617,21 @@ impl Engine {
                     history::save(&client, &current, deadline).await?;
                     rendered = Rendered::from_objects(target.objects.clone());
                     // The rollback gets its own deadline: the forward attempt may have used all of it.
-                    let rollback_deadline = Instant::now() + Duration::from_secs(release.health.timeout_secs);
+                    let rollback_deadline =
+                        Instant::now() + Duration::from_secs(release.health.timeout_secs);
                     return self
-                        .finish_rollback(release, current, rendered, prune_base, keep, revisions, rollback_deadline, reason, observe, cancel)
+                        .finish_rollback(
+                            release,
+                            current,
+                            rendered,
+                            prune_base,
+                            keep,
+                            revisions,
+                            rollback_deadline,
+                            reason,
+                            observe,
+                            cancel,
+                        )
                         .await;
                 }
                 Action::Supersede => {
@@ -501,7 +639,8 @@ impl Engine {
                     current.outcome = Some(Phase::Superseded);
                     current.reason = Some("superseded by a newer intent".into());
                     current.updated_at = Timestamp::now();
-                    history::save(&client, &current, Instant::now() + Duration::from_secs(30)).await?;
+                    history::save(&client, &current, Instant::now() + Duration::from_secs(30))
+                        .await?;
                     say(Phase::Superseded, number, &current.reason, &[], true);
                     return Ok(Report {
                         phase: Phase::Superseded,
@@ -512,13 +651,27 @@ impl Engine {
                     });
                 }
                 Action::Finish(phase) => {
-                    return self.finish(release, current, phase, reason, resources, last_deployed.is_none(), deadline, observe).await;
+                    return self
+                        .finish(
+                            release,
+                            current,
+                            phase,
+                            reason,
+                            resources,
+                            last_deployed.is_none(),
+                            deadline,
+                            observe,
+                        )
+                        .await;
                 }
             };
         }
     }
 
-    #[allow(clippy::too_many_arguments, reason = "the state a rollback carries over")]
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "the state a rollback carries over"
+    )]
     async fn finish_rollback(
         &mut self,
         release: &Release,
@@ -538,14 +691,24 @@ impl Engine {
             attempt: Attempt::Rollback,
             last: Observation::Started,
             can_roll_back: false,
+            wait: true,
         };
         let mut reason = failure;
         let mut resources = Vec::new();
         loop {
             situation.last = match decide(&situation) {
                 Action::Apply => {
-                    observe(&Progress { phase: Phase::RollingBack, revision: number, reason: reason.clone(), resources: Vec::new(), terminal: false });
-                    match self.apply_all(&rendered.objects, release, &mut current.inventory, deadline).await {
+                    observe(&Progress {
+                        phase: Phase::RollingBack,
+                        revision: number,
+                        reason: reason.clone(),
+                        resources: Vec::new(),
+                        terminal: false,
+                    });
+                    match self
+                        .apply_all(&rendered.objects, release, &mut current.inventory, deadline)
+                        .await
+                    {
                         Ok(()) => {
                             history::save(&client, &current, deadline).await?;
                             Observation::Applied
@@ -556,7 +719,10 @@ impl Engine {
                         }
                     }
                 }
-                Action::WaitHealthy => match self.wait_healthy(&current.inventory, deadline, cancel).await {
+                Action::WaitHealthy => match self
+                    .wait_healthy(&current.inventory, deadline, cancel)
+                    .await
+                {
                     Ok(health) => {
                         resources = health;
                         Observation::Healthy
@@ -569,11 +735,15 @@ impl Engine {
                     Err(Unhealthy::Cancelled) => Observation::Cancelled,
                 },
                 Action::Prune => {
-                    self.prune(&prune_base, &current.inventory, &keep, deadline).await;
+                    self.prune(&prune_base, &current.inventory, &keep, deadline)
+                        .await;
                     Observation::Pruned
                 }
                 Action::Commit => {
-                    for r in revisions.iter_mut().filter(|r| r.status == RevisionStatus::Deployed) {
+                    for r in revisions
+                        .iter_mut()
+                        .filter(|r| r.status == RevisionStatus::Deployed)
+                    {
                         r.status = RevisionStatus::Superseded;
                         r.updated_at = Timestamp::now();
                         history::save(&client, r, deadline).await?;
@@ -583,7 +753,9 @@ impl Engine {
                     current.updated_at = Timestamp::now();
                     history::save(&client, &current, deadline).await?;
                     revisions.push(current.clone());
-                    if let Err(error) = history::trim(&client, &revisions, self.config.history, deadline).await {
+                    if let Err(error) =
+                        history::trim(&client, &revisions, self.config.history, deadline).await
+                    {
                         tracing::warn!(%error, release = release.name, "cannot trim release history");
                     }
                     Observation::Committed
@@ -593,12 +765,29 @@ impl Engine {
                     current.status = RevisionStatus::Superseded;
                     current.outcome = Some(Phase::Superseded);
                     current.updated_at = Timestamp::now();
-                    history::save(&client, &current, Instant::now() + Duration::from_secs(30)).await?;
-                    observe(&Progress { phase: Phase::Superseded, revision: number, reason: reason.clone(), resources: Vec::new(), terminal: true });
-                    return Ok(Report { phase: Phase::Superseded, revision: Some(number), reason, resources, replayed: false });
+                    history::save(&client, &current, Instant::now() + Duration::from_secs(30))
+                        .await?;
+                    observe(&Progress {
+                        phase: Phase::Superseded,
+                        revision: number,
+                        reason: reason.clone(),
+                        resources: Vec::new(),
+                        terminal: true,
+                    });
+                    return Ok(Report {
+                        phase: Phase::Superseded,
+                        revision: Some(number),
+                        reason,
+                        resources,
+                        replayed: false,
+                    });
                 }
                 Action::Finish(phase) => {
-                    return self.finish(release, current, phase, reason, resources, false, deadline, observe).await;
+                    return self
+                        .finish(
+                            release, current, phase, reason, resources, false, deadline, observe,
+                        )
+                        .await;
                 }
                 Action::Verify | Action::RollBack => {
                     // Not reachable for a rollback (decide never asks); treat as a failed rollback.
@@ -629,9 +818,11 @@ impl Engine {
             current.reason = reason.clone();
             current.updated_at = Timestamp::now();
             history::save(&client, &current, save_by).await?;
-            if phase == Phase::Failed && first_install && release.rollback.uninstall_failed_install {
+            if phase == Phase::Failed && first_install && release.rollback.uninstall_failed_install
+            {
                 let inventory = current.inventory.clone();
-                self.prune(&inventory, &[], &[], deadline.max(save_by)).await;
+                self.prune(&inventory, &[], &[], deadline.max(save_by))
+                    .await;
             }
         }
         observe(&Progress {
@@ -652,7 +843,13 @@ impl Engine {
 
     /// Applies objects in install order; after CRDs, waits until they are established and
     /// discovers again so their custom resources can follow in the same release.
-    async fn apply_all(&mut self, objects: &[Value], release: &Release, inventory: &mut Vec<ObjectRef>, deadline: Instant) -> Result<(), DeployError> {
+    async fn apply_all(
+        &mut self,
+        objects: &[Value],
+        release: &Release,
+        inventory: &mut Vec<ObjectRef>,
+        deadline: Instant,
+    ) -> Result<(), DeployError> {
         inventory.clear();
         let mut pending_crds: Vec<ObjectRef> = Vec::new();
         for object in objects {
@@ -662,7 +859,15 @@ impl Engine {
                 pending_crds.clear();
                 self.cluster.refresh(deadline).await?;
             }
-            let (target, _) = self.cluster.apply(&labelled(object, &release.name), &release.namespace, false, deadline).await?;
+            let (target, _) = self
+                .cluster
+                .apply(
+                    &labelled(object, &release.name),
+                    &release.namespace,
+                    false,
+                    deadline,
+                )
+                .await?;
             tracing::debug!(release = release.name, object = %target, "applied");
             if is_crd {
                 pending_crds.push(target.clone());
@@ -676,15 +881,24 @@ impl Engine {
         Ok(())
     }
 
-    async fn wait_established(&mut self, crds: &[ObjectRef], deadline: Instant) -> Result<(), DeployError> {
+    async fn wait_established(
+        &mut self,
+        crds: &[ObjectRef],
+        deadline: Instant,
+    ) -> Result<(), DeployError> {
         for crd in crds {
             loop {
                 let live = self.cluster.get(crd, deadline).await?;
-                if live.as_ref().is_some_and(|c| health::assess(c).status == HealthStatus::Healthy) {
+                if live
+                    .as_ref()
+                    .is_some_and(|c| health::assess(c).status == HealthStatus::Healthy)
+                {
                     break;
                 }
                 if Instant::now() >= deadline {
-                    return Err(DeployError::DeadlineExceeded { during: format!("waiting for {crd} to be established") });
+                    return Err(DeployError::DeadlineExceeded {
+                        during: format!("waiting for {crd} to be established"),
+                    });
                 }
                 tokio::time::sleep(self.config.poll.min(Duration::from_millis(100))).await;
             }
@@ -694,7 +908,12 @@ impl Engine {
 
     /// Polls every object until all are healthy; fails at once on a failed object or a pod that
     /// will not start; fails when the deadline passes.
-    async fn wait_healthy(&mut self, inventory: &[ObjectRef], deadline: Instant, cancel: &CancellationToken) -> Result<Vec<ResourceHealth>, Unhealthy> {
+    async fn wait_healthy(
+        &mut self,
+        inventory: &[ObjectRef],
+        deadline: Instant,
+        cancel: &CancellationToken,
+    ) -> Result<Vec<ResourceHealth>, Unhealthy> {
         loop {
             let mut report = Vec::new();
             let mut failure = None;
@@ -705,15 +924,27 @@ impl Engine {
                         if a.status != HealthStatus::Failed
                             && let Some(why) = self.failing_pods(target, &live, deadline).await
                         {
-                            a = Assessment { status: HealthStatus::Failed, message: why };
+                            a = Assessment {
+                                status: HealthStatus::Failed,
+                                message: why,
+                            };
                         }
                         a
                     }
-                    Ok(None) => Assessment { status: HealthStatus::Progressing, message: "not found".into() },
-                    Err(e) => Assessment { status: HealthStatus::Unknown, message: e.to_string() },
+                    Ok(None) => Assessment {
+                        status: HealthStatus::Progressing,
+                        message: "not found".into(),
+                    },
+                    Err(e) => Assessment {
+                        status: HealthStatus::Unknown,
+                        message: e.to_string(),
+                    },
                 };
                 if assessment.status == HealthStatus::Failed && failure.is_none() {
-                    failure = Some(format!("{} {}: {}", target.kind, target.name, assessment.message));
+                    failure = Some(format!(
+                        "{} {}: {}",
+                        target.kind, target.name, assessment.message
+                    ));
                 }
                 report.push(resource_health(target, &assessment));
             }
@@ -727,9 +958,22 @@ impl Engine {
                 let waiting: Vec<String> = report
                     .iter()
                     .filter(|r| r.status != HealthStatus::Healthy)
-                    .map(|r| format!("{} {}: {}", r.kind, r.name, r.message.as_deref().unwrap_or("")))
+                    .map(|r| {
+                        format!(
+                            "{} {}: {}",
+                            r.kind,
+                            r.name,
+                            r.message.as_deref().unwrap_or("")
+                        )
+                    })
                     .collect();
-                return Err(Unhealthy::Failed(format!("health deadline passed; still waiting for {}", waiting.join("; ")), report));
+                return Err(Unhealthy::Failed(
+                    format!(
+                        "health deadline passed; still waiting for {}",
+                        waiting.join("; ")
+                    ),
+                    report,
+                ));
             }
             tokio::select! {
                 () = cancel.cancelled() => return Err(Unhealthy::Cancelled),
@@ -740,7 +984,12 @@ impl Engine {
 
     /// The reason a workload's current pods will not start (crash loop, image pull), if any.
     /// Only pods of the current template count: pods of an older or newer ReplicaSet do not.
-    async fn failing_pods(&mut self, target: &ObjectRef, live: &Value, deadline: Instant) -> Option<String> {
+    async fn failing_pods(
+        &mut self,
+        target: &ObjectRef,
+        live: &Value,
+        deadline: Instant,
+    ) -> Option<String> {
         if !health::has_pods(&target.kind) {
             return None;
         }
@@ -748,10 +997,16 @@ impl Engine {
         let selector = selector_of(live)?;
         let current = match target.kind.as_str() {
             "Deployment" => {
-                let sets = self.cluster.list("apps/v1", "ReplicaSet", ns, &selector, deadline).await.ok()?;
+                let sets = self
+                    .cluster
+                    .list("apps/v1", "ReplicaSet", ns, &selector, deadline)
+                    .await
+                    .ok()?;
                 let uid = &live["metadata"]["uid"];
                 let rs = sets.iter().find(|rs| {
-                    let owned = rs["metadata"]["ownerReferences"].as_array().is_some_and(|o| o.iter().any(|r| &r["uid"] == uid));
+                    let owned = rs["metadata"]["ownerReferences"]
+                        .as_array()
+                        .is_some_and(|o| o.iter().any(|r| &r["uid"] == uid));
                     let mut template = rs["spec"]["template"].clone();
                     if let Some(labels) = template["metadata"]["labels"].as_object_mut() {
                         labels.remove("pod-template-hash");
@@ -767,21 +1022,46 @@ impl Engine {
             }
             _ => return None,
         };
-        let pods = self.cluster.list("v1", "Pod", ns, &current, deadline).await.ok()?;
+        let pods = self
+            .cluster
+            .list("v1", "Pod", ns, &current, deadline)
+            .await
+            .ok()?;
         pods.iter().find_map(health::pod_failure)
     }
 
     /// Runs test Jobs (created fresh, must complete) and HTTP probes.
-    async fn verify(&mut self, tests: &[Value], release: &Release, deadline: Instant) -> Result<(), String> {
+    async fn verify(
+        &mut self,
+        tests: &[Value],
+        release: &Release,
+        deadline: Instant,
+    ) -> Result<(), String> {
         if release.health.run_tests {
             for test in tests {
                 let object = labelled(test, &release.name);
-                let (_, target) = self.cluster.api_for(&object, &release.namespace, deadline).await.map_err(|e| e.to_string())?;
-                self.cluster.delete(&target, deadline).await.map_err(|e| e.to_string())?;
+                let (_, target) = self
+                    .cluster
+                    .api_for(&object, &release.namespace, deadline)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                self.cluster
+                    .delete(&target, deadline)
+                    .await
+                    .map_err(|e| e.to_string())?;
                 // Wait until the previous run is gone before creating the new one.
-                while self.cluster.get(&target, deadline).await.map_err(|e| e.to_string())?.is_some() {
+                while self
+                    .cluster
+                    .get(&target, deadline)
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .is_some()
+                {
                     if Instant::now() >= deadline {
-                        return Err(format!("test {} from an earlier run is still being deleted", target.name));
+                        return Err(format!(
+                            "test {} from an earlier run is still being deleted",
+                            target.name
+                        ));
                     }
                     tokio::time::sleep(self.config.poll).await;
                 }
@@ -789,14 +1069,28 @@ impl Engine {
                 if object["metadata"]["namespace"].is_null() {
                     object["metadata"]["namespace"] = release.namespace.clone().into();
                 }
-                self.cluster.create(&object, &release.namespace, deadline).await.map_err(|e| e.to_string())?;
+                self.cluster
+                    .create(&object, &release.namespace, deadline)
+                    .await
+                    .map_err(|e| e.to_string())?;
                 loop {
-                    let live = self.cluster.get(&target, deadline).await.map_err(|e| e.to_string())?;
+                    let live = self
+                        .cluster
+                        .get(&target, deadline)
+                        .await
+                        .map_err(|e| e.to_string())?;
                     let a = live.as_ref().map(health::assess);
                     match a {
                         Some(a) if a.status == HealthStatus::Healthy => break,
-                        Some(a) if a.status == HealthStatus::Failed => return Err(format!("test {} failed: {}", target.name, a.message)),
-                        _ if Instant::now() >= deadline => return Err(format!("test {} did not complete before the deadline", target.name)),
+                        Some(a) if a.status == HealthStatus::Failed => {
+                            return Err(format!("test {} failed: {}", target.name, a.message));
+                        }
+                        _ if Instant::now() >= deadline => {
+                            return Err(format!(
+                                "test {} did not complete before the deadline",
+                                target.name
+                            ));
+                        }
                         _ => tokio::time::sleep(self.config.poll).await,
                     }
                 }
@@ -811,7 +1105,13 @@ impl Engine {
     /// Deletes what left the release (`before` minus `after`), except Namespaces, CRDs and
     /// objects annotated `coxswain.dev/keep: "true"`. Failures are logged, not fatal: the
     /// release is healthy; a leftover object is reported and retried next deploy.
-    async fn prune(&mut self, before: &[ObjectRef], after: &[ObjectRef], manifests: &[Value], deadline: Instant) {
+    async fn prune(
+        &mut self,
+        before: &[ObjectRef],
+        after: &[ObjectRef],
+        manifests: &[Value],
+        deadline: Instant,
+    ) {
         let keep: BTreeSet<&ObjectRef> = after.iter().collect();
         let kept_by_annotation = |t: &ObjectRef| {
             manifests.iter().any(|m| {
@@ -821,7 +1121,13 @@ impl Engine {
             })
         };
         for target in before.iter().rev() {
-            if keep.contains(target) || matches!(target.kind.as_str(), "Namespace" | "CustomResourceDefinition") || kept_by_annotation(target) {
+            if keep.contains(target)
+                || matches!(
+                    target.kind.as_str(),
+                    "Namespace" | "CustomResourceDefinition"
+                )
+                || kept_by_annotation(target)
+            {
                 continue;
             }
             match self.cluster.delete(target, deadline).await {
@@ -836,7 +1142,13 @@ impl Engine {
 fn comparable(object: &Value) -> String {
     let mut o = object.clone();
     if let Some(meta) = o["metadata"].as_object_mut() {
-        for k in ["managedFields", "resourceVersion", "uid", "creationTimestamp", "generation"] {
+        for k in [
+            "managedFields",
+            "resourceVersion",
+            "uid",
+            "creationTimestamp",
+            "generation",
+        ] {
             meta.remove(k);
         }
     }
@@ -875,8 +1187,21 @@ mod tests {
             (Rollback, O::Cancelled, false, A::Supersede),
         ];
         for (attempt, last, can_roll_back, expected) in cases {
-            let s = Situation { attempt, last, can_roll_back };
+            let s = Situation {
+                attempt,
+                last,
+                can_roll_back,
+                wait: true,
+            };
             assert_eq!(decide(&s), expected, "{s:?}");
         }
+        // Without waiting, applied is done.
+        let s = Situation {
+            attempt: Forward,
+            last: O::Applied,
+            can_roll_back: true,
+            wait: false,
+        };
+        assert_eq!(decide(&s), A::Prune);
     }
 }

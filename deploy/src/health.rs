@@ -99,19 +99,30 @@ fn deployment(d: &Value) -> Assessment {
     {
         return Assessment::failed(format!(
             "ProgressDeadlineExceeded: {}",
-            c["message"].as_str().unwrap_or("the rollout exceeded its progress deadline")
+            c["message"]
+                .as_str()
+                .unwrap_or("the rollout exceeded its progress deadline")
         ));
     }
     let desired = d["spec"]["replicas"].as_i64().unwrap_or(1);
-    let (replicas, updated, available) = (int(&s["replicas"]), int(&s["updatedReplicas"]), int(&s["availableReplicas"]));
+    let (replicas, updated, available) = (
+        int(&s["replicas"]),
+        int(&s["updatedReplicas"]),
+        int(&s["availableReplicas"]),
+    );
     if updated < desired {
         return Assessment::progressing(format!("{updated} of {desired} updated replicas"));
     }
     if replicas > updated {
-        return Assessment::progressing(format!("{} old replicas pending termination", replicas - updated));
+        return Assessment::progressing(format!(
+            "{} old replicas pending termination",
+            replicas - updated
+        ));
     }
     if available < updated {
-        return Assessment::progressing(format!("{available} of {updated} updated replicas available"));
+        return Assessment::progressing(format!(
+            "{available} of {updated} updated replicas available"
+        ));
     }
     Assessment::healthy(format!("{available} of {desired} replicas available"))
 }
@@ -136,12 +147,16 @@ fn stateful_set(s: &Value) -> Assessment {
     if partition > 0 {
         let want = desired - partition;
         if updated < want {
-            return Assessment::progressing(format!("{updated} of {want} pods updated (partition {partition})"));
+            return Assessment::progressing(format!(
+                "{updated} of {want} pods updated (partition {partition})"
+            ));
         }
         return Assessment::healthy(format!("partitioned roll out complete: {updated} new pods"));
     }
     if st["updateRevision"] != st["currentRevision"] {
-        return Assessment::progressing(format!("{updated} of {desired} pods at the update revision"));
+        return Assessment::progressing(format!(
+            "{updated} of {desired} pods at the update revision"
+        ));
     }
     Assessment::healthy(format!("{ready} of {desired} pods ready"))
 }
@@ -256,14 +271,19 @@ fn kstatus(o: &Value) -> Assessment {
 
 /// Does this kind have pods whose failure should fail it at once?
 pub fn has_pods(kind: &str) -> bool {
-    matches!(kind, "Deployment" | "StatefulSet" | "DaemonSet" | "Job" | "ReplicaSet")
+    matches!(
+        kind,
+        "Deployment" | "StatefulSet" | "DaemonSet" | "Job" | "ReplicaSet"
+    )
 }
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
+
     use super::*;
-    use serde_json::json;
     use HealthStatus::{Failed, Healthy, Progressing};
+    use serde_json::json;
 
     fn deploy(generation: i64, status: Value) -> Value {
         json!({"kind": "Deployment", "metadata": {"name": "web", "generation": generation},
@@ -275,37 +295,133 @@ mod tests {
         let done = json!({"observedGeneration": 2, "replicas": 2, "updatedReplicas": 2, "availableReplicas": 2});
         let cases = [
             ("complete", deploy(2, done.clone()), Healthy),
-            ("stale observedGeneration, status looks complete", deploy(3, done.clone()), Progressing),
-            ("not all updated", deploy(2, json!({"observedGeneration": 2, "replicas": 2, "updatedReplicas": 1, "availableReplicas": 2})), Progressing),
-            ("old replicas left", deploy(2, json!({"observedGeneration": 2, "replicas": 3, "updatedReplicas": 2, "availableReplicas": 2})), Progressing),
-            ("updated not available", deploy(2, json!({"observedGeneration": 2, "replicas": 2, "updatedReplicas": 2, "availableReplicas": 1})), Progressing),
-            ("deadline exceeded", deploy(2, json!({"observedGeneration": 2, "replicas": 4, "updatedReplicas": 2, "availableReplicas": 2,
-                "conditions": [{"type": "Progressing", "status": "False", "reason": "ProgressDeadlineExceeded", "message": "ReplicaSet \"web-1\" has timed out progressing."}]})), Failed),
+            (
+                "stale observedGeneration, status looks complete",
+                deploy(3, done.clone()),
+                Progressing,
+            ),
+            (
+                "not all updated",
+                deploy(
+                    2,
+                    json!({"observedGeneration": 2, "replicas": 2, "updatedReplicas": 1, "availableReplicas": 2}),
+                ),
+                Progressing,
+            ),
+            (
+                "old replicas left",
+                deploy(
+                    2,
+                    json!({"observedGeneration": 2, "replicas": 3, "updatedReplicas": 2, "availableReplicas": 2}),
+                ),
+                Progressing,
+            ),
+            (
+                "updated not available",
+                deploy(
+                    2,
+                    json!({"observedGeneration": 2, "replicas": 2, "updatedReplicas": 2, "availableReplicas": 1}),
+                ),
+                Progressing,
+            ),
+            (
+                "deadline exceeded",
+                deploy(
+                    2,
+                    json!({"observedGeneration": 2, "replicas": 4, "updatedReplicas": 2, "availableReplicas": 2,
+                "conditions": [{"type": "Progressing", "status": "False", "reason": "ProgressDeadlineExceeded", "message": "ReplicaSet \"web-1\" has timed out progressing."}]}),
+                ),
+                Failed,
+            ),
             ("no status yet", deploy(1, json!({})), Progressing),
         ];
         for (name, object, expected) in cases {
-            assert_eq!(assess(&object).status, expected, "{name}: {}", assess(&object).message);
+            assert_eq!(
+                assess(&object).status,
+                expected,
+                "{name}: {}",
+                assess(&object).message
+            );
         }
-        let failed = assess(&deploy(2, json!({"observedGeneration": 2, "conditions": [{"type": "Progressing", "status": "False", "reason": "ProgressDeadlineExceeded", "message": "m"}]})));
+        let failed = assess(&deploy(
+            2,
+            json!({"observedGeneration": 2, "conditions": [{"type": "Progressing", "status": "False", "reason": "ProgressDeadlineExceeded", "message": "m"}]}),
+        ));
         assert_eq!(failed.message, "ProgressDeadlineExceeded: m");
     }
 
     #[test]
     fn stateful_sets_with_partition_and_on_delete() {
-        let sts = |strategy: Value, status: Value| json!({"kind": "StatefulSet", "metadata": {"generation": 2},
-            "spec": {"replicas": 3, "updateStrategy": strategy}, "status": status});
+        let sts = |strategy: Value, status: Value| {
+            json!({"kind": "StatefulSet", "metadata": {"generation": 2},
+            "spec": {"replicas": 3, "updateStrategy": strategy}, "status": status})
+        };
         let rolling = json!({"type": "RollingUpdate", "rollingUpdate": {"partition": 0}});
         let cases = [
-            ("complete", sts(rolling.clone(), json!({"observedGeneration": 2, "readyReplicas": 3, "updatedReplicas": 3, "currentRevision": "a", "updateRevision": "a"})), Healthy),
-            ("revisions differ", sts(rolling.clone(), json!({"observedGeneration": 2, "readyReplicas": 3, "updatedReplicas": 1, "currentRevision": "a", "updateRevision": "b"})), Progressing),
-            ("not ready", sts(rolling.clone(), json!({"observedGeneration": 2, "readyReplicas": 2, "currentRevision": "a", "updateRevision": "a"})), Progressing),
-            ("stale generation", sts(rolling, json!({"observedGeneration": 1, "readyReplicas": 3, "currentRevision": "a", "updateRevision": "a"})), Progressing),
-            ("partition reached", sts(json!({"type": "RollingUpdate", "rollingUpdate": {"partition": 2}}), json!({"observedGeneration": 2, "readyReplicas": 3, "updatedReplicas": 1, "currentRevision": "a", "updateRevision": "b"})), Healthy),
-            ("partition not reached", sts(json!({"type": "RollingUpdate", "rollingUpdate": {"partition": 1}}), json!({"observedGeneration": 2, "readyReplicas": 3, "updatedReplicas": 1, "currentRevision": "a", "updateRevision": "b"})), Progressing),
-            ("OnDelete ready", sts(json!({"type": "OnDelete"}), json!({"observedGeneration": 2, "readyReplicas": 3, "updatedReplicas": 0, "currentRevision": "a", "updateRevision": "b"})), Healthy),
+            (
+                "complete",
+                sts(
+                    rolling.clone(),
+                    json!({"observedGeneration": 2, "readyReplicas": 3, "updatedReplicas": 3, "currentRevision": "a", "updateRevision": "a"}),
+                ),
+                Healthy,
+            ),
+            (
+                "revisions differ",
+                sts(
+                    rolling.clone(),
+                    json!({"observedGeneration": 2, "readyReplicas": 3, "updatedReplicas": 1, "currentRevision": "a", "updateRevision": "b"}),
+                ),
+                Progressing,
+            ),
+            (
+                "not ready",
+                sts(
+                    rolling.clone(),
+                    json!({"observedGeneration": 2, "readyReplicas": 2, "currentRevision": "a", "updateRevision": "a"}),
+                ),
+                Progressing,
+            ),
+            (
+                "stale generation",
+                sts(
+                    rolling,
+                    json!({"observedGeneration": 1, "readyReplicas": 3, "currentRevision": "a", "updateRevision": "a"}),
+                ),
+                Progressing,
+            ),
+            (
+                "partition reached",
+                sts(
+                    json!({"type": "RollingUpdate", "rollingUpdate": {"partition": 2}}),
+                    json!({"observedGeneration": 2, "readyReplicas": 3, "updatedReplicas": 1, "currentRevision": "a", "updateRevision": "b"}),
+                ),
+                Healthy,
+            ),
+            (
+                "partition not reached",
+                sts(
+                    json!({"type": "RollingUpdate", "rollingUpdate": {"partition": 1}}),
+                    json!({"observedGeneration": 2, "readyReplicas": 3, "updatedReplicas": 1, "currentRevision": "a", "updateRevision": "b"}),
+                ),
+                Progressing,
+            ),
+            (
+                "OnDelete ready",
+                sts(
+                    json!({"type": "OnDelete"}),
+                    json!({"observedGeneration": 2, "readyReplicas": 3, "updatedReplicas": 0, "currentRevision": "a", "updateRevision": "b"}),
+                ),
+                Healthy,
+            ),
         ];
         for (name, object, expected) in cases {
-            assert_eq!(assess(&object).status, expected, "{name}: {}", assess(&object).message);
+            assert_eq!(
+                assess(&object).status,
+                expected,
+                "{name}: {}",
+                assess(&object).message
+            );
         }
     }
 
@@ -321,20 +437,33 @@ mod tests {
     #[test]
     fn jobs_complete_or_fail() {
         let job = |conditions: Value| json!({"kind": "Job", "metadata": {}, "status": {"conditions": conditions}});
-        assert_eq!(assess(&job(json!([{"type": "Complete", "status": "True"}]))).status, Healthy);
-        let failed = assess(&job(json!([{"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded", "message": "limit"}])));
-        assert_eq!((failed.status, failed.message.as_str()), (Failed, "BackoffLimitExceeded: limit"));
+        assert_eq!(
+            assess(&job(json!([{"type": "Complete", "status": "True"}]))).status,
+            Healthy
+        );
+        let failed = assess(&job(
+            json!([{"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded", "message": "limit"}]),
+        ));
+        assert_eq!(
+            (failed.status, failed.message.as_str()),
+            (Failed, "BackoffLimitExceeded: limit")
+        );
         assert_eq!(assess(&job(json!([]))).status, Progressing);
     }
 
     #[test]
     fn pods_fail_fast_on_crash_loops_and_pull_errors() {
-        let pod = |waiting: &str| json!({"kind": "Pod", "metadata": {"name": "p"}, "status": {"phase": "Running",
-            "containerStatuses": [{"name": "c", "state": {"waiting": {"reason": waiting}}}]}});
+        let pod = |waiting: &str| {
+            json!({"kind": "Pod", "metadata": {"name": "p"}, "status": {"phase": "Running",
+            "containerStatuses": [{"name": "c", "state": {"waiting": {"reason": waiting}}}]}})
+        };
         assert_eq!(assess(&pod("CrashLoopBackOff")).status, Failed);
         assert_eq!(assess(&pod("ImagePullBackOff")).status, Failed);
         assert_eq!(assess(&pod("ContainerCreating")).status, Progressing);
-        assert_eq!(pod_failure(&pod("ErrImagePull")).unwrap(), "ErrImagePull: container c of pod p");
+        assert_eq!(
+            pod_failure(&pod("ErrImagePull")).unwrap(),
+            "ErrImagePull: container c of pod p"
+        );
         let ready = json!({"kind": "Pod", "status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]}});
         assert_eq!(assess(&ready).status, Healthy);
     }
@@ -342,11 +471,38 @@ mod tests {
     #[test]
     fn everything_else_by_kstatus() {
         let cr = |status: Value| json!({"kind": "Widget", "metadata": {"generation": 2}, "status": status});
-        assert_eq!(assess(&json!({"kind": "ConfigMap", "metadata": {}})).status, Healthy);
-        assert_eq!(assess(&cr(json!({"conditions": [{"type": "Ready", "status": "True"}]}))).status, Healthy);
-        assert_eq!(assess(&cr(json!({"conditions": [{"type": "Ready", "status": "False", "reason": "Waiting"}]}))).status, Progressing);
-        assert_eq!(assess(&cr(json!({"conditions": [{"type": "Stalled", "status": "True", "reason": "Bad"}]}))).status, Failed);
-        assert_eq!(assess(&cr(json!({"conditions": [{"type": "Reconciling", "status": "True"}]}))).status, Progressing);
+        assert_eq!(
+            assess(&json!({"kind": "ConfigMap", "metadata": {}})).status,
+            Healthy
+        );
+        assert_eq!(
+            assess(&cr(
+                json!({"conditions": [{"type": "Ready", "status": "True"}]})
+            ))
+            .status,
+            Healthy
+        );
+        assert_eq!(
+            assess(&cr(
+                json!({"conditions": [{"type": "Ready", "status": "False", "reason": "Waiting"}]})
+            ))
+            .status,
+            Progressing
+        );
+        assert_eq!(
+            assess(&cr(
+                json!({"conditions": [{"type": "Stalled", "status": "True", "reason": "Bad"}]})
+            ))
+            .status,
+            Failed
+        );
+        assert_eq!(
+            assess(&cr(
+                json!({"conditions": [{"type": "Reconciling", "status": "True"}]})
+            ))
+            .status,
+            Progressing
+        );
         assert_eq!(assess(&cr(json!({"observedGeneration": 1, "conditions": [{"type": "Ready", "status": "True"}]}))).status, Progressing);
         assert_eq!(assess(&json!({"kind": "CustomResourceDefinition", "status": {"conditions": [{"type": "Established", "status": "True"}]}})).status, Healthy);
     }

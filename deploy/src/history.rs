@@ -108,8 +108,12 @@ fn encode(revision: &Revision) -> Result<String, DeployError> {
 }
 
 fn decode(secret: &Value) -> Result<Revision, String> {
-    let data = secret["data"]["release"].as_str().ok_or("no data.release")?;
-    let gz = base64::engine::general_purpose::STANDARD.decode(data).map_err(|e| e.to_string())?;
+    let data = secret["data"]["release"]
+        .as_str()
+        .ok_or("no data.release")?;
+    let gz = base64::engine::general_purpose::STANDARD
+        .decode(data)
+        .map_err(|e| e.to_string())?;
     let mut json = Vec::new();
     flate2::read::GzDecoder::new(gz.as_slice())
         .read_to_end(&mut json)
@@ -118,12 +122,20 @@ fn decode(secret: &Value) -> Result<Revision, String> {
 }
 
 /// Every revision of a release, oldest first. Unreadable records are skipped with a warning.
-pub async fn list(client: &kube::Client, ns: &str, release: &str, deadline: Instant) -> Result<Vec<Revision>, DeployError> {
+pub async fn list(
+    client: &kube::Client,
+    ns: &str,
+    release: &str,
+    deadline: Instant,
+) -> Result<Vec<Revision>, DeployError> {
     let api = secrets(client, ns);
     let params = ListParams::default().labels(&format!("owner=coxswain,name={release}"));
     let list = match retrying(deadline, "list release history", || api.list(&params)).await {
         Ok(list) => list,
-        Err(DeployError::Api { source: kube::Error::Api(s), .. }) if s.code == 404 => return Ok(Vec::new()),
+        Err(DeployError::Api {
+            source: kube::Error::Api(s),
+            ..
+        }) if s.code == 404 => return Ok(Vec::new()),
         Err(e) => return Err(e),
     };
     let mut revisions = Vec::new();
@@ -132,7 +144,9 @@ pub async fn list(client: &kube::Client, ns: &str, release: &str, deadline: Inst
         match decode(&value) {
             Ok(r) if r.release == release => revisions.push(r),
             Ok(_) => {}
-            Err(error) => tracing::warn!(record = ?secret.metadata.name, %error, "unreadable release history record skipped"),
+            Err(error) => {
+                tracing::warn!(record = ?secret.metadata.name, %error, "unreadable release history record skipped")
+            }
         }
     }
     revisions.sort_by_key(|r| r.number);
@@ -140,7 +154,11 @@ pub async fn list(client: &kube::Client, ns: &str, release: &str, deadline: Inst
 }
 
 /// Writes a revision's record.
-pub async fn save(client: &kube::Client, revision: &Revision, deadline: Instant) -> Result<(), DeployError> {
+pub async fn save(
+    client: &kube::Client,
+    revision: &Revision,
+    deadline: Instant,
+) -> Result<(), DeployError> {
     let api = secrets(client, &revision.namespace);
     let name = record_name(&revision.release, revision.number);
     let body = json!({
@@ -154,20 +172,44 @@ pub async fn save(client: &kube::Client, revision: &Revision, deadline: Instant)
     });
     let params = PatchParams::apply(FIELD_MANAGER).force();
     let patch = Patch::Apply(&body);
-    retrying(deadline, "save release history", || api.patch(&name, &params, &patch)).await?;
+    retrying(deadline, "save release history", || {
+        api.patch(&name, &params, &patch)
+    })
+    .await?;
     Ok(())
 }
 
 /// Deletes the oldest records beyond `keep`, never the latest deployed one.
-pub async fn trim(client: &kube::Client, revisions: &[Revision], keep: usize, deadline: Instant) -> Result<(), DeployError> {
-    let last_deployed = revisions.iter().rev().find(|r| r.status == RevisionStatus::Deployed).map(|r| r.number);
+pub async fn trim(
+    client: &kube::Client,
+    revisions: &[Revision],
+    keep: usize,
+    deadline: Instant,
+) -> Result<(), DeployError> {
+    let last_deployed = revisions
+        .iter()
+        .rev()
+        .find(|r| r.status == RevisionStatus::Deployed)
+        .map(|r| r.number);
     let excess = revisions.len().saturating_sub(keep.max(1));
-    for r in revisions.iter().take(excess).filter(|r| Some(r.number) != last_deployed) {
+    for r in revisions
+        .iter()
+        .take(excess)
+        .filter(|r| Some(r.number) != last_deployed)
+    {
         let api = secrets(client, &r.namespace);
         let name = record_name(&r.release, r.number);
         let params = DeleteParams::default();
-        match retrying(deadline, "trim release history", || api.delete(&name, &params)).await {
-            Ok(_) | Err(DeployError::Api { source: kube::Error::Api(_), .. }) => {}
+        match retrying(deadline, "trim release history", || {
+            api.delete(&name, &params)
+        })
+        .await
+        {
+            Ok(_)
+            | Err(DeployError::Api {
+                source: kube::Error::Api(_),
+                ..
+            }) => {}
             Err(e) => return Err(e),
         }
     }

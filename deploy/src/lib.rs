@@ -46,7 +46,9 @@ pub enum DeployError {
         kind: String,
     },
     /// Another operation holds the release.
-    #[error("release {release} is locked by {holder} until {until}; retry after that or wait for it to finish")]
+    #[error(
+        "release {release} is locked by {holder} until {until}; retry after that or wait for it to finish"
+    )]
     Locked {
         /// Release.
         release: String,

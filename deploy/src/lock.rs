@@ -41,7 +41,9 @@ pub fn holder_of(lease: &Value, now: Timestamp) -> Option<(String, Timestamp)> {
     let holder = spec["holderIdentity"].as_str().filter(|h| !h.is_empty())?;
     let renewed: Timestamp = spec["renewTime"].as_str()?.parse().ok()?;
     let seconds = spec["leaseDurationSeconds"].as_i64().unwrap_or(0);
-    let until = renewed.checked_add(jiff::SignedDuration::from_secs(seconds)).ok()?;
+    let until = renewed
+        .checked_add(jiff::SignedDuration::from_secs(seconds))
+        .ok()?;
     (until > now).then(|| (holder.to_owned(), until))
 }
 
@@ -69,7 +71,10 @@ impl LockGuard {
     pub async fn release(self, deadline: Instant) -> Result<(), DeployError> {
         let api = leases(&self.client, &self.ns);
         let current = retrying(deadline, "read release lock", || api.get_opt(&self.name)).await?;
-        let ours = current.as_ref().and_then(|l| l.data["spec"]["holderIdentity"].as_str()) == Some(self.holder.as_str());
+        let ours = current
+            .as_ref()
+            .and_then(|l| l.data["spec"]["holderIdentity"].as_str())
+            == Some(self.holder.as_str());
         if ours {
             let params = DeleteParams::default();
             let _ = retrying(deadline, "release lock", || api.delete(&self.name, &params)).await;
@@ -112,7 +117,9 @@ pub async fn acquire(
         let attempt = match &current {
             None => {
                 let lease = body(0, None).map_err(|e| DeployError::Invalid(e.to_string()))?;
-                api.create(&PostParams::default(), &lease).await.map(|_| None)
+                api.create(&PostParams::default(), &lease)
+                    .await
+                    .map(|_| None)
             }
             Some(existing) => {
                 let value = serde_json::to_value(existing).unwrap_or_default();
@@ -125,7 +132,10 @@ pub async fn acquire(
                                 until: until.to_string(),
                             });
                         }
-                        let left = until.duration_since(now).unsigned_abs().min(Duration::from_millis(250));
+                        let left = until
+                            .duration_since(now)
+                            .unsigned_abs()
+                            .min(Duration::from_millis(250));
                         tokio::select! {
                             () = cancel.cancelled() => return Err(DeployError::Cancelled),
                             () = tokio::time::sleep(left.max(Duration::from_millis(20))) => {}
@@ -133,11 +143,18 @@ pub async fn acquire(
                         continue;
                     }
                     live => {
-                        let previous = value["spec"]["holderIdentity"].as_str().filter(|h| !h.is_empty() && *h != holder).map(str::to_owned);
+                        let previous = value["spec"]["holderIdentity"]
+                            .as_str()
+                            .filter(|h| !h.is_empty() && *h != holder)
+                            .map(str::to_owned);
                         let took_over = if live.is_none() { previous } else { None };
-                        let transitions = value["spec"]["leaseTransitions"].as_i64().unwrap_or(0) + 1;
-                        let lease = body(transitions, existing.metadata.resource_version.clone()).map_err(|e| DeployError::Invalid(e.to_string()))?;
-                        api.replace(&name, &PostParams::default(), &lease).await.map(|_| took_over)
+                        let transitions =
+                            value["spec"]["leaseTransitions"].as_i64().unwrap_or(0) + 1;
+                        let lease = body(transitions, existing.metadata.resource_version.clone())
+                            .map_err(|e| DeployError::Invalid(e.to_string()))?;
+                        api.replace(&name, &PostParams::default(), &lease)
+                            .await
+                            .map(|_| took_over)
                     }
                 }
             }
@@ -145,10 +162,20 @@ pub async fn acquire(
         match attempt {
             Ok(took_over_from) => {
                 if let Some(previous) = &took_over_from {
-                    tracing::warn!(release, previous, "took over the release lock from an expired holder");
+                    tracing::warn!(
+                        release,
+                        previous,
+                        "took over the release lock from an expired holder"
+                    );
                 }
                 let token = CancellationToken::new();
-                tokio::spawn(renew(api.clone(), name.clone(), holder.to_owned(), lease, token.clone()));
+                tokio::spawn(renew(
+                    api.clone(),
+                    name.clone(),
+                    holder.to_owned(),
+                    lease,
+                    token.clone(),
+                ));
                 return Ok(LockGuard {
                     client: client.clone(),
                     ns: ns.to_owned(),
@@ -170,7 +197,13 @@ pub async fn acquire(
 }
 
 /// Renews the lease every third of its duration until cancelled.
-async fn renew(api: Api<DynamicObject>, name: String, holder: String, lease: Duration, cancel: CancellationToken) {
+async fn renew(
+    api: Api<DynamicObject>,
+    name: String,
+    holder: String,
+    lease: Duration,
+    cancel: CancellationToken,
+) {
     let every = (lease / 3).max(Duration::from_millis(100));
     loop {
         tokio::select! {
@@ -181,7 +214,14 @@ async fn renew(api: Api<DynamicObject>, name: String, holder: String, lease: Dur
         let current = api.get_opt(&name).await;
         match current {
             Ok(Some(l)) if l.data["spec"]["holderIdentity"] == holder.as_str() => {
-                if let Err(error) = api.patch(&name, &kube::api::PatchParams::default(), &kube::api::Patch::Merge(&patch)).await {
+                if let Err(error) = api
+                    .patch(
+                        &name,
+                        &kube::api::PatchParams::default(),
+                        &kube::api::Patch::Merge(&patch),
+                    )
+                    .await
+                {
                     tracing::warn!(%error, lease = name, "cannot renew the release lock");
                 }
             }
@@ -189,7 +229,9 @@ async fn renew(api: Api<DynamicObject>, name: String, holder: String, lease: Dur
                 tracing::error!(lease = name, "lost the release lock to another holder");
                 return;
             }
-            Err(error) => tracing::warn!(%error, lease = name, "cannot read the release lock to renew it"),
+            Err(error) => {
+                tracing::warn!(%error, lease = name, "cannot read the release lock to renew it")
+            }
         }
     }
 }
@@ -204,8 +246,16 @@ mod tests {
     fn expired_leases_have_no_holder() {
         let now: Timestamp = "2026-11-26T10:00:10Z".parse().unwrap();
         let lease = |renew: &str| json!({"spec": {"holderIdentity": "agent-a", "leaseDurationSeconds": 15, "renewTime": renew}});
-        assert_eq!(holder_of(&lease("2026-11-26T10:00:00.000000Z"), now).unwrap().0, "agent-a");
+        assert_eq!(
+            holder_of(&lease("2026-11-26T10:00:00.000000Z"), now)
+                .unwrap()
+                .0,
+            "agent-a"
+        );
         assert_eq!(holder_of(&lease("2026-11-26T09:59:00.000000Z"), now), None);
-        assert_eq!(holder_of(&json!({"spec": {"holderIdentity": ""}}), now), None);
+        assert_eq!(
+            holder_of(&json!({"spec": {"holderIdentity": ""}}), now),
+            None
+        );
     }
 }

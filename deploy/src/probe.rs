@@ -11,12 +11,25 @@ async fn get(url: &str, timeout: Duration) -> Result<u16, String> {
     let rest = url
         .strip_prefix("http://")
         .ok_or_else(|| format!("{url}: only http:// probes are supported"))?;
-    let (authority, path) = rest.split_once('/').map_or((rest, "/".to_owned()), |(a, p)| (a, format!("/{p}")));
-    let address = if authority.contains(':') { authority.to_owned() } else { format!("{authority}:80") };
+    let (authority, path) = rest
+        .split_once('/')
+        .map_or((rest, "/".to_owned()), |(a, p)| (a, format!("/{p}")));
+    let address = if authority.contains(':') {
+        authority.to_owned()
+    } else {
+        format!("{authority}:80")
+    };
     let exchange = async {
-        let mut stream = tokio::net::TcpStream::connect(&address).await.map_err(|e| e.to_string())?;
-        let request = format!("GET {path} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\nUser-Agent: coxswain-probe\r\n\r\n");
-        stream.write_all(request.as_bytes()).await.map_err(|e| e.to_string())?;
+        let mut stream = tokio::net::TcpStream::connect(&address)
+            .await
+            .map_err(|e| e.to_string())?;
+        let request = format!(
+            "GET {path} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\nUser-Agent: coxswain-probe\r\n\r\n"
+        );
+        stream
+            .write_all(request.as_bytes())
+            .await
+            .map_err(|e| e.to_string())?;
         let mut head = vec![0u8; 64];
         let n = stream.read(&mut head).await.map_err(|e| e.to_string())?;
         let line = String::from_utf8_lossy(&head[..n]);
@@ -70,7 +83,9 @@ mod tests {
             while let Ok((mut s, _)) = listener.accept().await {
                 let mut buf = [0u8; 512];
                 let _ = s.read(&mut buf).await;
-                let _ = s.write_all(format!("HTTP/1.1 {status}\r\nContent-Length: 0\r\n\r\n").as_bytes()).await;
+                let _ = s
+                    .write_all(format!("HTTP/1.1 {status}\r\nContent-Length: 0\r\n\r\n").as_bytes())
+                    .await;
             }
         });
         format!("http://{addr}/healthz")
@@ -78,10 +93,22 @@ mod tests {
 
     #[tokio::test]
     async fn probes_need_consecutive_successes() {
-        let ok = proto::HttpProbe { url: server("200 OK").await, successes: 2, timeout_ms: 500 };
-        run(&ok, Instant::now() + Duration::from_secs(5)).await.unwrap();
-        let bad = proto::HttpProbe { url: server("503 Service Unavailable").await, successes: 1, timeout_ms: 500 };
-        let err = run(&bad, Instant::now() + Duration::from_millis(500)).await.unwrap_err();
+        let ok = proto::HttpProbe {
+            url: server("200 OK").await,
+            successes: 2,
+            timeout_ms: 500,
+        };
+        run(&ok, Instant::now() + Duration::from_secs(5))
+            .await
+            .unwrap();
+        let bad = proto::HttpProbe {
+            url: server("503 Service Unavailable").await,
+            successes: 1,
+            timeout_ms: 500,
+        };
+        let err = run(&bad, Instant::now() + Duration::from_millis(500))
+            .await
+            .unwrap_err();
         assert!(err.ends_with("HTTP 503"), "{err}");
     }
 }

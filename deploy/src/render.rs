@@ -92,7 +92,8 @@ pub struct Rendered {
 impl Rendered {
     /// Builds a rendered release from objects (a bundle, an intent's inline manifests).
     pub fn from_objects(all: Vec<Value>) -> Self {
-        let (mut objects, tests): (Vec<Value>, Vec<Value>) = all.into_iter().partition(|o| !is_test(o));
+        let (mut objects, tests): (Vec<Value>, Vec<Value>) =
+            all.into_iter().partition(|o| !is_test(o));
         objects.sort_by_key(install_rank);
         let digest = digest_of(&objects, &tests);
         Self {
@@ -104,7 +105,11 @@ impl Rendered {
 
     /// Every object, tests included, as a flat list (what a history record stores).
     pub fn all(&self) -> Vec<Value> {
-        self.objects.iter().chain(self.tests.iter()).cloned().collect()
+        self.objects
+            .iter()
+            .chain(self.tests.iter())
+            .cloned()
+            .collect()
     }
 }
 
@@ -114,7 +119,8 @@ fn is_test(o: &Value) -> bool {
 
 /// `sha256:<hex>` of the canonical JSON of the objects.
 pub fn digest_of(objects: &[Value], tests: &[Value]) -> String {
-    let bytes = serde_json::to_vec(&json!({"objects": objects, "tests": tests})).unwrap_or_default();
+    let bytes =
+        serde_json::to_vec(&json!({"objects": objects, "tests": tests})).unwrap_or_default();
     sha256(&bytes)
 }
 
@@ -150,7 +156,9 @@ pub fn merge_values(base: &mut Value, over: &Value) {
         (Value::Object(b), Value::Object(o)) => {
             for (k, v) in o {
                 match b.get_mut(k) {
-                    Some(existing) if existing.is_object() && v.is_object() => merge_values(existing, v),
+                    Some(existing) if existing.is_object() && v.is_object() => {
+                        merge_values(existing, v)
+                    }
                     _ => {
                         b.insert(k.clone(), v.clone());
                     }
@@ -194,7 +202,9 @@ pub fn apply_set(values: &mut Value, expr: &str) -> Result<(), RenderError> {
         expr: expr.to_owned(),
         reason: reason.to_owned(),
     };
-    let (key, raw) = expr.split_once('=').ok_or_else(|| bad("expected key.path=value"))?;
+    let (key, raw) = expr
+        .split_once('=')
+        .ok_or_else(|| bad("expected key.path=value"))?;
     let path: Vec<&str> = key.split('.').collect();
     if path.iter().any(|p| p.trim().is_empty()) {
         return Err(bad("empty key segment"));
@@ -208,7 +218,9 @@ pub fn apply_set(values: &mut Value, expr: &str) -> Result<(), RenderError> {
     let value = match raw {
         "true" => Value::Bool(true),
         "false" => Value::Bool(false),
-        _ if is_int => raw.parse::<i64>().map_or_else(|_| Value::String(raw.to_owned()), Value::from),
+        _ if is_int => raw
+            .parse::<i64>()
+            .map_or_else(|_| Value::String(raw.to_owned()), Value::from),
         _ => Value::String(raw.to_owned()),
     };
     let mut node = values;
@@ -223,13 +235,19 @@ pub fn apply_set(values: &mut Value, expr: &str) -> Result<(), RenderError> {
             map.insert((*segment).to_owned(), value);
             return Ok(());
         }
-        node = map.entry((*segment).to_owned()).or_insert_with(|| Value::Object(Map::new()));
+        node = map
+            .entry((*segment).to_owned())
+            .or_insert_with(|| Value::Object(Map::new()));
     }
     Ok(())
 }
 
 /// Values for a release: `<dir>/values.yaml` < the environment file < `--set`s, in order.
-pub fn layered_values(dir: &Path, env_file: Option<&Path>, sets: &[String]) -> Result<Value, RenderError> {
+pub fn layered_values(
+    dir: &Path,
+    env_file: Option<&Path>,
+    sets: &[String],
+) -> Result<Value, RenderError> {
     let mut values = json!({});
     let defaults = dir.join(DEFAULTS_FILE);
     if defaults.is_file() {
@@ -277,17 +295,23 @@ pub fn render(dir: &Path, values: &Value, release: &Value) -> Result<Rendered, R
     let files = manifest_files(dir)?;
     let mut sources = Vec::new();
     for path in &files {
-        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_owned();
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default()
+            .to_owned();
         sources.push((name, read(path)?));
     }
 
     // Every missing value, from every file, before failing.
     let mut missing = BTreeSet::new();
     for (name, text) in &sources {
-        let template = env.template_from_str(text).map_err(|e| RenderError::Template {
-            file: name.clone(),
-            reason: e.to_string(),
-        })?;
+        let template = env
+            .template_from_str(text)
+            .map_err(|e| RenderError::Template {
+                file: name.clone(),
+                reason: e.to_string(),
+            })?;
         if template.render(&jinja_context).is_err() {
             for var in template.undeclared_variables(true) {
                 if lookup(&context, &var).is_none() && env.globals().all(|(g, _)| g != var) {
@@ -304,14 +328,17 @@ pub fn render(dir: &Path, values: &Value, release: &Value) -> Result<Rendered, R
 
     let mut all = Vec::new();
     for (name, text) in &sources {
-        let rendered = env.render_str(text, &jinja_context).map_err(|e| RenderError::Template {
-            file: name.clone(),
-            reason: format!("{e:#}"),
-        })?;
-        let docs: Vec<Value> = serde_saphyr::from_multiple(&rendered).map_err(|e| RenderError::Yaml {
-            file: name.clone(),
-            reason: e.to_string(),
-        })?;
+        let rendered = env
+            .render_str(text, &jinja_context)
+            .map_err(|e| RenderError::Template {
+                file: name.clone(),
+                reason: format!("{e:#}"),
+            })?;
+        let docs: Vec<Value> =
+            serde_saphyr::from_multiple(&rendered).map_err(|e| RenderError::Yaml {
+                file: name.clone(),
+                reason: e.to_string(),
+            })?;
         for (index, doc) in docs.into_iter().enumerate() {
             match doc {
                 Value::Null => {}
@@ -331,7 +358,9 @@ pub fn render(dir: &Path, values: &Value, release: &Value) -> Result<Rendered, R
 }
 
 fn lookup<'a>(context: &'a Value, dotted: &str) -> Option<&'a Value> {
-    dotted.split('.').try_fold(context, |v, k| v.as_object()?.get(k))
+    dotted
+        .split('.')
+        .try_fold(context, |v, k| v.as_object()?.get(k))
 }
 
 fn check_object(file: &str, index: usize, object: Value) -> Result<Value, RenderError> {
@@ -349,7 +378,10 @@ fn check_object(file: &str, index: usize, object: Value) -> Result<Value, Render
             problems.push(format!("{key} is required"));
         }
     }
-    if object["metadata"]["name"].as_str().is_none_or(str::is_empty) {
+    if object["metadata"]["name"]
+        .as_str()
+        .is_none_or(str::is_empty)
+    {
         problems.push("metadata.name is required".into());
     }
     if problems.is_empty() {
@@ -378,18 +410,37 @@ mod tests {
     #[test]
     fn values_layer_defaults_then_environment_then_set() {
         let dir = folder(&[
-            ("values.yaml", "replicas: 1\nimage: {repo: web, tag: '1.0'}\n"),
+            (
+                "values.yaml",
+                "replicas: 1\nimage: {repo: web, tag: '1.0'}\n",
+            ),
             ("prod.yaml", "replicas: 3\n"),
         ]);
-        let values = layered_values(dir.path(), Some(&dir.path().join("prod.yaml")), &["image.tag=2.0".into(), "debug=true".into(), "port=8080".into(), "sha=0123".into()]).unwrap();
-        assert_eq!(values, json!({"replicas": 3, "image": {"repo": "web", "tag": "2.0"}, "debug": true, "port": 8080, "sha": "0123"}));
+        let values = layered_values(
+            dir.path(),
+            Some(&dir.path().join("prod.yaml")),
+            &[
+                "image.tag=2.0".into(),
+                "debug=true".into(),
+                "port=8080".into(),
+                "sha=0123".into(),
+            ],
+        )
+        .unwrap();
+        assert_eq!(
+            values,
+            json!({"replicas": 3, "image": {"repo": "web", "tag": "2.0"}, "debug": true, "port": 8080, "sha": "0123"})
+        );
     }
 
     #[test]
     fn a_missing_value_names_every_missing_key() {
         let dir = folder(&[
             ("deploy.yaml", DEPLOY),
-            ("cm.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {{ values.name }}\n"),
+            (
+                "cm.yaml",
+                "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {{ values.name }}\n",
+            ),
         ]);
         let err = render(dir.path(), &json!({"image": {"repo": "web"}}), &json!({})).unwrap_err();
         let RenderError::MissingValues { missing } = err else {
@@ -397,7 +448,11 @@ mod tests {
         };
         assert_eq!(
             missing,
-            ["cm.yaml: values.name", "deploy.yaml: values.image.tag", "deploy.yaml: values.replicas"]
+            [
+                "cm.yaml: values.name",
+                "deploy.yaml: values.image.tag",
+                "deploy.yaml: values.replicas"
+            ]
         );
     }
 
@@ -405,17 +460,30 @@ mod tests {
     fn renders_in_install_order_with_tests_apart_and_a_stable_digest() {
         let dir = folder(&[
             ("a-deploy.yaml", DEPLOY),
-            ("b-more.yaml", "apiVersion: v1\nkind: Service\nmetadata: {name: web}\n---\napiVersion: v1\nkind: Namespace\nmetadata: {name: shop}\n---\napiVersion: batch/v1\nkind: Job\nmetadata:\n  name: smoke\n  annotations: {coxswain.dev/test: 'true'}\n"),
-            ("values.yaml", "replicas: 2\nimage: {repo: web, tag: '1.0'}\n"),
+            (
+                "b-more.yaml",
+                "apiVersion: v1\nkind: Service\nmetadata: {name: web}\n---\napiVersion: v1\nkind: Namespace\nmetadata: {name: shop}\n---\napiVersion: batch/v1\nkind: Job\nmetadata:\n  name: smoke\n  annotations: {coxswain.dev/test: 'true'}\n",
+            ),
+            (
+                "values.yaml",
+                "replicas: 2\nimage: {repo: web, tag: '1.0'}\n",
+            ),
             ("notes.txt", "not a manifest"),
         ]);
         let values = layered_values(dir.path(), None, &[]).unwrap();
         let r = render(dir.path(), &values, &json!({"name": "web"})).unwrap();
-        let kinds: Vec<&str> = r.objects.iter().map(|o| o["kind"].as_str().unwrap()).collect();
+        let kinds: Vec<&str> = r
+            .objects
+            .iter()
+            .map(|o| o["kind"].as_str().unwrap())
+            .collect();
         assert_eq!(kinds, ["Namespace", "Service", "Deployment"]);
         assert_eq!(r.tests.len(), 1);
         assert_eq!(r.objects[2]["spec"]["replicas"], 2);
-        assert_eq!(r.objects[2]["spec"]["template"]["spec"]["containers"][0]["image"], "web:1.0");
+        assert_eq!(
+            r.objects[2]["spec"]["template"]["spec"]["containers"][0]["image"],
+            "web:1.0"
+        );
         let again = render(dir.path(), &values, &json!({"name": "web"})).unwrap();
         assert_eq!(r.digest, again.digest);
         assert!(r.digest.starts_with("sha256:") && r.digest.len() == 71);
@@ -423,11 +491,19 @@ mod tests {
 
     #[test]
     fn plain_yaml_and_lists_are_accepted_and_bad_documents_named() {
-        let dir = folder(&[("out.yaml", "apiVersion: v1\nkind: List\nitems:\n- apiVersion: v1\n  kind: ConfigMap\n  metadata: {name: a}\n")]);
+        let dir = folder(&[(
+            "out.yaml",
+            "apiVersion: v1\nkind: List\nitems:\n- apiVersion: v1\n  kind: ConfigMap\n  metadata: {name: a}\n",
+        )]);
         let r = render(dir.path(), &json!({}), &json!({})).unwrap();
         assert_eq!(r.objects.len(), 1);
-        let dir = folder(&[("bad.yaml", "apiVersion: v1\nkind: ConfigMap\n---\nkind: Secret\nmetadata: {name: s}\n")]);
-        let err = render(dir.path(), &json!({}), &json!({})).unwrap_err().to_string();
+        let dir = folder(&[(
+            "bad.yaml",
+            "apiVersion: v1\nkind: ConfigMap\n---\nkind: Secret\nmetadata: {name: s}\n",
+        )]);
+        let err = render(dir.path(), &json!({}), &json!({}))
+            .unwrap_err()
+            .to_string();
         assert_eq!(err, "bad.yaml document 0: metadata.name is required");
     }
 }

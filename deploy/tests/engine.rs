@@ -43,9 +43,13 @@ fn release(version: &str, objects: Vec<Value>) -> Release {
         version: version.into(),
         intent_id: Some(format!("intent-{version}")),
         rendered: Rendered::from_objects(objects),
-        health: HealthPolicy { timeout_secs: 20, ..Default::default() },
+        health: HealthPolicy {
+            timeout_secs: 20,
+            ..Default::default()
+        },
         rollback: RollbackPolicy::default(),
         rollback_of: None,
+        wait: true,
     }
 }
 
@@ -63,7 +67,14 @@ impl Phases {
     }
 }
 
-async fn get(client: &kube::Client, api_version: &str, kind: &str, plural: &str, ns: &str, name: &str) -> Option<Value> {
+async fn get(
+    client: &kube::Client,
+    api_version: &str,
+    kind: &str,
+    plural: &str,
+    ns: &str,
+    name: &str,
+) -> Option<Value> {
     let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
     let ar = kube::discovery::ApiResource {
         group: group.into(),
@@ -72,8 +83,12 @@ async fn get(client: &kube::Client, api_version: &str, kind: &str, plural: &str,
         kind: kind.into(),
         plural: plural.into(),
     };
-    let api: kube::Api<kube::api::DynamicObject> = kube::Api::namespaced_with(client.clone(), ns, &ar);
-    api.get_opt(name).await.unwrap().map(|o| serde_json::to_value(o).unwrap())
+    let api: kube::Api<kube::api::DynamicObject> =
+        kube::Api::namespaced_with(client.clone(), ns, &ar);
+    api.get_opt(name)
+        .await
+        .unwrap()
+        .map(|o| serde_json::to_value(o).unwrap())
 }
 
 fn setup() -> (Sim, kube::Client) {
@@ -90,25 +105,97 @@ async fn a_broken_release_rolls_back_to_the_last_good_revision() {
     let phases = Phases::default();
     let cancel = CancellationToken::new();
 
-    let v1 = engine.deploy(release("1.0", vec![config_map("settings"), deployment("web:1.0", 30)]), &phases.observer(), &cancel).await.unwrap();
+    let v1 = engine
+        .deploy(
+            release(
+                "1.0",
+                vec![config_map("settings"), deployment("web:1.0", 30)],
+            ),
+            &phases.observer(),
+            &cancel,
+        )
+        .await
+        .unwrap();
     assert_eq!((v1.phase, v1.revision), (Phase::Succeeded, Some(1)));
-    assert_eq!(phases.take(), [Phase::Applying, Phase::Progressing, Phase::Succeeded]);
+    assert_eq!(
+        phases.take(),
+        [Phase::Applying, Phase::Progressing, Phase::Succeeded]
+    );
 
-    let v2 = engine.deploy(release("2.0", vec![config_map("settings"), deployment("web:2.0-broken", 30)]), &phases.observer(), &cancel).await.unwrap();
+    let v2 = engine
+        .deploy(
+            release(
+                "2.0",
+                vec![config_map("settings"), deployment("web:2.0-broken", 30)],
+            ),
+            &phases.observer(),
+            &cancel,
+        )
+        .await
+        .unwrap();
     assert_eq!((v2.phase, v2.revision), (Phase::RolledBack, Some(3)));
-    assert!(v2.reason.as_deref().unwrap().contains("CrashLoopBackOff"), "{:?}", v2.reason);
-    assert_eq!(phases.take(), [Phase::Applying, Phase::Progressing, Phase::Failed, Phase::RollingBack, Phase::RolledBack]);
+    assert!(
+        v2.reason.as_deref().unwrap().contains("CrashLoopBackOff"),
+        "{:?}",
+        v2.reason
+    );
+    assert_eq!(
+        phases.take(),
+        [
+            Phase::Applying,
+            Phase::Progressing,
+            Phase::Failed,
+            Phase::RollingBack,
+            Phase::RolledBack
+        ]
+    );
 
     let history = engine.history("shop", "web").await.unwrap();
-    let summary: Vec<(u32, RevisionStatus, Option<u32>)> = history.iter().map(|r| (r.number, r.status, r.rollback_of)).collect();
-    assert_eq!(summary, [(1, RevisionStatus::Superseded, None), (2, RevisionStatus::Failed, None), (3, RevisionStatus::Deployed, Some(1))]);
+    let summary: Vec<(u32, RevisionStatus, Option<u32>)> = history
+        .iter()
+        .map(|r| (r.number, r.status, r.rollback_of))
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            (1, RevisionStatus::Superseded, None),
+            (2, RevisionStatus::Failed, None),
+            (3, RevisionStatus::Deployed, Some(1))
+        ]
+    );
 
-    let live = get(&client, "apps/v1", "Deployment", "deployments", "shop", "web").await.unwrap();
-    assert_eq!(live["spec"]["template"]["spec"]["containers"][0]["image"], "web:1.0");
-    assert_eq!(deploy::health::assess(&live).status, proto::HealthStatus::Healthy);
+    let live = get(
+        &client,
+        "apps/v1",
+        "Deployment",
+        "deployments",
+        "shop",
+        "web",
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        live["spec"]["template"]["spec"]["containers"][0]["image"],
+        "web:1.0"
+    );
+    assert_eq!(
+        deploy::health::assess(&live).status,
+        proto::HealthStatus::Healthy
+    );
     assert_eq!(live["metadata"]["labels"]["coxswain.dev/release"], "web");
     // The lock is free again.
-    assert!(get(&client, "coordination.k8s.io/v1", "Lease", "leases", "shop", "coxswain-lock-web").await.is_none());
+    assert!(
+        get(
+            &client,
+            "coordination.k8s.io/v1",
+            "Lease",
+            "leases",
+            "shop",
+            "coxswain-lock-web"
+        )
+        .await
+        .is_none()
+    );
     fleet.shutdown().await;
 }
 
@@ -121,24 +208,77 @@ async fn objects_leaving_the_release_are_pruned_after_success_and_kept_after_fai
     let mut kept = config_map("kept");
     kept["metadata"]["annotations"] = json!({"coxswain.dev/keep": "true"});
 
-    engine.deploy(release("1", vec![config_map("a"), config_map("b"), kept, deployment("web:1", 30)]), &quiet, &cancel).await.unwrap();
-    let r = engine.deploy(release("2", vec![config_map("a"), deployment("web:1", 30)]), &quiet, &cancel).await.unwrap();
+    engine
+        .deploy(
+            release(
+                "1",
+                vec![
+                    config_map("a"),
+                    config_map("b"),
+                    kept,
+                    deployment("web:1", 30),
+                ],
+            ),
+            &quiet,
+            &cancel,
+        )
+        .await
+        .unwrap();
+    let r = engine
+        .deploy(
+            release("2", vec![config_map("a"), deployment("web:1", 30)]),
+            &quiet,
+            &cancel,
+        )
+        .await
+        .unwrap();
     assert_eq!(r.phase, Phase::Succeeded);
-    assert!(get(&client, "v1", "ConfigMap", "configmaps", "shop", "b").await.is_none(), "b is pruned");
-    assert!(get(&client, "v1", "ConfigMap", "configmaps", "shop", "kept").await.is_some(), "the keep annotation holds");
+    assert!(
+        get(&client, "v1", "ConfigMap", "configmaps", "shop", "b")
+            .await
+            .is_none(),
+        "b is pruned"
+    );
+    assert!(
+        get(&client, "v1", "ConfigMap", "configmaps", "shop", "kept")
+            .await
+            .is_some(),
+        "the keep annotation holds"
+    );
 
     // Revision 3 drops `a` and fails: nothing is pruned; the rollback restores revision 2.
-    let r = engine.deploy(release("3", vec![config_map("c"), deployment("web:3-broken", 30)]), &quiet, &cancel).await.unwrap();
+    let r = engine
+        .deploy(
+            release("3", vec![config_map("c"), deployment("web:3-broken", 30)]),
+            &quiet,
+            &cancel,
+        )
+        .await
+        .unwrap();
     assert_eq!(r.phase, Phase::RolledBack);
-    assert!(get(&client, "v1", "ConfigMap", "configmaps", "shop", "a").await.is_some(), "a survives the failure");
-    assert!(get(&client, "v1", "ConfigMap", "configmaps", "shop", "c").await.is_none(), "the failed revision's new object is removed by the rollback");
+    assert!(
+        get(&client, "v1", "ConfigMap", "configmaps", "shop", "a")
+            .await
+            .is_some(),
+        "a survives the failure"
+    );
+    assert!(
+        get(&client, "v1", "ConfigMap", "configmaps", "shop", "c")
+            .await
+            .is_none(),
+        "the failed revision's new object is removed by the rollback"
+    );
 
     // Without rollback the failed revision stays failed and still nothing is pruned.
     let mut no_rollback = release("4", vec![deployment("web:4-broken", 30)]);
     no_rollback.rollback.enabled = false;
     let r = engine.deploy(no_rollback, &quiet, &cancel).await.unwrap();
     assert_eq!(r.phase, Phase::Failed);
-    assert!(get(&client, "v1", "ConfigMap", "configmaps", "shop", "a").await.is_some());
+    assert!(
+        get(&client, "v1", "ConfigMap", "configmaps", "shop", "a")
+            .await
+            .is_some()
+    );
     fleet.shutdown().await;
 }
 
@@ -158,25 +298,66 @@ async fn a_crashed_operation_leaves_no_stuck_lock() {
             }
         };
         let never = CancellationToken::new();
-        let _ = engine.deploy(release("1", vec![config_map("a"), deployment("web:1-slow", 600)]), &observe, &never).await;
+        let _ = engine
+            .deploy(
+                release("1", vec![config_map("a"), deployment("web:1-slow", 600)]),
+                &observe,
+                &never,
+            )
+            .await;
     });
     started.notified().await;
     task.abort();
     let _ = task.await;
-    let lease = get(&client, "coordination.k8s.io/v1", "Lease", "leases", "shop", "coxswain-lock-web").await.unwrap();
+    let lease = get(
+        &client,
+        "coordination.k8s.io/v1",
+        "Lease",
+        "leases",
+        "shop",
+        "coxswain-lock-web",
+    )
+    .await
+    .unwrap();
     assert_eq!(lease["spec"]["holderIdentity"], "agent-crashed");
 
     // A second agent waits for the lease to expire, marks the abandoned revision failed, and
     // completes.
     let mut engine = Engine::new(client.clone(), config("agent-new"));
     let quiet = |_: &Progress| {};
-    let r = engine.deploy(release("1b", vec![config_map("a"), deployment("web:1", 30)]), &quiet, &cancel).await.unwrap();
+    let r = engine
+        .deploy(
+            release("1b", vec![config_map("a"), deployment("web:1", 30)]),
+            &quiet,
+            &cancel,
+        )
+        .await
+        .unwrap();
     assert_eq!((r.phase, r.revision), (Phase::Succeeded, Some(2)));
     let history = engine.history("shop", "web").await.unwrap();
     assert_eq!(history[0].status, RevisionStatus::Failed);
-    assert!(history[0].reason.as_deref().unwrap().starts_with("abandoned"), "{:?}", history[0].reason);
+    assert!(
+        history[0]
+            .reason
+            .as_deref()
+            .unwrap()
+            .starts_with("abandoned"),
+        "{:?}",
+        history[0].reason
+    );
     assert_eq!(history[1].status, RevisionStatus::Deployed);
-    assert!(get(&client, "coordination.k8s.io/v1", "Lease", "leases", "shop", "coxswain-lock-web").await.is_none());
+    assert!(
+        get(
+            &client,
+            "coordination.k8s.io/v1",
+            "Lease",
+            "leases",
+            "shop",
+            "coxswain-lock-web"
+        )
+        .await
+        .is_none()
+    );
     fleet.shutdown().await;
 }
 
@@ -195,16 +376,39 @@ async fn a_concurrent_operation_is_refused_clearly_and_cancellation_supersedes()
                 signal.notify_one();
             }
         };
-        engine.deploy(release("slow", vec![deployment("web:1-slow", 600)]), &observe, &running).await
+        engine
+            .deploy(
+                release("slow", vec![deployment("web:1-slow", 600)]),
+                &observe,
+                &running,
+            )
+            .await
     });
     progressing.notified().await;
 
-    let mut impatient = EngineConfig { lock_wait: Duration::ZERO, ..config("agent-b") };
+    let mut impatient = EngineConfig {
+        lock_wait: Duration::ZERO,
+        ..config("agent-b")
+    };
     impatient.lease = Duration::from_secs(5);
     let mut other = Engine::new(client.clone(), impatient);
-    let err = other.deploy(release("other", vec![config_map("x")]), &|_: &Progress| {}, &CancellationToken::new()).await.unwrap_err();
-    assert!(matches!(&err, DeployError::Locked { holder, .. } if holder == "agent-a"), "{err}");
-    assert!(err.to_string().starts_with("release web is locked by agent-a until"), "{err}");
+    let err = other
+        .deploy(
+            release("other", vec![config_map("x")]),
+            &|_: &Progress| {},
+            &CancellationToken::new(),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, DeployError::Locked { holder, .. } if holder == "agent-a"),
+        "{err}"
+    );
+    assert!(
+        err.to_string()
+            .starts_with("release web is locked by agent-a until"),
+        "{err}"
+    );
 
     // A newer intent cancels the running one during its health wait: superseded, no rollback.
     cancel.cancel();
@@ -230,18 +434,45 @@ async fn a_crd_and_its_custom_resource_apply_in_one_release_and_intents_are_idem
     });
     let widget = json!({"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "gizmo"}, "spec": {"size": 3}});
     // The custom resource comes first in the file; install order puts the CRD before it.
-    let r = engine.deploy(release("1", vec![widget, crd]), &|_: &Progress| {}, &cancel).await.unwrap();
+    let r = engine
+        .deploy(release("1", vec![widget, crd]), &|_: &Progress| {}, &cancel)
+        .await
+        .unwrap();
     assert_eq!(r.phase, Phase::Succeeded);
-    let live = get(&client, "example.com/v1", "Widget", "widgets", "shop", "gizmo").await.unwrap();
+    let live = get(
+        &client,
+        "example.com/v1",
+        "Widget",
+        "widgets",
+        "shop",
+        "gizmo",
+    )
+    .await
+    .unwrap();
     assert_eq!(live["spec"]["size"], 3);
 
     // The same intent again: replayed from history, nothing applied, no new revision.
     let widget = json!({"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "gizmo"}, "spec": {"size": 9}});
-    let again = engine.deploy(release("1", vec![widget]), &|_: &Progress| {}, &cancel).await.unwrap();
+    let again = engine
+        .deploy(release("1", vec![widget]), &|_: &Progress| {}, &cancel)
+        .await
+        .unwrap();
     assert!(again.replayed);
     assert_eq!((again.phase, again.revision), (Phase::Succeeded, Some(1)));
     assert_eq!(engine.history("shop", "web").await.unwrap().len(), 1);
-    assert_eq!(get(&client, "example.com/v1", "Widget", "widgets", "shop", "gizmo").await.unwrap()["spec"]["size"], 3);
+    assert_eq!(
+        get(
+            &client,
+            "example.com/v1",
+            "Widget",
+            "widgets",
+            "shop",
+            "gizmo"
+        )
+        .await
+        .unwrap()["spec"]["size"],
+        3
+    );
     fleet.shutdown().await;
 }
 
@@ -250,21 +481,64 @@ async fn test_jobs_run_after_the_rollout_and_a_failing_test_rolls_back() {
     let (fleet, client) = setup();
     let mut engine = Engine::new(client.clone(), config("agent-beta"));
     let cancel = CancellationToken::new();
-    let test_job = |image: &str| json!({
-        "apiVersion": "batch/v1", "kind": "Job",
-        "metadata": {"name": "smoke", "annotations": {"coxswain.dev/test": "true"}},
-        "spec": {"backoffLimit": 0, "template": {"spec": {"restartPolicy": "Never", "containers": [{"name": "t", "image": image}]}}}
-    });
+    let test_job = |image: &str| {
+        json!({
+            "apiVersion": "batch/v1", "kind": "Job",
+            "metadata": {"name": "smoke", "annotations": {"coxswain.dev/test": "true"}},
+            "spec": {"backoffLimit": 0, "template": {"spec": {"restartPolicy": "Never", "containers": [{"name": "t", "image": image}]}}}
+        })
+    };
     let phases = Phases::default();
-    let r = engine.deploy(release("1", vec![deployment("web:1", 30), test_job("smoke:1")]), &phases.observer(), &cancel).await.unwrap();
+    let r = engine
+        .deploy(
+            release("1", vec![deployment("web:1", 30), test_job("smoke:1")]),
+            &phases.observer(),
+            &cancel,
+        )
+        .await
+        .unwrap();
     assert_eq!(r.phase, Phase::Succeeded);
-    let job = get(&client, "batch/v1", "Job", "jobs", "shop", "smoke").await.unwrap();
-    assert_eq!(deploy::health::assess(&job).status, proto::HealthStatus::Healthy);
+    let job = get(&client, "batch/v1", "Job", "jobs", "shop", "smoke")
+        .await
+        .unwrap();
+    assert_eq!(
+        deploy::health::assess(&job).status,
+        proto::HealthStatus::Healthy
+    );
 
-    let r = engine.deploy(release("2", vec![deployment("web:2", 30), test_job("smoke:2-broken")]), &phases.observer(), &cancel).await.unwrap();
+    let r = engine
+        .deploy(
+            release(
+                "2",
+                vec![deployment("web:2", 30), test_job("smoke:2-broken")],
+            ),
+            &phases.observer(),
+            &cancel,
+        )
+        .await
+        .unwrap();
     assert_eq!(r.phase, Phase::RolledBack);
-    assert!(r.reason.as_deref().unwrap().starts_with("test smoke failed"), "{:?}", r.reason);
-    let live = get(&client, "apps/v1", "Deployment", "deployments", "shop", "web").await.unwrap();
-    assert_eq!(live["spec"]["template"]["spec"]["containers"][0]["image"], "web:1");
+    assert!(
+        r.reason
+            .as_deref()
+            .unwrap()
+            .starts_with("test smoke failed"),
+        "{:?}",
+        r.reason
+    );
+    let live = get(
+        &client,
+        "apps/v1",
+        "Deployment",
+        "deployments",
+        "shop",
+        "web",
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        live["spec"]["template"]["spec"]["containers"][0]["image"],
+        "web:1"
+    );
     fleet.shutdown().await;
 }

@@ -355,11 +355,12 @@ impl Store {
         {
             map.remove("status");
         }
+        // The writer owns what it sent, not what the server defaults.
+        let fields = FieldSet::leaves_of(object, rt.has_status);
         let seq = self.uid_seq + 1;
         kinds::default_new(rt, object, || {
             format!("10.96.{}.{}", (seq / 250) % 250, seq % 250 + 1)
         });
-        let fields = FieldSet::leaves_of(object, rt.has_status);
         let meta = &mut object["metadata"];
         meta["uid"] = uid(seq).into();
         meta["creationTimestamp"] = now().into();

@@ -596,3 +596,26 @@ async fn served_over_http_with_a_kubeconfig_and_faults_switch_at_run_time() {
     ns.get("default").await.unwrap();
     fleet.shutdown().await;
 }
+
+#[tokio::test]
+async fn server_defaults_survive_a_reapply() {
+    let fleet = Sim::new(Timing::fast());
+    let client = client(&fleet.add_cluster("beta"));
+    let svcs = api(&client, "", "Service", Some("default")).await;
+    let svc = || {
+        Patch::Apply(
+            json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web"},
+        "spec": {"selector": {"app": "web"}, "ports": [{"port": 80}]}}),
+        )
+    };
+    let first = svcs.patch("web", &apply(), &svc()).await.unwrap();
+    let ip = first.data["spec"]["clusterIP"].clone();
+    assert!(ip.is_string());
+    let again = svcs.patch("web", &apply(), &svc()).await.unwrap();
+    assert_eq!(
+        again.data["spec"]["clusterIP"], ip,
+        "the applier does not own the defaulted clusterIP"
+    );
+    assert_eq!(again.data["spec"]["type"], "ClusterIP");
+    fleet.shutdown().await;
+}
