@@ -396,7 +396,7 @@ impl Engine {
     async fn deploy_locked(
         &mut self,
         release: &Release,
-        deadline: Instant,
+        mut deadline: Instant,
         observe: &(dyn Fn(&Progress) + Send + Sync),
         cancel: &CancellationToken,
     ) -> Result<Report, DeployError> {
@@ -508,7 +508,9 @@ impl Engine {
                         Attempt::Forward => Phase::Applying,
                         Attempt::Rollback => Phase::RollingBack,
                     };
-                    say(phase, number, &None, &[], false);
+                    let rolling_back = situation.attempt == Attempt::Rollback;
+                    let why = if rolling_back { reason.clone() } else { None };
+                    say(phase, number, &why, &[], false);
                     match self
                         .apply_all(&rendered.objects, release, &mut current.inventory, deadline)
                         .await
@@ -520,6 +522,10 @@ impl Engine {
                             } else {
                                 Observation::Applied
                             }
+                        }
+                        Err(e) if rolling_back => {
+                            reason = Some(format!("rollback apply failed: {e}"));
+                            Observation::Failed
                         }
                         Err(e) => {
                             reason = Some(format!("apply failed: {e}"));
@@ -540,7 +546,12 @@ impl Engine {
                             Observation::Healthy
                         }
                         Err(Unhealthy::Failed(why, health)) => {
-                            reason = Some(why);
+                            reason = Some(match situation.attempt {
+                                Attempt::Forward => why,
+                                Attempt::Rollback => {
+                                    format!("rollback did not become healthy: {why}")
+                                }
+                            });
                             resources = health;
                             Observation::Failed
                         }
@@ -584,6 +595,8 @@ impl Engine {
                     Observation::Committed
                 }
                 Action::RollBack => {
+                    // The rollback gets its own deadline: the forward attempt may have used it all.
+                    deadline = Instant::now() + Duration::from_secs(release.health.timeout_secs);
                     let Some(target) = last_deployed.clone() else {
                         situation.can_roll_back = false;
                         continue;
@@ -616,23 +629,13 @@ impl Engine {
                     };
                     history::save(&client, &current, deadline).await?;
                     rendered = Rendered::from_objects(target.objects.clone());
-                    // The rollback gets its own deadline: the forward attempt may have used all of it.
-                    let rollback_deadline =
-                        Instant::now() + Duration::from_secs(release.health.timeout_secs);
-                    return self
-                        .finish_rollback(
-                            release,
-                            current,
-                            rendered,
-                            prune_base,
-                            keep,
-                            revisions,
-                            rollback_deadline,
-                            reason,
-                            observe,
-                            cancel,
-                        )
-                        .await;
+                    situation = Situation {
+                        attempt: Attempt::Rollback,
+                        last: Observation::Started,
+                        can_roll_back: false,
+                        wait: true,
+                    };
+                    continue;
                 }
                 Action::Supersede => {
                     current.status = RevisionStatus::Superseded;
@@ -663,136 +666,6 @@ impl Engine {
                             observe,
                         )
                         .await;
-                }
-            };
-        }
-    }
-
-    #[allow(
-        clippy::too_many_arguments,
-        reason = "the state a rollback carries over"
-    )]
-    async fn finish_rollback(
-        &mut self,
-        release: &Release,
-        mut current: Revision,
-        rendered: Rendered,
-        prune_base: Vec<ObjectRef>,
-        keep: Vec<Value>,
-        mut revisions: Vec<Revision>,
-        deadline: Instant,
-        failure: Option<String>,
-        observe: &(dyn Fn(&Progress) + Send + Sync),
-        cancel: &CancellationToken,
-    ) -> Result<Report, DeployError> {
-        let client = self.cluster.client().clone();
-        let number = current.number;
-        let mut situation = Situation {
-            attempt: Attempt::Rollback,
-            last: Observation::Started,
-            can_roll_back: false,
-            wait: true,
-        };
-        let mut reason = failure;
-        let mut resources = Vec::new();
-        loop {
-            situation.last = match decide(&situation) {
-                Action::Apply => {
-                    observe(&Progress {
-                        phase: Phase::RollingBack,
-                        revision: number,
-                        reason: reason.clone(),
-                        resources: Vec::new(),
-                        terminal: false,
-                    });
-                    match self
-                        .apply_all(&rendered.objects, release, &mut current.inventory, deadline)
-                        .await
-                    {
-                        Ok(()) => {
-                            history::save(&client, &current, deadline).await?;
-                            Observation::Applied
-                        }
-                        Err(e) => {
-                            reason = Some(format!("rollback apply failed: {e}"));
-                            Observation::Failed
-                        }
-                    }
-                }
-                Action::WaitHealthy => match self
-                    .wait_healthy(&current.inventory, deadline, cancel)
-                    .await
-                {
-                    Ok(health) => {
-                        resources = health;
-                        Observation::Healthy
-                    }
-                    Err(Unhealthy::Failed(why, health)) => {
-                        reason = Some(format!("rollback did not become healthy: {why}"));
-                        resources = health;
-                        Observation::Failed
-                    }
-                    Err(Unhealthy::Cancelled) => Observation::Cancelled,
-                },
-                Action::Prune => {
-                    self.prune(&prune_base, &current.inventory, &keep, deadline)
-                        .await;
-                    Observation::Pruned
-                }
-                Action::Commit => {
-                    for r in revisions
-                        .iter_mut()
-                        .filter(|r| r.status == RevisionStatus::Deployed)
-                    {
-                        r.status = RevisionStatus::Superseded;
-                        r.updated_at = Timestamp::now();
-                        history::save(&client, r, deadline).await?;
-                    }
-                    current.status = RevisionStatus::Deployed;
-                    current.outcome = Some(Phase::RolledBack);
-                    current.updated_at = Timestamp::now();
-                    history::save(&client, &current, deadline).await?;
-                    revisions.push(current.clone());
-                    if let Err(error) =
-                        history::trim(&client, &revisions, self.config.history, deadline).await
-                    {
-                        tracing::warn!(%error, release = release.name, "cannot trim release history");
-                    }
-                    Observation::Committed
-                }
-                Action::Supersede => {
-                    // A newer intent arrived while rolling back: it takes over from here.
-                    current.status = RevisionStatus::Superseded;
-                    current.outcome = Some(Phase::Superseded);
-                    current.updated_at = Timestamp::now();
-                    history::save(&client, &current, Instant::now() + Duration::from_secs(30))
-                        .await?;
-                    observe(&Progress {
-                        phase: Phase::Superseded,
-                        revision: number,
-                        reason: reason.clone(),
-                        resources: Vec::new(),
-                        terminal: true,
-                    });
-                    return Ok(Report {
-                        phase: Phase::Superseded,
-                        revision: Some(number),
-                        reason,
-                        resources,
-                        replayed: false,
-                    });
-                }
-                Action::Finish(phase) => {
-                    return self
-                        .finish(
-                            release, current, phase, reason, resources, false, deadline, observe,
-                        )
-                        .await;
-                }
-                Action::Verify | Action::RollBack => {
-                    // Not reachable for a rollback (decide never asks); treat as a failed rollback.
-                    reason = Some("internal: unexpected step during rollback".into());
-                    Observation::Failed
                 }
             };
         }

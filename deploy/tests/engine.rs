@@ -542,3 +542,69 @@ async fn test_jobs_run_after_the_rollout_and_a_failing_test_rolls_back() {
     );
     fleet.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_deadline_fails_the_release_and_a_failing_rollback_ends_rollback_failed() {
+    let (fleet, client) = setup();
+    let mut engine = Engine::new(client.clone(), config("agent-beta"));
+    let cancel = CancellationToken::new();
+    let phases = Phases::default();
+
+    // Revision 1 is recorded deployed without waiting, although its pods are slow.
+    let mut slow = release("1", vec![deployment("web:1-slow", 600)]);
+    slow.wait = false;
+    assert_eq!(
+        engine
+            .deploy(slow, &phases.observer(), &cancel)
+            .await
+            .unwrap()
+            .phase,
+        Phase::Succeeded
+    );
+    phases.take();
+
+    // Revision 2 is slow too: the 2 s release deadline passes; the rollback to revision 1
+    // gets a deadline of its own, cannot become healthy either, and ends rollback_failed.
+    let mut r2 = release("2", vec![deployment("web:2-slow", 600)]);
+    r2.health.timeout_secs = 2;
+    let report = engine
+        .deploy(r2, &phases.observer(), &cancel)
+        .await
+        .unwrap();
+    assert_eq!(report.phase, Phase::RollbackFailed);
+    assert!(
+        report
+            .reason
+            .as_deref()
+            .unwrap()
+            .starts_with("rollback did not become healthy: health deadline passed"),
+        "{:?}",
+        report.reason
+    );
+    assert_eq!(
+        phases.take(),
+        [
+            Phase::Applying,
+            Phase::Progressing,
+            Phase::Failed,
+            Phase::RollingBack,
+            Phase::RollbackFailed
+        ]
+    );
+    let statuses: Vec<RevisionStatus> = engine
+        .history("shop", "web")
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.status)
+        .collect();
+    assert_eq!(
+        statuses,
+        [
+            RevisionStatus::Deployed,
+            RevisionStatus::Failed,
+            RevisionStatus::Failed
+        ]
+    );
+    fleet.shutdown().await;
+}
