@@ -619,3 +619,117 @@ async fn server_defaults_survive_a_reapply() {
     assert_eq!(again.data["spec"]["type"], "ClusterIP");
     fleet.shutdown().await;
 }
+
+#[tokio::test]
+async fn patches_status_subresource_pull_failures_and_more_faults() {
+    let fleet = Sim::new(Timing::fast());
+    let beta = fleet.add_cluster("beta");
+    let client = client(&beta);
+    let cms = api(&client, "", "ConfigMap", Some("default")).await;
+    let created: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "cfg"}, "data": {"a": "1", "b": "2"}
+    }))
+    .unwrap();
+    cms.create(&PostParams::default(), &created).await.unwrap();
+    let merged = cms
+        .patch(
+            "cfg",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"data": {"a": null, "c": "3"}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(merged.data["data"], json!({"b": "2", "c": "3"}));
+    let ops = json!([
+        {"op": "replace", "path": "/data/b", "value": "20"},
+        {"op": "add", "path": "/data/d", "value": "4"}
+    ]);
+    let request = axum::http::Request::patch("/api/v1/namespaces/default/configmaps/cfg")
+        .header("content-type", "application/json-patch+json")
+        .body(serde_json::to_vec(&ops).unwrap())
+        .unwrap();
+    let patched: Value = client.request(request).await.unwrap();
+    assert_eq!(patched["data"], json!({"b": "20", "c": "3", "d": "4"}));
+
+    // Status goes through its subresource only; the main resource ignores it.
+    namespace(&client, "shop").await;
+    let deploys = api(&client, "apps", "Deployment", Some("shop")).await;
+    deploys
+        .patch(
+            "pull",
+            &apply(),
+            &Patch::Apply(deployment("pull", "web:1-missing", 1, 600)),
+        )
+        .await
+        .unwrap();
+    let waiting = wait_until(&deploys, "pull", Duration::from_secs(10), |d| {
+        d["status"]["observedGeneration"] == 1
+    })
+    .await;
+    assert_eq!(waiting["status"]["updatedReplicas"], 1);
+    let ignored = deploys
+        .patch(
+            "pull",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"observedGeneration": 99}})),
+        )
+        .await
+        .unwrap();
+    assert_ne!(ignored.data["status"]["observedGeneration"], 99);
+    let written = deploys
+        .patch_status(
+            "pull",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"collisionCount": 7}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(written.data["status"]["collisionCount"], 7);
+    let pods = api(&client, "", "Pod", Some("shop")).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let list = pods
+            .list(&ListParams::default().labels("app=pull"))
+            .await
+            .unwrap();
+        let reason = list.items.first().map(|p| {
+            p.data["status"]["containerStatuses"][0]["state"]["waiting"]["reason"].clone()
+        });
+        if reason == Some(json!("ImagePullBackOff")) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no ImagePullBackOff: {reason:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // Latency is added to every request; dropped watches end at once.
+    beta.set_faults(sim::Faults {
+        latency_ms: 150,
+        drop_watches: true,
+        ..Default::default()
+    });
+    let started = std::time::Instant::now();
+    cms.get("cfg").await.unwrap();
+    assert!(started.elapsed() >= Duration::from_millis(150));
+    let mut stream = cms
+        .watch(&WatchParams::default(), "0")
+        .await
+        .unwrap()
+        .boxed();
+    let mut events = 0;
+    while let Some(event) = tokio::time::timeout(Duration::from_secs(5), stream.next())
+        .await
+        .unwrap()
+    {
+        event.unwrap();
+        events += 1;
+    }
+    assert_eq!(
+        events, 1,
+        "the initial ADDED for cfg, then the watch is dropped"
+    );
+    fleet.shutdown().await;
+}
