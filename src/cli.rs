@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
-use crate::{release, schema, simulate};
+use crate::{agent, release, schema, simulate};
 
 /// Coxswain: automatic, fast and safe Kubernetes deploys over NATS JetStream.
 ///
@@ -51,6 +51,8 @@ enum Command {
     /// Run simulated Kubernetes clusters (no real cluster needed): kubectl and coxswain talk to
     /// them like to any cluster.
     Sim(simulate::SimArgs),
+    /// Run the agent of one cluster: consume its intents, deploy, report outcomes.
+    Agent(agent::AgentArgs),
     /// Apply, inspect and roll back releases directly on a cluster (no NATS).
     #[command(subcommand)]
     Release(release::ReleaseCommand),
@@ -68,6 +70,7 @@ impl Args {
             Command::Schema(args) => args.run(),
             Command::Intent(command) => command.run(),
             Command::Sim(args) => runtime()?.block_on(args.run()),
+            Command::Agent(args) => runtime()?.block_on(args.run()),
             Command::Release(command) => runtime()?.block_on(command.run()),
             Command::Diff(args) => runtime()?.block_on(args.run()),
             Command::Health(args) => args.run(),

@@ -1,5 +1,6 @@
 //! The `coxswain` binary: one executable, a subcommand per role.
 
+mod agent;
 mod cli;
 mod release;
 mod schema;

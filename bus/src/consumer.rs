@@ -212,3 +212,26 @@ impl Delivery {
         }
     }
 }
+
+/// The stream sequence of the newest intent on `subject`; `None` when there is none. An
+/// intent older than that is superseded.
+pub async fn latest_intent_sequence(
+    js: &jetstream::Context,
+    subject: &str,
+) -> Result<Option<u64>, BusError> {
+    let consumer_error = |source: async_nats::Error| BusError::Consumer {
+        name: stream::INTENTS.to_owned(),
+        source,
+    };
+    let intents = js
+        .get_stream(stream::INTENTS)
+        .await
+        .map_err(|e| consumer_error(Box::new(e)))?;
+    match intents.get_last_raw_message_by_subject(subject).await {
+        Ok(message) => Ok(Some(message.sequence)),
+        Err(e) if e.kind() == jetstream::stream::LastRawMessageErrorKind::NoMessageFound => {
+            Ok(None)
+        }
+        Err(e) => Err(consumer_error(Box::new(e))),
+    }
+}

@@ -14,7 +14,7 @@ mod topology;
 
 pub use async_nats::jetstream::Context as JetStream;
 pub use connect::{ConnectOptions, connect};
-pub use consumer::{ConsumerOptions, Delivery, IntentConsumer};
+pub use consumer::{ConsumerOptions, Delivery, IntentConsumer, latest_intent_sequence};
 pub use error::BusError;
 pub use publish::{Envelope, Published, publish, publish_intent, publish_outcome};
 pub use topology::{Topology, TopologyConfig, ensure_topology};

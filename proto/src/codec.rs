@@ -208,7 +208,7 @@ mod tests {
         }
         let outcome = Outcome {
             schema_version: 1,
-            event_id: Outcome::event_id_for("beta", "i-1", Phase::RolledBack, 2),
+            event_id: Outcome::event_id_for("beta", "i-1", Phase::RolledBack, 2, true),
             intent_id: "i-1".into(),
             cluster: "beta".into(),
             release: "web".into(),
@@ -226,7 +226,11 @@ mod tests {
             let back: Outcome = decode(Some(ct.as_str()), &encode(ct, &outcome).unwrap()).unwrap();
             assert_eq!(back, outcome);
         }
-        assert_eq!(outcome.event_id, "beta.i-1.rolled_back.2");
+        assert_eq!(outcome.event_id, "beta.i-1.rolled_back");
+        assert_eq!(
+            Outcome::event_id_for("beta", "i-1", Phase::Applying, 2, false),
+            "beta.i-1.applying.2"
+        );
     }
 
     #[test]

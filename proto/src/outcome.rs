@@ -165,7 +165,19 @@ pub struct Outcome {
 impl Outcome {
     /// The stable event id of `phase` for an intent on a cluster: the same inputs always give
     /// the same id, so a re-published event is de-duplicated by JetStream and by readers.
-    pub fn event_id_for(cluster: &str, intent_id: &str, phase: Phase, attempt: u32) -> String {
-        format!("{cluster}.{intent_id}.{phase}.{attempt}")
+    /// A terminal event's id leaves out the delivery attempt: however often an intent is
+    /// redelivered, it has one final outcome.
+    pub fn event_id_for(
+        cluster: &str,
+        intent_id: &str,
+        phase: Phase,
+        attempt: u32,
+        terminal: bool,
+    ) -> String {
+        if terminal {
+            format!("{cluster}.{intent_id}.{phase}")
+        } else {
+            format!("{cluster}.{intent_id}.{phase}.{attempt}")
+        }
     }
 }

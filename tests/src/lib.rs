@@ -153,6 +153,34 @@ impl SimProcess {
         self.dir.path().join(format!("{cluster}.yaml"))
     }
 
+    /// `host:port` of one cluster's API, read from its kubeconfig.
+    pub fn address(&self, cluster: &str) -> anyhow::Result<String> {
+        let text = std::fs::read_to_string(self.kubeconfig(cluster))?;
+        text.lines()
+            .find_map(|l| l.trim().strip_prefix("server: http://"))
+            .map(str::to_owned)
+            .context("no server in the kubeconfig")
+    }
+
+    /// Switches API faults of one cluster (`PUT /sim/faults`), e.g. `{"latency_ms": 200}`.
+    pub fn set_faults(&self, cluster: &str, faults: &serde_json::Value) -> anyhow::Result<()> {
+        use std::io::{Read, Write};
+        let address = self.address(cluster)?;
+        let body = faults.to_string();
+        let mut stream = std::net::TcpStream::connect(&address)?;
+        write!(
+            stream,
+            "PUT /sim/faults HTTP/1.1\r\nHost: {address}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )?;
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer)?;
+        if !answer.starts_with("HTTP/1.1 200") {
+            bail!("setting faults failed: {answer}");
+        }
+        Ok(())
+    }
+
     /// Sends SIGTERM and waits for the exit status.
     pub fn stop(&mut self) -> anyhow::Result<std::process::ExitStatus> {
         let Some(mut child) = self.child.take() else {
@@ -181,5 +209,103 @@ impl Drop for SimProcess {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+}
+
+/// `coxswain agent` as a real process: stopped with SIGTERM, or killed with SIGKILL.
+#[derive(Debug)]
+pub struct AgentProcess {
+    child: Option<std::process::Child>,
+    log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl AgentProcess {
+    /// Starts the agent of `cluster` (`env` label `env`) against NATS at `nats_url` and the
+    /// cluster behind `kubeconfig`, with short ack wait, lock lease and grace for tests.
+    pub fn start(
+        cluster: &str,
+        env: &str,
+        nats_url: &str,
+        kubeconfig: &std::path::Path,
+        extra: &[&str],
+    ) -> anyhow::Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let log = dir.path().join("agent.log");
+        let file = std::fs::File::create(&log)?;
+        let child = Command::new(coxswain_bin()?)
+            .args([
+                "agent",
+                "--cluster",
+                cluster,
+                "--label",
+                &format!("env={env}"),
+                "--nats",
+                nats_url,
+            ])
+            .args([
+                "--ack-wait-seconds",
+                "2",
+                "--lock-lease-seconds",
+                "2",
+                "--grace-seconds",
+                "10",
+            ])
+            .arg("--kubeconfig")
+            .arg(kubeconfig)
+            .args(extra)
+            .env("COXSWAIN_LOG", "info,kube=warn,async_nats=warn")
+            .stdout(std::process::Stdio::null())
+            .stderr(file)
+            .spawn()
+            .context("cannot start coxswain agent")?;
+        Ok(Self {
+            child: Some(child),
+            log,
+            _dir: dir,
+        })
+    }
+
+    /// The agent's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// SIGKILL, no goodbye.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGTERM, then waits for the exit status.
+    pub fn stop(&mut self) -> anyhow::Result<std::process::ExitStatus> {
+        let Some(mut child) = self.child.take() else {
+            bail!("already stopped");
+        };
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            if let Some(status) = child.try_wait()? {
+                return Ok(status);
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                bail!("agent did not stop within 30 s of SIGTERM");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for AgentProcess {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("---- agent log ----\n{}", self.log());
+        }
+        self.kill();
     }
 }

@@ -1,0 +1,77 @@
+//! What an agent needs to know about itself.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use deploy::EngineConfig;
+use proto::ContentType;
+
+use crate::AgentError;
+
+/// An agent's configuration.
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    /// The cluster it deploys to (DNS-1123 label).
+    pub cluster: String,
+    /// Its labels; `env` must match an intent's environment.
+    pub labels: BTreeMap<String, String>,
+    /// Releases deployed at the same time; one release is always in order.
+    pub max_concurrent: usize,
+    /// A newer intent for a release cancels a running one (else it queues).
+    pub supersede: bool,
+    /// JetStream ack wait; progress acks go out at a third of it.
+    pub ack_wait: Duration,
+    /// Registry heartbeat interval.
+    pub heartbeat: Duration,
+    /// How long in-flight work may run on after SIGTERM before it is handed back.
+    pub grace: Duration,
+    /// Encoding of published events.
+    pub content_type: ContentType,
+    /// The release engine's settings (lock lease, history kept, poll).
+    pub engine: EngineConfig,
+}
+
+impl AgentConfig {
+    /// Defaults for `cluster`.
+    pub fn new(cluster: &str) -> Self {
+        Self {
+            cluster: cluster.to_owned(),
+            labels: BTreeMap::new(),
+            max_concurrent: 4,
+            supersede: true,
+            ack_wait: Duration::from_secs(30),
+            heartbeat: Duration::from_secs(10),
+            grace: Duration::from_secs(30),
+            content_type: ContentType::MsgPack,
+            engine: EngineConfig {
+                holder: format!("agent-{cluster}"),
+                ..EngineConfig::default()
+            },
+        }
+    }
+
+    /// The environment this agent serves: its `env` label.
+    pub fn environment(&self) -> Option<&str> {
+        self.labels.get("env").map(String::as_str)
+    }
+
+    pub(crate) fn check(&self) -> Result<(), AgentError> {
+        proto::check_dns_label(&self.cluster)
+            .map_err(|p| AgentError::Config(format!("cluster {:?}: {p:?}", self.cluster)))?;
+        if self.environment().is_none() {
+            return Err(AgentError::Config(
+                "the agent needs an env label (--label env=prod): intents are checked against it"
+                    .into(),
+            ));
+        }
+        if self.max_concurrent == 0 {
+            return Err(AgentError::Config(
+                "max-concurrent must be at least 1".into(),
+            ));
+        }
+        if self.ack_wait < Duration::from_secs(1) {
+            return Err(AgentError::Config("ack wait must be at least 1 s".into()));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,130 @@
+//! `coxswain agent`: the per-cluster agent.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use tokio_util::sync::CancellationToken;
+
+use crate::release::KubeArgs;
+
+/// How to reach NATS.
+#[derive(Debug, clap::Args)]
+pub(crate) struct NatsArgs {
+    /// NATS server URL(s), comma separated.
+    #[arg(
+        long = "nats",
+        env = "COXSWAIN_NATS_URL",
+        default_value = "nats://127.0.0.1:4222"
+    )]
+    url: String,
+    /// NATS credentials file (JWT + nkey seed).
+    #[arg(long, env = "COXSWAIN_NATS_CREDS")]
+    creds: Option<PathBuf>,
+    /// NATS user (with --nats-password).
+    #[arg(long, env = "COXSWAIN_NATS_USER")]
+    nats_user: Option<String>,
+    /// NATS password (with --nats-user).
+    #[arg(long, env = "COXSWAIN_NATS_PASSWORD", hide_env_values = true)]
+    nats_password: Option<String>,
+    /// NATS token.
+    #[arg(long, env = "COXSWAIN_NATS_TOKEN", hide_env_values = true)]
+    nats_token: Option<String>,
+    /// CA certificate (PEM) that signed the NATS server's certificate; turns TLS on.
+    #[arg(long, env = "COXSWAIN_NATS_TLS_CA")]
+    nats_tls_ca: Option<PathBuf>,
+}
+
+impl NatsArgs {
+    pub(crate) async fn connect(&self, name: String) -> anyhow::Result<async_nats::Client> {
+        let options = bus::ConnectOptions {
+            url: self.url.clone(),
+            creds_file: self.creds.clone(),
+            user: self.nats_user.clone(),
+            password: self.nats_password.clone(),
+            token: self.nats_token.clone(),
+            tls_ca: self.nats_tls_ca.clone(),
+            name: Some(name),
+        };
+        Ok(bus::connect(&options).await?)
+    }
+}
+
+/// Arguments of `coxswain agent`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct AgentArgs {
+    /// Name of the cluster this agent deploys to (DNS-1123 label).
+    #[arg(long, env = "COXSWAIN_CLUSTER")]
+    cluster: String,
+    /// Labels of the cluster, `key=value`, repeatable (`--label env=prod --label region=eu`).
+    /// `env` is required: intents for another environment are rejected.
+    #[arg(long = "label", env = "COXSWAIN_LABELS", value_delimiter = ',')]
+    labels: Vec<String>,
+    /// Releases deployed at the same time (one release is always strictly in order).
+    #[arg(long, env = "COXSWAIN_MAX_CONCURRENT", default_value_t = 4)]
+    max_concurrent: usize,
+    /// Queue a newer intent behind a running one instead of cancelling the running one.
+    #[arg(long, env = "COXSWAIN_NO_SUPERSEDE")]
+    no_supersede: bool,
+    /// Seconds in-flight work may continue after SIGTERM before it is handed back.
+    #[arg(long, env = "COXSWAIN_GRACE_SECONDS", default_value_t = 30)]
+    grace_seconds: u64,
+    /// Seconds JetStream waits for an ack before redelivering (progress acks extend it).
+    #[arg(long, env = "COXSWAIN_ACK_WAIT_SECONDS", default_value_t = 30)]
+    ack_wait_seconds: u64,
+    /// Seconds of the per-release lock lease: a crashed agent's lock frees after this.
+    #[arg(long, env = "COXSWAIN_LOCK_LEASE_SECONDS", default_value_t = 15)]
+    lock_lease_seconds: u64,
+    #[command(flatten)]
+    nats: NatsArgs,
+    #[command(flatten)]
+    kube: KubeArgs,
+}
+
+impl AgentArgs {
+    pub(crate) async fn run(self) -> anyhow::Result<ExitCode> {
+        let Self {
+            cluster,
+            labels,
+            max_concurrent,
+            no_supersede,
+            grace_seconds,
+            ack_wait_seconds,
+            lock_lease_seconds,
+            nats,
+            kube,
+        } = self;
+        let mut parsed = BTreeMap::new();
+        for label in &labels {
+            let Some((k, v)) = label.split_once('=') else {
+                bail!("--label {label:?} is not key=value");
+            };
+            parsed.insert(k.trim().to_owned(), v.trim().to_owned());
+        }
+        let mut config = agent::AgentConfig::new(&cluster);
+        config.labels = parsed;
+        config.max_concurrent = max_concurrent;
+        config.supersede = !no_supersede;
+        config.grace = Duration::from_secs(grace_seconds);
+        config.ack_wait = Duration::from_secs(ack_wait_seconds);
+        config.engine.lease = Duration::from_secs(lock_lease_seconds);
+        let host = std::fs::read_to_string("/etc/hostname")
+            .map(|h| h.trim().to_owned())
+            .unwrap_or_default();
+        config.engine.holder = format!("agent-{cluster}/{host}/{}", std::process::id());
+
+        let client = nats.connect(format!("coxswain-agent-{cluster}")).await?;
+        let kube = kube.client().await.context("cannot reach the cluster")?;
+        let shutdown = CancellationToken::new();
+        let on_signal = shutdown.clone();
+        tokio::spawn(async move {
+            crate::shutdown::signalled().await;
+            tracing::info!("shutdown requested");
+            on_signal.cancel();
+        });
+        agent::run(config, client, kube, shutdown).await?;
+        Ok(ExitCode::SUCCESS)
+    }
+}

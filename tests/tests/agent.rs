@@ -1,0 +1,461 @@
+//! The agent as a real process, against a real nats-server and the simulator: outcomes in
+//! order, rollback, rejection, supersession, crashes, NATS restarts, poison messages.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::Duration;
+
+use async_nats::jetstream;
+use futures::StreamExt;
+use proto::{ContentType, DeployIntent, Manifests, Outcome, Phase, SCHEMA_VERSION};
+use serde_json::{Value, json};
+use tests::{AgentProcess, NatsServer, SimProcess, kubectl_bin};
+use tokio::time::Instant;
+
+fn deployment(image: &str) -> Value {
+    json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "web"},
+        "spec": {"replicas": 2, "progressDeadlineSeconds": 30,
+                 "selector": {"matchLabels": {"app": "web"}},
+                 "template": {"metadata": {"labels": {"app": "web"}},
+                              "spec": {"containers": [{"name": "web", "image": image}]}}}
+    })
+}
+
+fn intent(id: &str, cluster: &str, env: &str, image: &str) -> DeployIntent {
+    let objects = vec![
+        json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "web"}, "data": {"id": id}}),
+        deployment(image),
+    ];
+    DeployIntent {
+        schema_version: SCHEMA_VERSION,
+        id: id.into(),
+        cluster: cluster.into(),
+        release: "web".into(),
+        namespace: "shop".into(),
+        environment: env.into(),
+        version: image.rsplit(':').next().unwrap_or(image).into(),
+        images: Default::default(),
+        manifests: Manifests::Inline {
+            digest: deploy::render::digest_of(&objects, &[]),
+            objects,
+        },
+        health: proto::HealthPolicy {
+            timeout_secs: 60,
+            ..Default::default()
+        },
+        rollback: Default::default(),
+        requested_by: "scenario-test".into(),
+        created_at: jiff::Timestamp::now(),
+        rollout_id: None,
+    }
+}
+
+struct Fixture {
+    nats: NatsServer,
+    sim: SimProcess,
+    js: jetstream::Context,
+}
+
+async fn fixture(clusters: &[&str]) -> Fixture {
+    let nats = NatsServer::start().unwrap();
+    let sim = SimProcess::start(clusters).unwrap();
+    let client = bus::connect(&bus::ConnectOptions {
+        url: nats.url(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let js = jetstream::new(client);
+    bus::ensure_topology(&js, &bus::TopologyConfig::default())
+        .await
+        .unwrap();
+    Fixture { nats, sim, js }
+}
+
+impl Fixture {
+    fn agent(&self, cluster: &str, env: &str) -> AgentProcess {
+        AgentProcess::start(
+            cluster,
+            env,
+            &self.nats.url(),
+            &self.sim.kubeconfig(cluster),
+            &[],
+        )
+        .unwrap()
+    }
+
+    async fn publish(&self, intent: &DeployIntent) {
+        bus::publish_intent(&self.js, intent, ContentType::MsgPack, None)
+            .await
+            .unwrap();
+    }
+
+    /// Every outcome event of a cluster so far, in order.
+    async fn events(&self, cluster: &str) -> Vec<Outcome> {
+        let stream = self.js.get_stream(proto::stream::EVENTS).await.unwrap();
+        let consumer = stream
+            .create_consumer(jetstream::consumer::pull::OrderedConfig {
+                filter_subject: format!("coxswain.event.{cluster}.>"),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let mut messages = consumer.messages().await.unwrap();
+        let mut out = Vec::new();
+        while let Ok(Some(Ok(m))) =
+            tokio::time::timeout(Duration::from_millis(300), messages.next()).await
+        {
+            let ct = m
+                .headers
+                .as_ref()
+                .and_then(|h| h.get("Content-Type"))
+                .map(|v| v.as_str().to_owned());
+            out.push(proto::decode::<Outcome>(ct.as_deref(), &m.payload).unwrap());
+        }
+        out
+    }
+
+    /// Polls until the intent has a terminal event; returns the intent's events in order.
+    async fn until_final(&self, cluster: &str, intent_id: &str, within: Duration) -> Vec<Outcome> {
+        let deadline = Instant::now() + within;
+        loop {
+            let events: Vec<Outcome> = self
+                .events(cluster)
+                .await
+                .into_iter()
+                .filter(|e| e.intent_id == intent_id)
+                .collect();
+            if events.iter().any(|e| e.terminal) {
+                return events;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no final outcome for {intent_id} within {within:?}: {events:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    fn kubectl(&self, cluster: &str, args: &[&str]) -> String {
+        let out = std::process::Command::new(kubectl_bin().unwrap())
+            .env("KUBECONFIG", self.sim.kubeconfig(cluster))
+            .args(args)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
+    }
+
+    fn image(&self, cluster: &str) -> String {
+        self.kubectl(
+            cluster,
+            &[
+                "get",
+                "deploy",
+                "web",
+                "-n",
+                "shop",
+                "-o",
+                "jsonpath={.spec.template.spec.containers[0].image}",
+            ],
+        )
+    }
+}
+
+fn phases(events: &[Outcome]) -> Vec<Phase> {
+    events.iter().map(|e| e.phase).collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_good_intent_succeeds_and_a_broken_one_rolls_back() {
+    let f = fixture(&["beta"]).await;
+    let _agent = f.agent("beta", "beta");
+    f.publish(&intent("v1", "beta", "beta", "web:1.0")).await;
+    let events = f.until_final("beta", "v1", Duration::from_secs(60)).await;
+    assert_eq!(
+        phases(&events),
+        [
+            Phase::Received,
+            Phase::Applying,
+            Phase::Progressing,
+            Phase::Succeeded
+        ]
+    );
+    assert_eq!(events.last().unwrap().revision, Some(1));
+
+    let state = f.js.get_key_value(proto::bucket::STATE).await.unwrap();
+    let entry = state.get("beta.web").await.unwrap().unwrap();
+    let current: proto::ReleaseState = proto::decode(Some("application/json"), &entry).unwrap();
+    assert_eq!(
+        (current.intent_id.as_str(), current.phase),
+        ("v1", Phase::Succeeded)
+    );
+    let clusters = f.js.get_key_value(proto::bucket::CLUSTERS).await.unwrap();
+    let record: proto::ClusterRecord = proto::decode(
+        Some("application/json"),
+        &clusters.get("beta").await.unwrap().unwrap(),
+    )
+    .unwrap();
+    assert_eq!(record.labels["env"], "beta");
+
+    f.publish(&intent("v2", "beta", "beta", "web:2.0-broken"))
+        .await;
+    let events = f.until_final("beta", "v2", Duration::from_secs(60)).await;
+    assert_eq!(
+        phases(&events),
+        [
+            Phase::Received,
+            Phase::Applying,
+            Phase::Progressing,
+            Phase::Failed,
+            Phase::RollingBack,
+            Phase::RolledBack
+        ]
+    );
+    assert!(
+        events[3]
+            .reason
+            .as_deref()
+            .unwrap()
+            .contains("CrashLoopBackOff")
+    );
+    assert_eq!(f.image("beta"), "web:1.0");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_wrong_environment_is_rejected_and_garbage_does_not_block_the_queue() {
+    let f = fixture(&["prod"]).await;
+    let _agent = f.agent("prod", "prod");
+    f.publish(&intent("beta-config", "prod", "beta", "web:1.0"))
+        .await;
+    let events = f
+        .until_final("prod", "beta-config", Duration::from_secs(30))
+        .await;
+    assert_eq!(phases(&events), [Phase::Rejected]);
+    assert!(
+        events[0]
+            .reason
+            .as_deref()
+            .unwrap()
+            .contains("environment beta refused"),
+        "{events:?}"
+    );
+    assert!(
+        f.kubectl("prod", &["get", "deploy", "-A"])
+            .contains("No resources found")
+    );
+
+    // Garbage on an intent subject: rejected and terminated; the next valid intent proceeds.
+    f.js.publish(
+        "coxswain.intent.prod.web",
+        vec![0xde, 0xad, 0xbe, 0xef].into(),
+    )
+    .await
+    .unwrap()
+    .await
+    .unwrap();
+    f.publish(&intent("good", "prod", "prod", "web:1.0")).await;
+    let events = f.until_final("prod", "good", Duration::from_secs(60)).await;
+    assert_eq!(events.last().unwrap().phase, Phase::Succeeded);
+    let rejected: Vec<Outcome> = f
+        .events("prod")
+        .await
+        .into_iter()
+        .filter(|e| e.intent_id.starts_with("seq-"))
+        .collect();
+    assert_eq!(rejected.len(), 1, "{rejected:?}");
+    assert!(
+        rejected[0]
+            .reason
+            .as_deref()
+            .unwrap()
+            .starts_with("undecodable intent")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn intents_published_while_stopped_apply_only_the_newest() {
+    let f = fixture(&["beta"]).await;
+    let mut agent = f.agent("beta", "beta");
+    f.publish(&intent("first", "beta", "beta", "web:1.0")).await;
+    f.until_final("beta", "first", Duration::from_secs(60))
+        .await;
+    assert!(agent.stop().unwrap().success(), "SIGTERM exits 0");
+
+    for id in ["a", "b", "c"] {
+        f.publish(&intent(id, "beta", "beta", &format!("web:{id}")))
+            .await;
+    }
+    let _agent = f.agent("beta", "beta");
+    let c = f.until_final("beta", "c", Duration::from_secs(60)).await;
+    assert_eq!(c.last().unwrap().phase, Phase::Succeeded);
+    for old in ["a", "b"] {
+        let events = f.until_final("beta", old, Duration::from_secs(30)).await;
+        assert_eq!(
+            events.last().unwrap().phase,
+            Phase::Superseded,
+            "{old}: {events:?}"
+        );
+        assert!(
+            !phases(&events).contains(&Phase::Applying),
+            "{old} was never applied"
+        );
+    }
+    assert_eq!(f.image("beta"), "web:c");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_newer_intent_cancels_a_slow_rollout() {
+    let f = fixture(&["beta"]).await;
+    let _agent = f.agent("beta", "beta");
+    f.publish(&intent("slow", "beta", "beta", "web:1-slow"))
+        .await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !phases(&f.events("beta").await).contains(&Phase::Progressing) {
+        assert!(Instant::now() < deadline, "the slow rollout never started");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    f.publish(&intent("fast", "beta", "beta", "web:2")).await;
+    let slow = f.until_final("beta", "slow", Duration::from_secs(30)).await;
+    assert_eq!(slow.last().unwrap().phase, Phase::Superseded);
+    let fast = f.until_final("beta", "fast", Duration::from_secs(60)).await;
+    assert_eq!(fast.last().unwrap().phase, Phase::Succeeded);
+    assert_eq!(f.image("beta"), "web:2");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kill_9_during_progressing_then_restart_gives_exactly_one_final_outcome() {
+    let f = fixture(&["beta"]).await;
+    let mut agent = f.agent("beta", "beta");
+    // A slow API server keeps the rollout in progress long enough to kill the agent in it.
+    f.sim
+        .set_faults("beta", &json!({"latency_ms": 150}))
+        .unwrap();
+    f.publish(&intent("crash", "beta", "beta", "web:1.0")).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let events = f.events("beta").await;
+        if phases(&events).contains(&Phase::Progressing) {
+            assert!(
+                !events.iter().any(|e| e.terminal),
+                "finished before the kill: {events:?}"
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "never progressing: {events:?}");
+    }
+    agent.kill();
+    let lease = f.kubectl(
+        "beta",
+        &[
+            "get",
+            "lease",
+            "coxswain-lock-web",
+            "-n",
+            "shop",
+            "-o",
+            "jsonpath={.spec.holderIdentity}",
+        ],
+    );
+    assert!(
+        lease.starts_with("agent-beta/"),
+        "the dead agent still holds the lock: {lease}"
+    );
+
+    let _agent = f.agent("beta", "beta");
+    f.until_final("beta", "crash", Duration::from_secs(60))
+        .await;
+    f.sim.set_faults("beta", &json!({})).unwrap();
+    // Any second final event would have been published by now.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let events: Vec<Outcome> = f
+        .events("beta")
+        .await
+        .into_iter()
+        .filter(|e| e.intent_id == "crash")
+        .collect();
+    let finals: Vec<&Outcome> = events.iter().filter(|e| e.terminal).collect();
+    assert_eq!(finals.len(), 1, "{events:?}");
+    assert_eq!(finals[0].phase, Phase::Succeeded);
+    assert!(
+        finals[0].attempt >= 2,
+        "finished by the redelivery: {events:?}"
+    );
+    assert_eq!(f.image("beta"), "web:1.0");
+    let history = f.kubectl(
+        "beta",
+        &[
+            "get",
+            "secrets",
+            "-n",
+            "shop",
+            "-l",
+            "owner=coxswain",
+            "-o",
+            "jsonpath={.items[*].metadata.labels.status}",
+        ],
+    );
+    assert_eq!(
+        history, "failed deployed",
+        "the abandoned revision is marked failed"
+    );
+    assert!(
+        f.kubectl("beta", &["get", "lease", "-n", "shop"])
+            .contains("No resources found"),
+        "the lock is free"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_nats_restart_during_a_rollout_loses_nothing() {
+    let mut f = fixture(&["beta"]).await;
+    let _agent = f.agent("beta", "beta");
+    // A slow API server stretches the rollout to several seconds.
+    f.sim
+        .set_faults("beta", &json!({"latency_ms": 150}))
+        .unwrap();
+    f.publish(&intent("through-outage", "beta", "beta", "web:1.0"))
+        .await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !phases(&f.events("beta").await).contains(&Phase::Applying) {
+        assert!(Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    f.nats.restart().unwrap();
+    let restarted = jiff::Timestamp::now();
+    let events = f
+        .until_final("beta", "through-outage", Duration::from_secs(90))
+        .await;
+    let last = events.last().unwrap();
+    assert_eq!(last.phase, Phase::Succeeded, "{events:?}");
+    assert!(
+        last.at > restarted,
+        "the rollout was still running when NATS restarted"
+    );
+    let finals = events.iter().filter(|e| e.terminal).count();
+    assert_eq!(finals, 1, "{events:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_clusters_deploy_the_same_release_independently() {
+    let f = fixture(&["east", "west"]).await;
+    let _east = f.agent("east", "prod");
+    let _west = f.agent("west", "prod");
+    f.publish(&intent("east-good", "east", "prod", "web:1.0"))
+        .await;
+    f.publish(&intent("west-bad", "west", "prod", "web:1.0-broken"))
+        .await;
+    let east = f
+        .until_final("east", "east-good", Duration::from_secs(60))
+        .await;
+    let west = f
+        .until_final("west", "west-bad", Duration::from_secs(60))
+        .await;
+    assert_eq!(east.last().unwrap().phase, Phase::Succeeded);
+    assert_eq!(
+        west.last().unwrap().phase,
+        Phase::Failed,
+        "a first install has nothing to roll back to"
+    );
+    assert_eq!(f.image("east"), "web:1.0");
+}
