@@ -77,6 +77,9 @@ pub(crate) struct AgentArgs {
     /// Seconds of the per-release lock lease: a crashed agent's lock frees after this.
     #[arg(long, env = "COXSWAIN_LOCK_LEASE_SECONDS", default_value_t = 15)]
     lock_lease_seconds: u64,
+    /// Serve Prometheus metrics on this address (`127.0.0.1:9464`); off when absent.
+    #[arg(long, env = "COXSWAIN_METRICS_ADDR")]
+    metrics_addr: Option<std::net::SocketAddr>,
     #[command(flatten)]
     nats: NatsArgs,
     #[command(flatten)]
@@ -93,6 +96,7 @@ impl AgentArgs {
             grace_seconds,
             ack_wait_seconds,
             lock_lease_seconds,
+            metrics_addr,
             nats,
             kube,
         } = self;
@@ -110,6 +114,7 @@ impl AgentArgs {
         config.grace = Duration::from_secs(grace_seconds);
         config.ack_wait = Duration::from_secs(ack_wait_seconds);
         config.engine.lease = Duration::from_secs(lock_lease_seconds);
+        config.metrics_addr = metrics_addr;
         let host = std::fs::read_to_string("/etc/hostname")
             .map(|h| h.trim().to_owned())
             .unwrap_or_default();

@@ -85,21 +85,13 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .build()?)
 }
 
-/// Sets up `tracing` on stderr; stdout is kept for command output.
-pub(crate) fn init_tracing(args: &LogArgs) {
+/// Sets up logs and traces on stderr; stdout is kept for command output.
+pub(crate) fn init_tracing(args: &LogArgs) -> crate::telemetry::Telemetry {
     let LogArgs {
         log_level,
         log_format,
     } = args;
-    let filter = tracing_subscriber::EnvFilter::try_new(log_level)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match log_format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
-    }
+    crate::telemetry::init(log_level, matches!(log_format, LogFormat::Json))
 }
 
 #[cfg(test)]

@@ -6,12 +6,13 @@ mod release;
 mod schema;
 mod shutdown;
 mod simulate;
+mod telemetry;
 
 use clap::Parser;
 
 fn main() -> std::process::ExitCode {
     let args = cli::Args::parse();
-    cli::init_tracing(&args.log);
+    let _telemetry = cli::init_tracing(&args.log);
     match args.run() {
         Ok(code) => code,
         Err(error) => {

@@ -29,6 +29,8 @@ pub struct AgentConfig {
     pub content_type: ContentType,
     /// The release engine's settings (lock lease, history kept, poll).
     pub engine: EngineConfig,
+    /// Where to serve Prometheus metrics, if anywhere.
+    pub metrics_addr: Option<std::net::SocketAddr>,
 }
 
 impl AgentConfig {
@@ -47,6 +49,7 @@ impl AgentConfig {
                 holder: format!("agent-{cluster}"),
                 ..EngineConfig::default()
             },
+            metrics_addr: None,
         }
     }
 

@@ -6,12 +6,14 @@
 //! events in JetStream. Kill it at any moment and the redelivered intent resumes.
 
 mod config;
+mod metrics;
 mod registry;
 mod reporter;
 mod runtime;
 mod worker;
 
 pub use config::AgentConfig;
+pub use metrics::Metrics;
 pub use runtime::run;
 
 /// The agent could not start or stopped on an error.

@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 /// Publishes one intent's events.
 #[derive(Clone)]
 pub(crate) struct Reporter {
+    pub(crate) metrics: std::sync::Arc<crate::Metrics>,
     pub(crate) js: jetstream::Context,
     pub(crate) state: kv::Store,
     pub(crate) cluster: String,
@@ -91,6 +92,9 @@ impl Reporter {
                 tracing::error!(%error, phase = %outcome.phase, "outcome event could not be stored");
                 return false;
             }
+        }
+        if event.terminal {
+            self.metrics.finished(event.phase.as_str(), event.elapsed);
         }
         self.put_state(event).await;
         true

@@ -45,8 +45,38 @@ pub async fn run(
     );
 
     let hard_stop = CancellationToken::new();
+    let metrics = Arc::new(crate::Metrics::default());
+    let background = CancellationToken::new();
+    if let Some(addr) = config.metrics_addr {
+        let (m, cluster, stop) = (
+            Arc::clone(&metrics),
+            config.cluster.clone(),
+            background.clone(),
+        );
+        tokio::spawn(async move {
+            if let Err(error) = crate::metrics::serve(addr, m, cluster, stop).await {
+                tracing::error!(%error, %addr, "cannot serve metrics");
+            }
+        });
+    }
+    {
+        let (m, c, stop) = (Arc::clone(&metrics), consumer.clone(), background.clone());
+        tokio::spawn(async move {
+            loop {
+                if let Ok(n) = c.pending().await {
+                    m.pending(n);
+                }
+                tokio::select! {
+                    () = stop.cancelled() => return,
+                    () = tokio::time::sleep(Duration::from_secs(5)) => {}
+                }
+            }
+        });
+    }
     let shared = Arc::new(Shared {
+        metrics: Arc::clone(&metrics),
         reporter: Reporter {
+            metrics: Arc::clone(&metrics),
             js: js.clone(),
             state: topology.state.clone(),
             cluster: config.cluster.clone(),
@@ -132,6 +162,7 @@ pub async fn run(
             attempt = delivery.delivery_count(),
             traceparent = delivery.traceparent().unwrap_or_default(),
         );
+        set_parent(&span, delivery.traceparent());
         tracker.spawn(
             worker::run(
                 Arc::clone(&shared),
@@ -159,6 +190,34 @@ pub async fn run(
         hard_stop.cancel();
         tracker.wait().await;
     }
+    background.cancel();
     tracing::info!("agent stopped");
     Ok(())
+}
+
+/// Reads a W3C `traceparent` header.
+struct TraceParent<'a>(Option<&'a str>);
+
+impl opentelemetry::propagation::Extractor for TraceParent<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        if key.eq_ignore_ascii_case("traceparent") {
+            self.0
+        } else {
+            None
+        }
+    }
+    fn keys(&self) -> Vec<&str> {
+        vec!["traceparent"]
+    }
+}
+
+/// Makes the intent's span a child of the trace that published the intent.
+fn set_parent(span: &tracing::Span, traceparent: Option<&str>) {
+    use tracing_opentelemetry::OpenTelemetrySpanExt;
+    if traceparent.is_none() {
+        return;
+    }
+    let parent =
+        opentelemetry::global::get_text_map_propagator(|p| p.extract(&TraceParent(traceparent)));
+    let _ = span.set_parent(parent);
 }

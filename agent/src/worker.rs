@@ -18,6 +18,7 @@ use crate::reporter::{Event, Reporter};
 
 /// What every worker shares.
 pub(crate) struct Shared {
+    pub(crate) metrics: Arc<crate::Metrics>,
     pub(crate) config: AgentConfig,
     pub(crate) reporter: Reporter,
     pub(crate) kube: kube::Client,
@@ -62,10 +63,12 @@ pub(crate) async fn run(
         acking.clone(),
     ));
 
+    shared.metrics.in_flight(1);
     let ending = tokio::select! {
         () = shared.reporter.hard_stop.cancelled() => Ending::HandBack,
         ending = handle(&shared, &delivery, &release_lock, &superseded, received) => ending,
     };
+    shared.metrics.in_flight(-1);
     acking.cancel();
     let acked = match ending {
         Ending::Reported => delivery.double_ack().await,

@@ -230,6 +230,18 @@ impl AgentProcess {
         kubeconfig: &std::path::Path,
         extra: &[&str],
     ) -> anyhow::Result<Self> {
+        Self::start_with_env(cluster, env, nats_url, kubeconfig, extra, &[])
+    }
+
+    /// Like [`AgentProcess::start`], with extra environment variables.
+    pub fn start_with_env(
+        cluster: &str,
+        env: &str,
+        nats_url: &str,
+        kubeconfig: &std::path::Path,
+        extra: &[&str],
+        vars: &[(&str, &str)],
+    ) -> anyhow::Result<Self> {
         let dir = tempfile::tempdir()?;
         let log = dir.path().join("agent.log");
         let file = std::fs::File::create(&log)?;
@@ -254,6 +266,7 @@ impl AgentProcess {
             .arg("--kubeconfig")
             .arg(kubeconfig)
             .args(extra)
+            .envs(vars.iter().copied())
             .env("COXSWAIN_LOG", "info,kube=warn,async_nats=warn")
             .stdout(std::process::Stdio::null())
             .stderr(file)

@@ -75,12 +75,16 @@ async fn fixture(clusters: &[&str]) -> Fixture {
 
 impl Fixture {
     fn agent(&self, cluster: &str, env: &str) -> AgentProcess {
+        self.agent_with(cluster, env, &[])
+    }
+
+    fn agent_with(&self, cluster: &str, env: &str, extra: &[&str]) -> AgentProcess {
         AgentProcess::start(
             cluster,
             env,
             &self.nats.url(),
             &self.sim.kubeconfig(cluster),
-            &[],
+            extra,
         )
         .unwrap()
     }
@@ -169,7 +173,8 @@ fn phases(events: &[Outcome]) -> Vec<Phase> {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_good_intent_succeeds_and_a_broken_one_rolls_back() {
     let f = fixture(&["beta"]).await;
-    let _agent = f.agent("beta", "beta");
+    let metrics_addr = free_address();
+    let _agent = f.agent_with("beta", "beta", &["--metrics-addr", &metrics_addr]);
     f.publish(&intent("v1", "beta", "beta", "web:1.0")).await;
     let events = f.until_final("beta", "v1", Duration::from_secs(60)).await;
     assert_eq!(
@@ -220,6 +225,45 @@ async fn a_good_intent_succeeds_and_a_broken_one_rolls_back() {
             .contains("CrashLoopBackOff")
     );
     assert_eq!(f.image("beta"), "web:1.0");
+
+    let metrics = http_get(&metrics_addr, "/metrics");
+    for line in [
+        "coxswain_intents_total{cluster=\"beta\",outcome=\"succeeded\"} 1",
+        "coxswain_intents_total{cluster=\"beta\",outcome=\"rolled_back\"} 1",
+        "coxswain_rollout_duration_seconds_count{cluster=\"beta\"} 2",
+        "coxswain_intents_in_flight{cluster=\"beta\"} 0",
+    ] {
+        assert!(metrics.contains(line), "{line} missing from:\n{metrics}");
+    }
+}
+
+/// A free loopback port, as `127.0.0.1:<port>`.
+fn free_address() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().to_string()
+}
+
+/// A plain HTTP GET, polled until the server answers.
+fn http_get(address: &str, path: &str) -> String {
+    use std::io::{Read, Write};
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Ok(mut s) = std::net::TcpStream::connect(address) {
+            write!(
+                s,
+                "GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n"
+            )
+            .unwrap();
+            let mut body = String::new();
+            s.read_to_string(&mut body).unwrap();
+            return body;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "nothing listens on {address}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -458,4 +502,123 @@ async fn two_clusters_deploy_the_same_release_independently() {
         "a first install has nothing to roll back to"
     );
     assert_eq!(f.image("east"), "web:1.0");
+}
+
+/// Requests a collector received: `(path, body)`.
+type Received = std::sync::Arc<std::sync::Mutex<Vec<(String, Vec<u8>)>>>;
+
+/// A stand-in OTLP collector: records `(path, body)` of every POST.
+fn collector() -> (String, Received) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = listener.local_addr().unwrap().to_string();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let record = std::sync::Arc::clone(&seen);
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let mut reader = BufReader::new(stream);
+            let mut line = String::new();
+            if reader.read_line(&mut line).is_err() {
+                continue;
+            }
+            let path = line
+                .split_whitespace()
+                .nth(1)
+                .unwrap_or_default()
+                .to_owned();
+            let mut length = 0usize;
+            loop {
+                let mut header = String::new();
+                if reader.read_line(&mut header).unwrap_or(0) == 0 || header.trim().is_empty() {
+                    break;
+                }
+                if let Some((k, v)) = header.split_once(':')
+                    && k.eq_ignore_ascii_case("content-length")
+                {
+                    length = v.trim().parse().unwrap_or(0);
+                }
+            }
+            let mut body = vec![0u8; length];
+            let _ = reader.read_exact(&mut body);
+            record.lock().unwrap().push((path, body));
+            let _ = reader.get_mut().write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\ncontent-type: application/x-protobuf\r\n\r\n");
+        }
+    });
+    (format!("http://{address}"), seen)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_intent_span_continues_its_traceparent_and_is_exported_over_otlp() {
+    let f = fixture(&["beta"]).await;
+    let (endpoint, seen) = collector();
+    let mut agent = AgentProcess::start_with_env(
+        "beta",
+        "beta",
+        &f.nats.url(),
+        &f.sim.kubeconfig("beta"),
+        &[],
+        &[("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str())],
+    )
+    .unwrap();
+    let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let traceparent = format!("00-{trace_id}-00f067aa0ba902b7-01");
+    bus::publish_intent(
+        &f.js,
+        &intent("traced", "beta", "beta", "web:1.0"),
+        ContentType::Json,
+        Some(traceparent),
+    )
+    .await
+    .unwrap();
+    f.until_final("beta", "traced", Duration::from_secs(60))
+        .await;
+    assert!(agent.stop().unwrap().success());
+    let wanted: Vec<u8> = (0..16)
+        .map(|i| u8::from_str_radix(&trace_id[2 * i..2 * i + 2], 16).unwrap())
+        .collect();
+    let exports = seen.lock().unwrap().clone();
+    assert!(!exports.is_empty(), "nothing was exported");
+    assert!(
+        exports.iter().all(|(path, _)| path == "/v1/traces"),
+        "{:?}",
+        exports.iter().map(|e| &e.0).collect::<Vec<_>>()
+    );
+    let continued = exports
+        .iter()
+        .any(|(_, body)| body.windows(16).any(|w| w == wanted.as_slice()));
+    assert!(continued, "no exported span belongs to the intent's trace");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_finishes_in_flight_work_within_the_grace_period_and_exits_0() {
+    let f = fixture(&["beta"]).await;
+    let mut agent = f.agent("beta", "beta");
+    f.sim
+        .set_faults("beta", &json!({"latency_ms": 100}))
+        .unwrap();
+    f.publish(&intent("draining", "beta", "beta", "web:1.0"))
+        .await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !phases(&f.events("beta").await).contains(&Phase::Applying) {
+        assert!(Instant::now() < deadline);
+    }
+    assert!(agent.stop().unwrap().success(), "exit 0 after draining");
+    let events: Vec<Outcome> = f
+        .events("beta")
+        .await
+        .into_iter()
+        .filter(|e| e.intent_id == "draining")
+        .collect();
+    assert_eq!(
+        events.last().map(|e| e.phase),
+        Some(Phase::Succeeded),
+        "{events:?}"
+    );
+    let clusters = f.js.get_key_value(proto::bucket::CLUSTERS).await.unwrap();
+    let record: proto::ClusterRecord = proto::decode(
+        Some("application/json"),
+        &clusters.get("beta").await.unwrap().unwrap(),
+    )
+    .unwrap();
+    assert_eq!(record.status, proto::AgentStatus::Draining);
 }
