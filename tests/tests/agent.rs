@@ -622,3 +622,55 @@ async fn sigterm_finishes_in_flight_work_within_the_grace_period_and_exits_0() {
     .unwrap();
     assert_eq!(record.status, proto::AgentStatus::Draining);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bundled_manifests_are_fetched_and_verified() {
+    let f = fixture(&["beta"]).await;
+    let _agent = f.agent("beta", "beta");
+    let store = f.js.get_object_store(proto::bucket::BUNDLES).await.unwrap();
+    let objects = vec![deployment("web:bundled")];
+    let bytes = serde_json::to_vec(&objects).unwrap();
+    let digest = deploy::render::sha256(&bytes);
+    store
+        .put(digest.as_str(), &mut bytes.as_slice())
+        .await
+        .unwrap();
+
+    let mut good = intent("bundled", "beta", "beta", "web:bundled");
+    good.manifests = Manifests::Bundle {
+        digest: digest.clone(),
+        size: bytes.len() as u64,
+    };
+    f.publish(&good).await;
+    let events = f
+        .until_final("beta", "bundled", Duration::from_secs(60))
+        .await;
+    assert_eq!(events.last().unwrap().phase, Phase::Succeeded, "{events:?}");
+    assert_eq!(f.image("beta"), "web:bundled");
+
+    // A bundle whose bytes do not match the digest is refused, not applied.
+    let forged = format!("sha256:{}", "ab".repeat(32));
+    store
+        .put(forged.as_str(), &mut b"[]".as_slice())
+        .await
+        .unwrap();
+    let mut bad = intent("forged", "beta", "beta", "web:forged");
+    bad.manifests = Manifests::Bundle {
+        digest: forged,
+        size: 2,
+    };
+    f.publish(&bad).await;
+    let events = f
+        .until_final("beta", "forged", Duration::from_secs(30))
+        .await;
+    assert_eq!(phases(&events), [Phase::Received, Phase::Rejected]);
+    assert!(
+        events[1]
+            .reason
+            .as_deref()
+            .unwrap()
+            .starts_with("bundle digest mismatch"),
+        "{events:?}"
+    );
+    assert_eq!(f.image("beta"), "web:bundled");
+}
