@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
-use crate::{agent, release, schema, simulate};
+use crate::{agent, coordinate, deploy, release, schema, simulate};
 
 /// Coxswain: automatic, fast and safe Kubernetes deploys over NATS JetStream.
 ///
@@ -53,6 +53,10 @@ enum Command {
     Sim(simulate::SimArgs),
     /// Run the agent of one cluster: consume its intents, deploy, report outcomes.
     Agent(agent::AgentArgs),
+    /// Run the coordinator: the HTTP API for CI, targeting, waves, promotion gates.
+    Coordinator(coordinate::CoordinatorArgs),
+    /// Deploy a release to an environment through the coordinator (what CI runs).
+    Deploy(deploy::DeployArgs),
     /// Apply, inspect and roll back releases directly on a cluster (no NATS).
     #[command(subcommand)]
     Release(release::ReleaseCommand),
@@ -71,6 +75,8 @@ impl Args {
             Command::Intent(command) => command.run(),
             Command::Sim(args) => runtime()?.block_on(args.run()),
             Command::Agent(args) => runtime()?.block_on(args.run()),
+            Command::Coordinator(args) => runtime()?.block_on(args.run()),
+            Command::Deploy(args) => runtime()?.block_on(args.run()),
             Command::Release(command) => runtime()?.block_on(command.run()),
             Command::Diff(args) => runtime()?.block_on(args.run()),
             Command::Health(args) => args.run(),

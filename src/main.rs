@@ -2,6 +2,8 @@
 
 mod agent;
 mod cli;
+mod coordinate;
+mod deploy;
 mod release;
 mod schema;
 mod shutdown;

@@ -59,6 +59,8 @@ pub struct Topology {
     pub state: kv::Store,
     /// The manifest bundle store.
     pub bundles: object_store::ObjectStore,
+    /// The coordinator's rollouts.
+    pub rollouts: kv::Store,
 }
 
 impl std::fmt::Debug for Topology {
@@ -109,6 +111,19 @@ pub async fn ensure_topology(
         },
     )
     .await?;
+    let rollouts = ensure_kv(
+        js,
+        kv::Config {
+            bucket: bucket::ROLLOUTS.into(),
+            description: "coxswain rollouts driven by the coordinator".into(),
+            history: 5,
+            max_value_size: i32::try_from(MAX_MESSAGE_BYTES).unwrap_or(i32::MAX),
+            storage: stream::StorageType::File,
+            num_replicas: config.replicas,
+            ..Default::default()
+        },
+    )
+    .await?;
     let bundles = ensure_object_store(
         js,
         object_store::Config {
@@ -126,6 +141,7 @@ pub async fn ensure_topology(
         clusters,
         state,
         bundles,
+        rollouts,
     })
 }
 

@@ -1,5 +1,34 @@
-//! The coordinator: validates intents from CI, resolves target clusters from the registry,
-//! publishes one intent per cluster in waves and tracks the rollout. It never talks to
-//! Kubernetes.
+//! The coordinator: takes rollout requests from CI over HTTP, resolves the target clusters
+//! from the live registry, and drives the rollout wave by wave over NATS: publish a wave's
+//! intents, wait for their outcomes, then the next wave; on a failure halt and, by default,
+//! revert the clusters earlier waves updated. Rollouts live in the `coxswain-rollouts` bucket,
+//! so a restarted coordinator resumes them, and two coordinators share the work through a
+//! claim written with compare-and-set.
 //!
-//! Filled by the coordinator issue.
+//! It never talks to Kubernetes.
+
+mod api;
+pub mod appconfig;
+mod driver;
+pub mod plan;
+mod store;
+
+pub use api::{CoordinatorConfig, run};
+pub use appconfig::{AppConfig, Loaded};
+
+/// The coordinator could not start or stopped on an error.
+#[derive(Debug, thiserror::Error)]
+pub enum CoordinatorError {
+    /// A NATS step failed.
+    #[error("nats")]
+    Bus(#[from] bus::BusError),
+    /// The HTTP listener could not start.
+    #[error("cannot listen on {addr}")]
+    Listen {
+        /// The address.
+        addr: std::net::SocketAddr,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+}

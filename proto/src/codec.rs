@@ -217,6 +217,8 @@ mod tests {
             revision: Some(3),
             attempt: 2,
             version: Some("1.2.3".into()),
+            requested_by: Some("ci".into()),
+            rollout_id: None,
             reason: Some("ProgressDeadlineExceeded".into()),
             resources: vec![],
             at: "2026-11-26T10:00:00Z".parse().unwrap(),

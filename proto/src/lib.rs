@@ -11,6 +11,7 @@ mod codec;
 mod headers;
 mod intent;
 mod outcome;
+mod rollout;
 mod schema;
 mod state;
 mod subject;
@@ -23,6 +24,7 @@ pub use intent::{
     DeployIntent, HealthPolicy, HttpProbe, MAX_INLINE_MANIFEST_BYTES, Manifests, RollbackPolicy,
 };
 pub use outcome::{HealthStatus, Outcome, Phase, ResourceHealth};
+pub use rollout::{ClusterProgress, RevertTarget, Rollout, RolloutRequest, RolloutStatus};
 pub use schema::{Schema, schema_for};
 pub use state::ReleaseState;
 pub use subject::{

@@ -148,6 +148,12 @@ pub struct Outcome {
     /// Version of the release the intent deploys.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version: Option<String>,
+    /// Who asked for the intent (for the audit trail).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requested_by: Option<String>,
+    /// The coordinator rollout the intent belongs to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout_id: Option<String>,
     /// Why this phase was reached, for failures and rejections.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,

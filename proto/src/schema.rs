@@ -1,6 +1,6 @@
 //! JSON Schemas of the messages, so CI in any language can produce valid intents.
 
-use crate::{ClusterRecord, DeployIntent, Outcome, ReleaseState};
+use crate::{ClusterRecord, DeployIntent, Outcome, ReleaseState, Rollout, RolloutRequest};
 
 /// The messages whose schema `coxswain schema` prints.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -13,6 +13,10 @@ pub enum Schema {
     Cluster,
     /// `ReleaseState`.
     State,
+    /// `RolloutRequest`.
+    RolloutRequest,
+    /// `Rollout`.
+    Rollout,
 }
 
 /// The JSON Schema (draft 2020-12) of one message type.
@@ -22,6 +26,8 @@ pub fn schema_for(which: Schema) -> serde_json::Value {
         Schema::Outcome => schemars::schema_for!(Outcome),
         Schema::Cluster => schemars::schema_for!(ClusterRecord),
         Schema::State => schemars::schema_for!(ReleaseState),
+        Schema::RolloutRequest => schemars::schema_for!(RolloutRequest),
+        Schema::Rollout => schemars::schema_for!(Rollout),
     };
     schema.to_value()
 }

@@ -25,6 +25,8 @@ pub mod bucket {
     pub const STATE: &str = "coxswain-state";
     /// Rendered manifest bundles, named by digest.
     pub const BUNDLES: &str = "coxswain-bundles";
+    /// Rollouts the coordinator drives, key = rollout id.
+    pub const ROLLOUTS: &str = "coxswain-rollouts";
 }
 
 /// A subject could not be built or parsed.

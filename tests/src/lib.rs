@@ -322,3 +322,84 @@ impl Drop for AgentProcess {
         self.kill();
     }
 }
+
+/// A free loopback address, `127.0.0.1:<port>`.
+pub fn free_address() -> anyhow::Result<String> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    Ok(listener.local_addr()?.to_string())
+}
+
+/// `coxswain coordinator` as a real process, killed when dropped.
+#[derive(Debug)]
+pub struct CoordinatorProcess {
+    child: Option<std::process::Child>,
+    /// `http://127.0.0.1:<port>`.
+    pub url: String,
+    log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl CoordinatorProcess {
+    /// Starts a coordinator with bearer token `token` and waits until it answers.
+    pub fn start(nats_url: &str, token: &str) -> anyhow::Result<Self> {
+        let address = free_address()?;
+        let dir = tempfile::tempdir()?;
+        let log = dir.path().join("coordinator.log");
+        let child = Command::new(coxswain_bin()?)
+            .args([
+                "coordinator",
+                "--listen",
+                &address,
+                "--token",
+                token,
+                "--nats",
+                nats_url,
+                "--claim-seconds",
+                "2",
+            ])
+            .env("COXSWAIN_LOG", "info,async_nats=warn")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&log)?)
+            .spawn()
+            .context("cannot start coxswain coordinator")?;
+        let coordinator = Self {
+            child: Some(child),
+            url: format!("http://{address}"),
+            log,
+            _dir: dir,
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while std::net::TcpStream::connect(&address).is_err() {
+            if std::time::Instant::now() > deadline {
+                bail!(
+                    "coordinator did not listen within 30 s:\n{}",
+                    coordinator.log()
+                );
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        Ok(coordinator)
+    }
+
+    /// Its log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// SIGKILL.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for CoordinatorProcess {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("---- coordinator log ----\n{}", self.log());
+        }
+        self.kill();
+    }
+}

@@ -1,0 +1,340 @@
+//! Pure rollout planning: which clusters an environment targets, how they split into waves,
+//! and the next step of a rollout given what its clusters reported.
+
+use std::collections::BTreeMap;
+
+use proto::{ClusterRecord, Phase, Rollout, RolloutStatus};
+
+/// Does a cluster carry every label of the selector?
+pub fn matches(labels: &BTreeMap<String, String>, selector: &BTreeMap<String, String>) -> bool {
+    selector.iter().all(|(k, v)| labels.get(k) == Some(v))
+}
+
+/// The registered clusters an environment selects, by name.
+pub fn targets(clusters: &[ClusterRecord], selector: &BTreeMap<String, String>) -> Vec<String> {
+    let mut names: Vec<String> = clusters
+        .iter()
+        .filter(|c| matches(&c.labels, selector))
+        .map(|c| c.name.clone())
+        .collect();
+    names.sort();
+    names
+}
+
+/// Splits targets into waves: each wave selector takes the targets it matches that no earlier
+/// wave took; what is left forms a last wave. No wave selectors: one wave.
+pub fn waves(
+    clusters: &[ClusterRecord],
+    targets: &[String],
+    selectors: &[BTreeMap<String, String>],
+) -> Vec<Vec<String>> {
+    let labels_of = |name: &str| {
+        clusters
+            .iter()
+            .find(|c| c.name == name)
+            .map(|c| c.labels.clone())
+            .unwrap_or_default()
+    };
+    let mut left: Vec<String> = targets.to_vec();
+    let mut out = Vec::new();
+    for selector in selectors {
+        let (wave, rest): (Vec<String>, Vec<String>) = left
+            .into_iter()
+            .partition(|n| matches(&labels_of(n), selector));
+        left = rest;
+        if !wave.is_empty() {
+            out.push(wave);
+        }
+    }
+    if !left.is_empty() {
+        out.push(left);
+    }
+    out
+}
+
+/// Intent id of a cluster's deploy in a rollout.
+pub fn intent_id(rollout: &str, cluster: &str) -> String {
+    format!("{rollout}.{cluster}")
+}
+
+/// Intent id of a cluster's revert in a rollout.
+pub fn revert_intent_id(rollout: &str, cluster: &str) -> String {
+    format!("{rollout}.{cluster}.revert")
+}
+
+/// The next thing a rollout needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step {
+    /// Publish intents to these clusters (the current wave's, not yet sent).
+    Publish(Vec<String>),
+    /// Wait for outcomes.
+    Wait,
+    /// The current wave succeeded: start the next.
+    Advance,
+    /// Every wave succeeded.
+    Succeed,
+    /// Publish revert intents to these clusters.
+    Revert(Vec<String>),
+    /// A cluster failed and nothing is (left) to revert: finish with this status.
+    Finish(RolloutStatus, String),
+}
+
+fn failure(r: &Rollout) -> Option<String> {
+    r.clusters.iter().find_map(|(name, c)| {
+        let failed = c.terminal && c.phase.is_some_and(|p| p != Phase::Succeeded);
+        failed.then(|| {
+            format!(
+                "cluster {name} ended {}{}",
+                c.phase.map(|p| p.to_string()).unwrap_or_default(),
+                c.reason
+                    .as_deref()
+                    .map(|r| format!(": {r}"))
+                    .unwrap_or_default()
+            )
+        })
+    })
+}
+
+/// Decides the next step from the rollout record alone.
+pub fn decide(r: &Rollout) -> Step {
+    if let Some(reason) = failure(r) {
+        if !(r.request.revert_on_failure && r.revert_to.is_some()) {
+            return Step::Finish(RolloutStatus::Failed, reason);
+        }
+        // Clusters this rollout changed and left on the new version go back.
+        let updated: Vec<&String> = r
+            .clusters
+            .iter()
+            .filter(|(_, c)| c.terminal && c.phase == Some(Phase::Succeeded))
+            .map(|(n, _)| n)
+            .collect();
+        let unsent: Vec<String> = updated
+            .iter()
+            .filter(|n| {
+                r.clusters
+                    .get(**n)
+                    .is_some_and(|c| c.revert_intent_id.is_none())
+            })
+            .map(|n| (*n).clone())
+            .collect();
+        if !unsent.is_empty() {
+            return Step::Revert(unsent);
+        }
+        // A cluster still in flight in the failed wave must finish before anything is final.
+        let in_flight = r
+            .clusters
+            .values()
+            .any(|c| c.intent_id.is_some() && !c.terminal);
+        let reverts_done = updated.iter().all(|n| {
+            r.clusters.get(*n).is_some_and(
+                |c| matches!(c.revert_phase, Some(p) if p.always_terminal() || p == Phase::Failed),
+            )
+        });
+        if in_flight || !reverts_done {
+            return Step::Wait;
+        }
+        let status = if updated.is_empty() {
+            RolloutStatus::Failed
+        } else {
+            RolloutStatus::Reverted
+        };
+        return Step::Finish(status, reason);
+    }
+    let Some(wave) = r.waves.get(r.current_wave) else {
+        return Step::Succeed;
+    };
+    let unsent: Vec<String> = wave
+        .iter()
+        .filter(|n| r.clusters.get(*n).is_none_or(|c| c.intent_id.is_none()))
+        .cloned()
+        .collect();
+    if !unsent.is_empty() {
+        return Step::Publish(unsent);
+    }
+    let done = wave.iter().all(|n| {
+        r.clusters
+            .get(n)
+            .is_some_and(|c| c.terminal && c.phase == Some(Phase::Succeeded))
+    });
+    if !done {
+        return Step::Wait;
+    }
+    if r.current_wave + 1 >= r.waves.len() {
+        Step::Succeed
+    } else {
+        Step::Advance
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use proto::{ClusterProgress, Manifests, RevertTarget, RolloutRequest};
+
+    fn cluster(name: &str, labels: &[(&str, &str)]) -> ClusterRecord {
+        ClusterRecord {
+            schema_version: 1,
+            name: name.into(),
+            labels: labels
+                .iter()
+                .map(|(k, v)| ((*k).into(), (*v).into()))
+                .collect(),
+            agent_version: "0".into(),
+            capabilities: vec![],
+            status: proto::AgentStatus::Ready,
+            heartbeat_at: jiff::Timestamp::UNIX_EPOCH,
+        }
+    }
+
+    fn sel(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).into(), (*v).into()))
+            .collect()
+    }
+
+    #[test]
+    fn targets_and_waves() {
+        let fleet = [
+            cluster("beta", &[("env", "beta")]),
+            cluster("prod-east", &[("env", "prod"), ("region", "east")]),
+            cluster("prod-west", &[("env", "prod"), ("region", "west")]),
+            cluster("prod-south", &[("env", "prod"), ("region", "south")]),
+        ];
+        let prod = targets(&fleet, &sel(&[("env", "prod")]));
+        assert_eq!(prod, ["prod-east", "prod-south", "prod-west"]);
+        assert!(targets(&fleet, &sel(&[("env", "staging")])).is_empty());
+        let w = waves(
+            &fleet,
+            &prod,
+            &[sel(&[("region", "west")]), sel(&[("region", "east")])],
+        );
+        assert_eq!(
+            w,
+            vec![
+                vec!["prod-west".to_owned()],
+                vec!["prod-east".to_owned()],
+                vec!["prod-south".to_owned()]
+            ]
+        );
+        assert_eq!(waves(&fleet, &prod, &[]).len(), 1);
+    }
+
+    fn rollout(waves: Vec<Vec<&str>>, revert: bool) -> Rollout {
+        let request = RolloutRequest {
+            schema_version: 1,
+            idempotency_key: "k".into(),
+            release: "web".into(),
+            namespace: "web".into(),
+            environment: "prod".into(),
+            version: "2".into(),
+            selector: sel(&[("env", "prod")]),
+            waves: vec![],
+            requires: vec![],
+            revert_on_failure: revert,
+            manifests: Manifests::Bundle {
+                digest: "d".into(),
+                size: 1,
+            },
+            health: Default::default(),
+            rollback: Default::default(),
+            requested_by: "ci".into(),
+        };
+        let mut clusters = BTreeMap::new();
+        for (i, wave) in waves.iter().enumerate() {
+            for c in wave {
+                clusters.insert(
+                    (*c).to_owned(),
+                    ClusterProgress {
+                        wave: i,
+                        intent_id: None,
+                        phase: None,
+                        terminal: false,
+                        reason: None,
+                        revert_intent_id: None,
+                        revert_phase: None,
+                    },
+                );
+            }
+        }
+        Rollout {
+            schema_version: 1,
+            id: "r1".into(),
+            request,
+            waves: waves
+                .iter()
+                .map(|w| w.iter().map(|c| (*c).to_owned()).collect())
+                .collect(),
+            clusters,
+            current_wave: 0,
+            status: RolloutStatus::Running,
+            reason: None,
+            revert_to: Some(RevertTarget {
+                rollout_id: "r0".into(),
+                version: "1".into(),
+                manifests: Manifests::Bundle {
+                    digest: "d0".into(),
+                    size: 1,
+                },
+            }),
+            owner: String::new(),
+            owner_until: None,
+            created_at: jiff::Timestamp::UNIX_EPOCH,
+            updated_at: jiff::Timestamp::UNIX_EPOCH,
+        }
+    }
+
+    fn report(r: &mut Rollout, cluster: &str, phase: Phase, terminal: bool) {
+        let c = r.clusters.get_mut(cluster).unwrap();
+        c.intent_id = Some(intent_id("r1", cluster));
+        c.phase = Some(phase);
+        c.terminal = terminal;
+    }
+
+    #[test]
+    fn waves_advance_only_when_every_cluster_succeeded() {
+        let mut r = rollout(vec![vec!["a", "b"], vec!["c"]], true);
+        assert_eq!(decide(&r), Step::Publish(vec!["a".into(), "b".into()]));
+        report(&mut r, "a", Phase::Succeeded, true);
+        report(&mut r, "b", Phase::Progressing, false);
+        assert_eq!(decide(&r), Step::Wait);
+        report(&mut r, "b", Phase::Succeeded, true);
+        assert_eq!(decide(&r), Step::Advance);
+        r.current_wave = 1;
+        assert_eq!(decide(&r), Step::Publish(vec!["c".into()]));
+        report(&mut r, "c", Phase::Succeeded, true);
+        assert_eq!(decide(&r), Step::Succeed);
+    }
+
+    #[test]
+    fn a_failure_halts_and_reverts_earlier_waves() {
+        let mut r = rollout(vec![vec!["a"], vec!["b"], vec!["c"]], true);
+        report(&mut r, "a", Phase::Succeeded, true);
+        r.current_wave = 1;
+        report(&mut r, "b", Phase::RolledBack, true);
+        assert_eq!(decide(&r), Step::Revert(vec!["a".into()]));
+        r.clusters.get_mut("a").unwrap().revert_intent_id = Some("x".into());
+        assert_eq!(decide(&r), Step::Wait);
+        r.clusters.get_mut("a").unwrap().revert_phase = Some(Phase::Succeeded);
+        assert!(
+            matches!(decide(&r), Step::Finish(RolloutStatus::Reverted, reason) if reason.starts_with("cluster b ended rolled_back"))
+        );
+        // c never got an intent.
+        assert!(r.clusters["c"].intent_id.is_none());
+    }
+
+    #[test]
+    fn without_revert_or_anything_to_revert_to_a_failure_just_fails() {
+        let mut r = rollout(vec![vec!["a"], vec!["b"]], false);
+        report(&mut r, "a", Phase::Succeeded, true);
+        r.current_wave = 1;
+        report(&mut r, "b", Phase::Failed, true);
+        assert!(matches!(decide(&r), Step::Finish(RolloutStatus::Failed, _)));
+        let mut r = rollout(vec![vec!["a"]], true);
+        r.revert_to = None;
+        report(&mut r, "a", Phase::Rejected, true);
+        assert!(matches!(decide(&r), Step::Finish(RolloutStatus::Failed, _)));
+    }
+}

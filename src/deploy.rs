@@ -1,0 +1,341 @@
+//! `coxswain deploy`: what CI runs. Renders the release for the environment from
+//! `coxswain.yaml`, submits it to the coordinator with an idempotency key, and with `--wait`
+//! follows it to the end, exiting 0 only when every targeted cluster succeeded.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use proto::{Manifests, Phase, Rollout, RolloutRequest, RolloutStatus, SCHEMA_VERSION};
+use serde_json::{Value, json};
+
+use crate::agent::NatsArgs;
+use crate::release::Output;
+
+/// Inline manifests up to this size; larger ones go to the bundle store.
+const INLINE_LIMIT: usize = 256 * 1024;
+
+/// How to reach the coordinator.
+#[derive(Debug, clap::Args)]
+pub(crate) struct CoordinatorClientArgs {
+    /// Coordinator URL.
+    #[arg(
+        long,
+        env = "COXSWAIN_COORDINATOR",
+        default_value = "http://127.0.0.1:8080"
+    )]
+    coordinator: String,
+    /// Bearer token for the coordinator.
+    #[arg(long, env = "COXSWAIN_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+}
+
+impl CoordinatorClientArgs {
+    fn request(
+        &self,
+        client: &reqwest::Client,
+        method: reqwest::Method,
+        path: &str,
+    ) -> reqwest::RequestBuilder {
+        let url = format!("{}{path}", self.coordinator.trim_end_matches('/'));
+        let mut request = client.request(method, url);
+        if let Some(token) = &self.token {
+            request = request.bearer_auth(token);
+        }
+        request
+    }
+
+    async fn rollout(&self, client: &reqwest::Client, id: &str) -> anyhow::Result<Rollout> {
+        let response = self
+            .request(client, reqwest::Method::GET, &format!("/v1/rollouts/{id}"))
+            .send()
+            .await?;
+        if !response.status().is_success() {
+            bail!(
+                "coordinator answered {}: {}",
+                response.status(),
+                response.text().await.unwrap_or_default()
+            );
+        }
+        Ok(response.json().await?)
+    }
+}
+
+/// Arguments of `coxswain deploy`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct DeployArgs {
+    /// The application's deploy configuration.
+    #[arg(long, env = "COXSWAIN_CONFIG", default_value = "coxswain.yaml")]
+    config: PathBuf,
+    /// Environment to deploy to (as named in the configuration).
+    #[arg(long, env = "COXSWAIN_ENV")]
+    env: String,
+    /// Release to deploy (as named in the configuration).
+    #[arg(long)]
+    release: String,
+    /// `key.path=value` overrides, layered last (repeatable).
+    #[arg(long = "set")]
+    set: Vec<String>,
+    /// Version deployed (the promotion gate compares it); default: the `image.tag` value.
+    #[arg(long, env = "COXSWAIN_APP_VERSION")]
+    app_version: Option<String>,
+    /// Idempotency key; a CI retry with the same key never deploys twice. Default: derived
+    /// from release, environment, version and manifests.
+    #[arg(long, env = "COXSWAIN_IDEMPOTENCY_KEY")]
+    idempotency_key: Option<String>,
+    /// Who deploys (a CI job URL, a user); default $USER.
+    #[arg(long, env = "COXSWAIN_REQUESTED_BY")]
+    requested_by: Option<String>,
+    /// Follow the rollout to its end; exit 0 only when every cluster succeeded.
+    #[arg(long)]
+    wait: bool,
+    /// With --wait: give up after this many seconds (exit 3).
+    #[arg(long, default_value_t = 1800)]
+    timeout: u64,
+    /// Output format.
+    #[arg(long, short = 'o', value_enum, default_value_t = Output::Text)]
+    output: Output,
+    #[command(flatten)]
+    coordinator: CoordinatorClientArgs,
+    #[command(flatten)]
+    nats: NatsArgs,
+}
+
+fn lookup<'a>(values: &'a Value, dotted: &str) -> Option<&'a Value> {
+    dotted.split('.').try_fold(values, |v, k| v.get(k))
+}
+
+impl DeployArgs {
+    fn build(&self) -> anyhow::Result<(RolloutRequest, Vec<u8>)> {
+        let loaded = coordinator::Loaded::load(&self.config).map_err(|problems| {
+            anyhow::anyhow!(
+                "{} is invalid ({} problem(s)):\n  - {}",
+                self.config.display(),
+                problems.len(),
+                problems.join("\n  - ")
+            )
+        })?;
+        let release = loaded.config.releases.get(&self.release).with_context(|| {
+            format!(
+                "{} has no release {:?}",
+                self.config.display(),
+                self.release
+            )
+        })?;
+        let env = loaded.config.environments.get(&self.env).with_context(|| {
+            format!(
+                "{} has no environment {:?}",
+                self.config.display(),
+                self.env
+            )
+        })?;
+        let dir = loaded.path(&release.manifests);
+        let env_file = env.values.as_ref().map(|f| loaded.path(f));
+        let mut values = deploy::render::layered_values(&dir, env_file.as_deref(), &[])?;
+        if let Some(file) = release.values.get(&self.env) {
+            let text = std::fs::read_to_string(loaded.path(file))?;
+            let extra: Value = serde_saphyr::from_str(&text)
+                .with_context(|| format!("{} is not YAML", file.display()))?;
+            deploy::render::merge_values(&mut values, &extra);
+        }
+        for expr in &self.set {
+            deploy::render::apply_set(&mut values, expr)?;
+        }
+        let meta =
+            json!({"name": self.release, "namespace": release.namespace, "environment": self.env});
+        let rendered = deploy::render::render(&dir, &values, &meta)?;
+        let version = match (&self.app_version, lookup(&values, "image.tag")) {
+            (Some(v), _) => v.clone(),
+            (None, Some(Value::String(tag))) => tag.clone(),
+            (None, Some(tag)) => tag.to_string(),
+            (None, None) => bail!("no version: pass --app-version or set image.tag"),
+        };
+        let objects = rendered.all();
+        let bytes = serde_json::to_vec(&objects)?;
+        let digest = deploy::render::sha256(&bytes);
+        let manifests = if bytes.len() > INLINE_LIMIT {
+            Manifests::Bundle {
+                digest: digest.clone(),
+                size: bytes.len() as u64,
+            }
+        } else {
+            Manifests::Inline {
+                digest: digest.clone(),
+                objects,
+            }
+        };
+        let key = self.idempotency_key.clone().unwrap_or_else(|| {
+            format!("{}-{}-{version}-{}", self.release, self.env, &digest[7..23])
+        });
+        let requested_by = self
+            .requested_by
+            .clone()
+            .unwrap_or_else(|| std::env::var("USER").unwrap_or_else(|_| "unknown".into()));
+        let request = RolloutRequest {
+            schema_version: SCHEMA_VERSION,
+            idempotency_key: key,
+            release: self.release.clone(),
+            namespace: release.namespace.clone(),
+            environment: self.env.clone(),
+            version,
+            selector: env.selector.clone(),
+            waves: env.waves.clone(),
+            requires: env.requires.clone(),
+            revert_on_failure: env.revert_on_failure,
+            manifests,
+            health: release.health.clone(),
+            rollback: release.rollback.clone(),
+            requested_by,
+        };
+        Ok((request, bytes))
+    }
+
+    pub(crate) async fn run(self) -> anyhow::Result<ExitCode> {
+        let (request, bytes) = match self.build() {
+            Ok(built) => built,
+            Err(error) => {
+                eprintln!("error: {error:#}");
+                return Ok(ExitCode::from(2));
+            }
+        };
+        if let Manifests::Bundle { digest, .. } = &request.manifests {
+            let client = self.nats.connect("coxswain-deploy".into()).await?;
+            let js = async_nats::jetstream::new(client);
+            let topology = bus::ensure_topology(&js, &bus::TopologyConfig::default()).await?;
+            topology
+                .bundles
+                .put(digest.as_str(), &mut bytes.as_slice())
+                .await
+                .context("cannot store the manifest bundle")?;
+        }
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()?;
+        let response = self
+            .coordinator
+            .request(&http, reqwest::Method::POST, "/v1/rollouts")
+            .json(&request)
+            .send()
+            .await
+            .with_context(|| {
+                format!(
+                    "cannot reach the coordinator at {}",
+                    self.coordinator.coordinator
+                )
+            })?;
+        let status = response.status();
+        if !status.is_success() {
+            let body: Value = response.json().await.unwrap_or(Value::Null);
+            eprintln!(
+                "error: the coordinator refused the rollout ({status}): {}",
+                body["error"].as_str().unwrap_or("?")
+            );
+            for p in body["problems"].as_array().into_iter().flatten() {
+                eprintln!("  - {}", p.as_str().unwrap_or_default());
+            }
+            return Ok(ExitCode::FAILURE);
+        }
+        let mut rollout: Rollout = response.json().await?;
+        let existing = status == reqwest::StatusCode::OK;
+        if self.output == Output::Json && !self.wait {
+            println!("{}", serde_json::to_string_pretty(&rollout)?);
+        } else if self.output == Output::Text {
+            let waves: Vec<String> = rollout.waves.iter().map(|w| w.join(",")).collect();
+            println!(
+                "rollout {}{}: {} {} to {} in waves [{}]",
+                rollout.id,
+                if existing { " (already submitted)" } else { "" },
+                rollout.request.release,
+                rollout.request.version,
+                rollout.request.environment,
+                waves.join("] [")
+            );
+        }
+        if !self.wait {
+            return Ok(ExitCode::SUCCESS);
+        }
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(self.timeout);
+        let mut shown: BTreeMap<String, String> = BTreeMap::new();
+        loop {
+            if self.output == Output::Text {
+                for (cluster, c) in &rollout.clusters {
+                    let mut line = match c.phase {
+                        Some(p) => format!("{p}"),
+                        None if c.intent_id.is_some() => "sent".into(),
+                        None => continue,
+                    };
+                    if let Some(p) = c.revert_phase {
+                        line = format!("{line}, reverted: {p}");
+                    } else if c.revert_intent_id.is_some() {
+                        line = format!("{line}, reverting");
+                    }
+                    if shown.get(cluster) != Some(&line) {
+                        println!("  {cluster} (wave {}): {line}", c.wave + 1);
+                        shown.insert(cluster.clone(), line);
+                    }
+                }
+            }
+            if rollout.status.is_final() {
+                break;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                eprintln!(
+                    "error: rollout {} still running after {} s",
+                    rollout.id, self.timeout
+                );
+                return Ok(ExitCode::from(3));
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            match self.coordinator.rollout(&http, &rollout.id).await {
+                Ok(r) => rollout = r,
+                Err(error) => tracing::warn!(%error, "cannot read the rollout; retrying"),
+            }
+        }
+        if self.output == Output::Json {
+            println!("{}", serde_json::to_string_pretty(&rollout)?);
+        } else {
+            let untouched: Vec<&String> = rollout
+                .clusters
+                .iter()
+                .filter(|(_, c)| c.intent_id.is_none())
+                .map(|(n, _)| n)
+                .collect();
+            println!(
+                "rollout {}: {}",
+                rollout.id,
+                match rollout.status {
+                    RolloutStatus::Succeeded => "succeeded on every cluster".to_owned(),
+                    RolloutStatus::Failed =>
+                        format!("failed: {}", rollout.reason.as_deref().unwrap_or("?")),
+                    RolloutStatus::Reverted => format!(
+                        "failed and reverted: {}",
+                        rollout.reason.as_deref().unwrap_or("?")
+                    ),
+                    RolloutStatus::Running => "running".to_owned(),
+                }
+            );
+            if !untouched.is_empty() {
+                println!(
+                    "  not deployed (halted): {}",
+                    untouched
+                        .iter()
+                        .map(|s| s.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
+            }
+        }
+        let ok = rollout.status == RolloutStatus::Succeeded
+            && rollout
+                .clusters
+                .values()
+                .all(|c| c.phase == Some(Phase::Succeeded));
+        Ok(if ok {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        })
+    }
+}

@@ -1,0 +1,317 @@
+//! The coordinator and `coxswain deploy` over a simulated fleet (beta, prod-east, prod-west)
+//! with three real agents: waves, promotion gate, idempotency, halt and revert, restart.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use std::time::Duration;
+
+use async_nats::jetstream;
+use futures::StreamExt;
+use proto::{Outcome, Phase, Rollout, RolloutStatus};
+use serde_json::json;
+use tests::{AgentProcess, CoordinatorProcess, NatsServer, SimProcess, coxswain_bin, kubectl_bin};
+
+const TOKEN: &str = "test-token";
+
+struct Fleet {
+    nats: NatsServer,
+    sim: SimProcess,
+    _agents: Vec<AgentProcess>,
+    coordinator: CoordinatorProcess,
+    config: tempfile::TempDir,
+    js: jetstream::Context,
+}
+
+fn example(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../examples/web")
+        .join(path)
+}
+
+async fn fleet(timeout_secs: u64) -> Fleet {
+    let nats = NatsServer::start().unwrap();
+    let sim = SimProcess::start(&["beta", "prod-east", "prod-west"]).unwrap();
+    let agents = [
+        ("beta", "beta", "east"),
+        ("prod-east", "prod", "east"),
+        ("prod-west", "prod", "west"),
+    ]
+    .iter()
+    .map(|(c, env, region)| {
+        AgentProcess::start(
+            c,
+            env,
+            &nats.url(),
+            &sim.kubeconfig(c),
+            &["--label", &format!("region={region}")],
+        )
+        .unwrap()
+    })
+    .collect();
+    let coordinator = CoordinatorProcess::start(&nats.url(), TOKEN).unwrap();
+    let config = tempfile::tempdir().unwrap();
+    std::fs::write(
+        config.path().join("coxswain.yaml"),
+        format!(
+            "releases:\n  web:\n    manifests: {}\n    namespace: shop\n    health: {{timeout_secs: {timeout_secs}}}\n\
+             environments:\n  beta:\n    selector: {{env: beta}}\n    values: {}\n\
+             \x20 prod:\n    selector: {{env: prod}}\n    values: {}\n    requires: beta\n    waves:\n      - {{region: east}}\n      - {{region: west}}\n\
+             \x20 staging:\n    selector: {{env: staging}}\n    values: {}\n",
+            example("manifests").display(),
+            example("environments/beta.yaml").display(),
+            example("environments/prod.yaml").display(),
+            example("environments/beta.yaml").display(),
+        ),
+    )
+    .unwrap();
+    let client = bus::connect(&bus::ConnectOptions {
+        url: nats.url(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let js = jetstream::new(client);
+    // Every agent registered before anything is deployed.
+    let clusters = bus::ensure_topology(&js, &bus::TopologyConfig::default())
+        .await
+        .unwrap()
+        .clusters;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    for c in ["beta", "prod-east", "prod-west"] {
+        while clusters.get(c).await.unwrap().is_none() {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "agent {c} never registered"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    Fleet {
+        nats,
+        sim,
+        _agents: agents,
+        coordinator,
+        config,
+        js,
+    }
+}
+
+impl Fleet {
+    fn deploy(&self, env: &str, tag: &str, extra: &[&str]) -> (i32, String, String) {
+        let config = self.config.path().join("coxswain.yaml");
+        let out: Output = std::process::Command::new(coxswain_bin().unwrap())
+            .args([
+                "deploy",
+                "--config",
+                config.to_str().unwrap(),
+                "--env",
+                env,
+                "--release",
+                "web",
+            ])
+            .args([
+                "--set",
+                &format!("image.tag={tag}"),
+                "--coordinator",
+                &self.coordinator.url,
+                "--token",
+                TOKEN,
+            ])
+            .args(["--nats", &self.nats.url(), "--requested-by", "ci-job-42"])
+            .args(extra)
+            .env("COXSWAIN_LOG", "warn")
+            .output()
+            .unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    fn image(&self, cluster: &str) -> String {
+        let out = std::process::Command::new(kubectl_bin().unwrap())
+            .env("KUBECONFIG", self.sim.kubeconfig(cluster))
+            .args([
+                "get",
+                "deploy",
+                "web",
+                "-n",
+                "shop",
+                "-o",
+                "jsonpath={.spec.template.spec.containers[0].image}",
+            ])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    async fn events(&self) -> Vec<Outcome> {
+        let stream = self.js.get_stream(proto::stream::EVENTS).await.unwrap();
+        let consumer = stream
+            .create_consumer(jetstream::consumer::pull::OrderedConfig::default())
+            .await
+            .unwrap();
+        let mut messages = consumer.messages().await.unwrap();
+        let mut out = Vec::new();
+        while let Ok(Some(Ok(m))) =
+            tokio::time::timeout(Duration::from_millis(300), messages.next()).await
+        {
+            let ct = m
+                .headers
+                .as_ref()
+                .and_then(|h| h.get("Content-Type"))
+                .map(|v| v.as_str().to_owned());
+            out.push(proto::decode::<Outcome>(ct.as_deref(), &m.payload).unwrap());
+        }
+        out
+    }
+
+    async fn rollout(&self, id: &str) -> Rollout {
+        let kv = self
+            .js
+            .get_key_value(proto::bucket::ROLLOUTS)
+            .await
+            .unwrap();
+        proto::decode(
+            Some("application/json"),
+            &kv.get(id).await.unwrap().unwrap(),
+        )
+        .unwrap()
+    }
+}
+
+fn rollout_id(stdout: &str) -> String {
+    stdout
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .trim_end_matches(':')
+        .to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn gate_waves_idempotency_and_exit_codes() {
+    let f = fleet(30).await;
+    // prod before beta: refused by the promotion gate, nothing deployed.
+    let (code, _, err) = f.deploy("prod", "1.0", &["--wait"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("promotion gate: version 1.0 of web has not succeeded in beta"),
+        "{err}"
+    );
+    // An environment whose selector matches no cluster is an error, not a silent success.
+    let (code, _, err) = f.deploy("staging", "1.0", &[]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("selector env=staging matches no registered cluster"),
+        "{err}"
+    );
+
+    let (code, out, err) = f.deploy("beta", "1.0", &["--wait"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("succeeded on every cluster"), "{out}");
+    // A CI retry: the same rollout, nothing deployed twice.
+    let (code, again, _) = f.deploy("beta", "1.0", &[]);
+    assert_eq!(code, 0);
+    assert!(again.contains("(already submitted)"), "{again}");
+    assert_eq!(rollout_id(&again), rollout_id(&out));
+
+    let (code, out, err) = f.deploy("prod", "1.0", &["--wait"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let events = f.events().await;
+    let beta_received = events
+        .iter()
+        .filter(|e| e.cluster == "beta" && e.phase == Phase::Received)
+        .count();
+    assert_eq!(beta_received, 1, "the resubmission sent no second intent");
+    let east_done = events
+        .iter()
+        .find(|e| e.cluster == "prod-east" && e.terminal)
+        .unwrap();
+    let west_start = events
+        .iter()
+        .find(|e| e.cluster == "prod-west" && e.phase == Phase::Received)
+        .unwrap();
+    assert!(
+        east_done.at <= west_start.at,
+        "wave 2 starts after wave 1 finished"
+    );
+    assert_eq!(east_done.requested_by.as_deref(), Some("ci-job-42"));
+    assert_eq!(f.image("prod-west"), "registry.example.com/shop/web:1.0");
+
+    // A broken version fails in beta (rolled back there) and the CLI exits non-zero.
+    let (code, out, _) = f.deploy("beta", "2.0-broken", &["--wait"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("failed: cluster beta ended rolled_back"),
+        "{out}"
+    );
+    let (code, _, err) = f.deploy("prod", "2.0-broken", &["--wait"]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("promotion gate"),
+        "prod is never touched: {err}"
+    );
+    assert_eq!(f.image("prod-east"), "registry.example.com/shop/web:1.0");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failing_wave_halts_and_reverts_earlier_waves() {
+    let f = fleet(6).await;
+    for (env, tag) in [("beta", "1.0"), ("prod", "1.0"), ("beta", "3.0")] {
+        let (code, out, err) = f.deploy(env, tag, &["--wait"]);
+        assert_eq!(code, 0, "{env} {tag}: {out}{err}");
+    }
+    // prod-west's API goes down: wave 2 fails, wave 1 (prod-east) is reverted to 1.0.
+    f.sim
+        .set_faults("prod-west", &json!({"unavailable": true}))
+        .unwrap();
+    let (code, out, _) = f.deploy("prod", "3.0", &["--wait"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("failed and reverted: cluster prod-west ended failed"),
+        "{out}"
+    );
+    assert_eq!(f.image("prod-east"), "registry.example.com/shop/web:1.0");
+    let r = f.rollout(&rollout_id(&out)).await;
+    assert_eq!(r.status, RolloutStatus::Reverted);
+    assert_eq!(r.clusters["prod-east"].revert_phase, Some(Phase::Succeeded));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_restarted_coordinator_resumes_the_rollout() {
+    let mut f = fleet(60).await;
+    let (code, _, err) = f.deploy("beta", "1.0", &["--wait"]);
+    assert_eq!(code, 0, "{err}");
+    // Slow clusters keep wave 1 busy while the coordinator dies.
+    f.sim
+        .set_faults("prod-east", &json!({"latency_ms": 100}))
+        .unwrap();
+    let (code, out, err) = f.deploy("prod", "1.0", &[]);
+    assert_eq!(code, 0, "{err}");
+    let id = rollout_id(&out);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while f.rollout(&id).await.clusters["prod-east"]
+        .intent_id
+        .is_none()
+    {
+        assert!(tokio::time::Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    f.coordinator.kill();
+    assert_eq!(f.rollout(&id).await.status, RolloutStatus::Running);
+    f.coordinator = CoordinatorProcess::start(&f.nats.url(), TOKEN).unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
+    loop {
+        let r = f.rollout(&id).await;
+        if r.status.is_final() {
+            assert_eq!(r.status, RolloutStatus::Succeeded, "{r:?}");
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "not resumed: {r:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(f.image("prod-west"), "registry.example.com/shop/web:1.0");
+}
