@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
-use crate::{agent, coordinate, deploy, release, schema, simulate};
+use crate::{agent, coordinate, deploy, observe, release, schema, simulate};
 
 /// Coxswain: automatic, fast and safe Kubernetes deploys over NATS JetStream.
 ///
@@ -25,7 +25,12 @@ pub(crate) struct Args {
 #[derive(Debug, clap::Args)]
 pub(crate) struct LogArgs {
     /// Log filter, `tracing` syntax (`info`, `coxswain=debug,async_nats=warn`).
-    #[arg(long, global = true, env = "COXSWAIN_LOG", default_value = "info")]
+    #[arg(
+        long,
+        global = true,
+        env = "COXSWAIN_LOG",
+        default_value = "warn,coxswain=info,agent=info,coordinator=info,deploy=info,sim=info"
+    )]
     log_level: String,
     /// Log format.
     #[arg(long, global = true, env = "COXSWAIN_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
@@ -57,6 +62,12 @@ enum Command {
     Coordinator(coordinate::CoordinatorArgs),
     /// Deploy a release to an environment through the coordinator (what CI runs).
     Deploy(deploy::DeployArgs),
+    /// Stream outcome events live (Ctrl-C stops).
+    Watch(observe::WatchArgs),
+    /// The audit trail: who deployed what, where, when, and how it ended.
+    History(observe::HistoryArgs),
+    /// The clusters x releases matrix: version, phase, age.
+    Status(observe::StatusArgs),
     /// Apply, inspect and roll back releases directly on a cluster (no NATS).
     #[command(subcommand)]
     Release(release::ReleaseCommand),
@@ -77,6 +88,9 @@ impl Args {
             Command::Agent(args) => runtime()?.block_on(args.run()),
             Command::Coordinator(args) => runtime()?.block_on(args.run()),
             Command::Deploy(args) => runtime()?.block_on(args.run()),
+            Command::Watch(args) => runtime()?.block_on(args.run()),
+            Command::History(args) => runtime()?.block_on(args.run()),
+            Command::Status(args) => runtime()?.block_on(args.run()),
             Command::Release(command) => runtime()?.block_on(command.run()),
             Command::Diff(args) => runtime()?.block_on(args.run()),
             Command::Health(args) => args.run(),

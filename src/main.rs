@@ -4,6 +4,7 @@ mod agent;
 mod cli;
 mod coordinate;
 mod deploy;
+mod observe;
 mod release;
 mod schema;
 mod shutdown;

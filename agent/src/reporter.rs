@@ -39,6 +39,14 @@ pub(crate) struct Event {
 }
 
 impl Reporter {
+    /// The same reporter, encoding events like the intent they answer (JSON for JSON).
+    pub(crate) fn replying_in(&self, content_type: ContentType) -> Self {
+        Self {
+            content_type,
+            ..self.clone()
+        }
+    }
+
     /// Publishes the event (retrying until stored) and updates the release state. `false`
     /// when the agent stopped before the event could be stored.
     pub(crate) async fn report(&self, event: &Event, traceparent: Option<&str>) -> bool {

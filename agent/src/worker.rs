@@ -156,7 +156,10 @@ async fn reject(
         },
     };
     e.reason = Some(reason);
-    if shared.reporter.report(&e, delivery.traceparent()).await {
+    if reporter(shared, delivery)
+        .report(&e, delivery.traceparent())
+        .await
+    {
         Ending::Terminate
     } else {
         Ending::HandBack
@@ -230,8 +233,7 @@ async fn handle(
         )
         .await;
     }
-    if !shared
-        .reporter
+    if !reporter(shared, delivery)
         .report(
             &event(&intent, attempt, Phase::Received, false, received),
             traceparent,
@@ -244,10 +246,10 @@ async fn handle(
     // One operation per release at a time, in order; a newer intent may cancel us meanwhile.
     let _turn = tokio::select! {
         turn = release_lock.lock() => turn,
-        () = superseded.cancelled() => return report_superseded(shared, &intent, attempt, received, traceparent).await,
+        () = superseded.cancelled() => return report_superseded(shared, delivery, &intent, attempt, received, traceparent).await,
     };
     if newer_intent_exists(shared, delivery).await {
-        return report_superseded(shared, &intent, attempt, received, traceparent).await;
+        return report_superseded(shared, delivery, &intent, attempt, received, traceparent).await;
     }
 
     let rendered = match manifests(shared, &intent).await {
@@ -268,7 +270,7 @@ async fn handle(
 
     // The engine reports phases synchronously; a publisher task stores them in order.
     let (tx, mut rx) = mpsc::unbounded_channel::<Progress>();
-    let reporter = shared.reporter.clone();
+    let events_out = reporter(shared, delivery);
     let (intent_for_events, tp) = (intent.clone(), traceparent.map(str::to_owned));
     let publisher = tokio::spawn(async move {
         let mut final_stored = false;
@@ -277,7 +279,7 @@ async fn handle(
             e.revision = Some(p.revision);
             e.reason = p.reason;
             e.resources = p.resources;
-            let stored = reporter.report(&e, tp.as_deref()).await;
+            let stored = events_out.report(&e, tp.as_deref()).await;
             final_stored |= stored && p.terminal;
         }
         final_stored
@@ -296,7 +298,7 @@ async fn handle(
             let mut e = event(&intent, attempt, report.phase, true, received);
             e.revision = report.revision;
             e.reason = report.reason;
-            if shared.reporter.report(&e, traceparent).await {
+            if reporter(shared, delivery).report(&e, traceparent).await {
                 Ending::Reported
             } else {
                 Ending::HandBack
@@ -309,12 +311,12 @@ async fn handle(
             Ending::Retry(Duration::from_secs(5))
         }
         Err(DeployError::Cancelled) => {
-            report_superseded(shared, &intent, attempt, received, traceparent).await
+            report_superseded(shared, delivery, &intent, attempt, received, traceparent).await
         }
         Err(error) => {
             let mut e = event(&intent, attempt, Phase::Failed, true, received);
             e.reason = Some(error.to_string());
-            if shared.reporter.report(&e, traceparent).await {
+            if reporter(shared, delivery).report(&e, traceparent).await {
                 Ending::Reported
             } else {
                 Ending::HandBack
@@ -325,6 +327,7 @@ async fn handle(
 
 async fn report_superseded(
     shared: &Shared,
+    delivery: &Delivery,
     intent: &DeployIntent,
     attempt: u32,
     received: Instant,
@@ -332,7 +335,7 @@ async fn report_superseded(
 ) -> Ending {
     let mut e = event(intent, attempt, Phase::Superseded, true, received);
     e.reason = Some("a newer intent for this release arrived".into());
-    if shared.reporter.report(&e, traceparent).await {
+    if reporter(shared, delivery).report(&e, traceparent).await {
         Ending::Reported
     } else {
         Ending::HandBack
@@ -377,4 +380,13 @@ async fn manifests(shared: &Shared, intent: &DeployIntent) -> Result<Rendered, S
         }
     };
     Ok(Rendered::from_objects(objects))
+}
+
+/// The reporter for one delivery: events in the encoding of the intent (MessagePack when the
+/// intent's own encoding is unknown).
+fn reporter(shared: &Shared, delivery: &Delivery) -> Reporter {
+    let content_type =
+        proto::ContentType::from_header(delivery.header(proto::header::CONTENT_TYPE))
+            .unwrap_or_default();
+    shared.reporter.replying_in(content_type)
 }

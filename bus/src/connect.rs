@@ -74,7 +74,12 @@ pub async fn connect(options: &ConnectOptions) -> Result<async_nats::Client, Bus
         nats = nats.name(name.clone());
     }
     nats.event_callback(|event| async move {
-        tracing::info!(%event, "nats connection event");
+        match event {
+            async_nats::Event::Connected | async_nats::Event::Closed => {
+                tracing::info!(%event, "nats connection event");
+            }
+            _ => tracing::warn!(%event, "nats connection event"),
+        }
     })
     .connect(url.as_str())
     .await

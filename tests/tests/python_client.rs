@@ -1,0 +1,33 @@
+//! CI in any language: a Python client (nats-py) publishes a JSON intent on the documented
+//! subject and reads JSON outcome events from the agent.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::Path;
+
+use tests::{AgentProcess, NatsServer, SimProcess};
+
+#[test]
+fn a_python_client_deploys_and_reads_outcomes() {
+    let nats = NatsServer::start().unwrap();
+    let sim = SimProcess::start(&["beta"]).unwrap();
+    let _agent =
+        AgentProcess::start("beta", "beta", &nats.url(), &sim.kubeconfig("beta"), &[]).unwrap();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let python = root.join(".tools/bin/python");
+    assert!(python.exists(), "run scripts/install-tools first");
+    let out = std::process::Command::new(python)
+        .arg(root.join("tests/python/client.py"))
+        .args([nats.url().as_str(), "beta", "beta"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "python client failed: {stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        stdout.trim(),
+        r#"["received", "applying", "progressing", "succeeded"]"#
+    );
+}
