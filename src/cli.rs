@@ -68,6 +68,8 @@ enum Command {
     History(observe::HistoryArgs),
     /// The clusters x releases matrix: version, phase, age.
     Status(observe::StatusArgs),
+    /// Roll a release back on one cluster to an earlier revision, through its agent.
+    Rollback(observe::RollbackArgs),
     /// Apply, inspect and roll back releases directly on a cluster (no NATS).
     #[command(subcommand)]
     Release(release::ReleaseCommand),
@@ -91,6 +93,7 @@ impl Args {
             Command::Watch(args) => runtime()?.block_on(args.run()),
             Command::History(args) => runtime()?.block_on(args.run()),
             Command::Status(args) => runtime()?.block_on(args.run()),
+            Command::Rollback(args) => runtime()?.block_on(args.run()),
             Command::Release(command) => runtime()?.block_on(command.run()),
             Command::Diff(args) => runtime()?.block_on(args.run()),
             Command::Health(args) => args.run(),

@@ -298,3 +298,118 @@ impl StatusArgs {
         Ok(ExitCode::SUCCESS)
     }
 }
+
+/// Arguments of `coxswain rollback`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct RollbackArgs {
+    /// Release to roll back.
+    #[arg(long)]
+    release: String,
+    /// Cluster to roll it back on.
+    #[arg(long)]
+    cluster: String,
+    /// Revision to return to (`coxswain release history`); default: the one deployed before
+    /// the current one.
+    #[arg(long)]
+    to: Option<u32>,
+    /// Who asks; default $USER.
+    #[arg(long, env = "COXSWAIN_REQUESTED_BY")]
+    requested_by: Option<String>,
+    /// Give up waiting for the outcome after this many seconds (exit 3).
+    #[arg(long, default_value_t = 600)]
+    timeout: u64,
+    #[command(flatten)]
+    nats: NatsArgs,
+}
+
+impl RollbackArgs {
+    /// Publishes a rollback intent to the cluster's agent and follows it; exit 0 when the
+    /// earlier revision is back and healthy.
+    pub(crate) async fn run(self) -> anyhow::Result<ExitCode> {
+        let Self {
+            release,
+            cluster,
+            to,
+            requested_by,
+            timeout,
+            nats,
+        } = self;
+        let js = jetstream(&nats).await?;
+        let registry = js.get_key_value(proto::bucket::CLUSTERS).await?;
+        let record = registry
+            .get(&cluster)
+            .await?
+            .with_context(|| format!("no cluster {cluster:?} is registered"))?;
+        let record: proto::ClusterRecord = proto::decode(Some("application/json"), &record)?;
+        let environment = record
+            .labels
+            .get("env")
+            .cloned()
+            .context("the cluster has no env label")?;
+        let states = js.get_key_value(proto::bucket::STATE).await?;
+        let state = states
+            .get(format!("{cluster}.{release}"))
+            .await?
+            .with_context(|| format!("release {release} was never deployed to {cluster}"))?;
+        let state: ReleaseState = proto::decode(Some("application/json"), &state)?;
+        let id = format!("rollback-{}", jiff::Timestamp::now().as_millisecond());
+        let intent = proto::DeployIntent {
+            schema_version: proto::SCHEMA_VERSION,
+            id: id.clone(),
+            cluster: cluster.clone(),
+            release: release.clone(),
+            namespace: state.namespace.clone(),
+            environment,
+            version: to.map_or_else(|| "previous".to_owned(), |n| format!("revision {n}")),
+            images: Default::default(),
+            manifests: proto::Manifests::Revision { revision: to },
+            health: proto::HealthPolicy {
+                timeout_secs: timeout.clamp(1, 86_400),
+                ..Default::default()
+            },
+            rollback: Default::default(),
+            requested_by: requested_by
+                .unwrap_or_else(|| std::env::var("USER").unwrap_or_else(|_| "unknown".into())),
+            created_at: jiff::Timestamp::now(),
+            rollout_id: None,
+        };
+        let stream = js.get_stream(proto::stream::EVENTS).await?;
+        let feed = stream
+            .create_consumer(consumer::pull::OrderedConfig {
+                filter_subject: proto::event_subject(&cluster, &release)?,
+                deliver_policy: consumer::DeliverPolicy::New,
+                ..Default::default()
+            })
+            .await?;
+        let mut messages = feed.messages().await?;
+        bus::publish_intent(&js, &intent, proto::ContentType::MsgPack, None).await?;
+        println!("rollback {id} of {release} on {cluster} sent");
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(timeout);
+        loop {
+            match tokio::time::timeout_at(deadline, messages.next()).await {
+                Ok(Some(Ok(m))) => {
+                    let Some(e) = decode(&m) else { continue };
+                    if e.intent_id != id {
+                        continue;
+                    }
+                    println!("{}", line(&e));
+                    if e.terminal {
+                        return Ok(if e.phase == proto::Phase::Succeeded {
+                            ExitCode::SUCCESS
+                        } else {
+                            ExitCode::FAILURE
+                        });
+                    }
+                }
+                Ok(Some(Err(error))) => {
+                    tracing::warn!(%error, "event stream interrupted; resuming")
+                }
+                Ok(None) => bail!("the event stream ended"),
+                Err(_) => {
+                    eprintln!("error: no outcome within {timeout} s");
+                    return Ok(ExitCode::from(3));
+                }
+            }
+        }
+    }
+}

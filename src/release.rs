@@ -269,7 +269,15 @@ impl ReleaseCommand {
                     ..Default::default()
                 };
                 let report = engine
-                    .rollback(&namespace, &name, to, health, &print_progress, &cancel)
+                    .rollback(
+                        &namespace,
+                        &name,
+                        to,
+                        None,
+                        health,
+                        &print_progress,
+                        &cancel,
+                    )
                     .await?;
                 Ok(finish(&report))
             }

@@ -252,20 +252,23 @@ async fn handle(
         return report_superseded(shared, delivery, &intent, attempt, received, traceparent).await;
     }
 
-    let rendered = match manifests(shared, &intent).await {
-        Ok(r) => r,
-        Err(reason) => return reject(shared, delivery, Some(&intent), reason, received).await,
-    };
-    let release = Release {
-        name: intent.release.clone(),
-        namespace: intent.namespace.clone(),
-        version: intent.version.clone(),
-        intent_id: Some(intent.id.clone()),
-        rendered,
-        health: intent.health.clone(),
-        rollback: intent.rollback.clone(),
-        rollback_of: None,
-        wait: true,
+    // What to deploy: manifests, or a revision from the cluster's history (`coxswain rollback`).
+    let release = match &intent.manifests {
+        Manifests::Revision { revision } => Err(*revision),
+        _ => match manifests(shared, &intent).await {
+            Ok(rendered) => Ok(Release {
+                name: intent.release.clone(),
+                namespace: intent.namespace.clone(),
+                version: intent.version.clone(),
+                intent_id: Some(intent.id.clone()),
+                rendered,
+                health: intent.health.clone(),
+                rollback: intent.rollback.clone(),
+                rollback_of: None,
+                wait: true,
+            }),
+            Err(reason) => return reject(shared, delivery, Some(&intent), reason, received).await,
+        },
     };
 
     // The engine reports phases synchronously; a publisher task stores them in order.
@@ -288,7 +291,22 @@ async fn handle(
         let _ = tx.send(p.clone());
     };
     let mut engine = Engine::new(shared.kube.clone(), config.engine.clone());
-    let result = engine.deploy(release, &observe, superseded).await;
+    let result = match release {
+        Ok(release) => engine.deploy(release, &observe, superseded).await,
+        Err(revision) => {
+            engine
+                .rollback(
+                    &intent.namespace,
+                    &intent.release,
+                    revision,
+                    Some(intent.id.clone()),
+                    intent.health.clone(),
+                    &observe,
+                    superseded,
+                )
+                .await
+        }
+    };
     drop(observe);
     let final_stored = publisher.await.unwrap_or(false);
 
@@ -358,6 +376,7 @@ async fn newer_intent_exists(shared: &Shared, delivery: &Delivery) -> bool {
 async fn manifests(shared: &Shared, intent: &DeployIntent) -> Result<Rendered, String> {
     let objects = match &intent.manifests {
         Manifests::Inline { objects, .. } => objects.clone(),
+        Manifests::Revision { .. } => return Err("a revision is not a set of manifests".into()),
         Manifests::Bundle { digest, .. } => {
             let mut object = shared
                 .bundles

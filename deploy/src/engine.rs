@@ -251,11 +251,16 @@ impl Engine {
 
     /// Re-applies an earlier revision (`to`, or the one deployed before the current one)
     /// through the normal deploy path.
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "a rollback is a deploy with a target"
+    )]
     pub async fn rollback(
         &mut self,
         namespace: &str,
         name: &str,
         to: Option<u32>,
+        intent_id: Option<String>,
         health: HealthPolicy,
         observe: &(dyn Fn(&Progress) + Send + Sync),
         cancel: &CancellationToken,
@@ -289,7 +294,7 @@ impl Engine {
             name: name.to_owned(),
             namespace: namespace.to_owned(),
             version: target.version.clone(),
-            intent_id: None,
+            intent_id,
             rendered: Rendered::from_objects(target.objects.clone()),
             health,
             rollback: RollbackPolicy::default(),

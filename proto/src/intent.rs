@@ -79,13 +79,21 @@ pub enum Manifests {
         /// Size of the bundle in bytes.
         size: u64,
     },
+    /// Re-apply a revision from the cluster's own release history (`coxswain rollback`):
+    /// `revision`, or the one deployed before the current one when absent.
+    Revision {
+        /// Revision number in the cluster's history.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        revision: Option<u32>,
+    },
 }
 
 impl Manifests {
-    /// The digest of the rendered manifests, wherever they are.
-    pub fn digest(&self) -> &str {
+    /// The digest of the rendered manifests, wherever they are (none for a revision).
+    pub fn digest(&self) -> Option<&str> {
         match self {
-            Self::Inline { digest, .. } | Self::Bundle { digest, .. } => digest,
+            Self::Inline { digest, .. } | Self::Bundle { digest, .. } => Some(digest),
+            Self::Revision { .. } => None,
         }
     }
 }
@@ -247,7 +255,9 @@ fn check_digest(errors: &mut ValidationErrors, field: &str, digest: &str) {
 }
 
 fn check_manifests(errors: &mut ValidationErrors, manifests: &Manifests) {
-    check_digest(errors, "manifests.digest", manifests.digest());
+    if let Some(digest) = manifests.digest() {
+        check_digest(errors, "manifests.digest", digest);
+    }
     let Manifests::Inline { objects, .. } = manifests else {
         return;
     };

@@ -674,3 +674,57 @@ async fn bundled_manifests_are_fetched_and_verified() {
     );
     assert_eq!(f.image("beta"), "web:bundled");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn coxswain_rollback_returns_a_cluster_to_an_earlier_revision() {
+    let f = fixture(&["beta"]).await;
+    let _agent = f.agent("beta", "beta");
+    for (id, image) in [("one", "web:1.0"), ("two", "web:2.0")] {
+        f.publish(&intent(id, "beta", "beta", image)).await;
+        assert_eq!(
+            f.until_final("beta", id, Duration::from_secs(60))
+                .await
+                .last()
+                .unwrap()
+                .phase,
+            Phase::Succeeded
+        );
+    }
+    let rollback = |extra: &[&str]| {
+        let mut args = vec![
+            "rollback",
+            "--release",
+            "web",
+            "--cluster",
+            "beta",
+            "--timeout",
+            "60",
+        ];
+        args.extend_from_slice(extra);
+        let url = f.nats.url();
+        args.extend_from_slice(&["--nats", url.as_str()]);
+        tests::coxswain(&args).unwrap()
+    };
+    let out = rollback(&[]);
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(f.image("beta"), "web:1.0");
+    let out = rollback(&["--to", "2"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert_eq!(f.image("beta"), "web:2.0");
+    let out = rollback(&["--to", "99"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("has no revision 99"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
