@@ -109,8 +109,19 @@ async fn fanout(n: usize) {
     tokio::time::sleep(Duration::from_secs(2)).await;
     let idle = rss_kib();
 
-    let client = connect().await.unwrap();
-    let mut events = client.subscribe("coxswain.event.>").await.unwrap();
+    // An ordered JetStream consumer: unlike a core subscription it cannot drop events when
+    // a thousand agents publish at once.
+    let feed = js
+        .get_stream(proto::stream::EVENTS)
+        .await
+        .unwrap()
+        .create_consumer(async_nats::jetstream::consumer::pull::OrderedConfig {
+            deliver_policy: async_nats::jetstream::consumer::DeliverPolicy::New,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let mut events = feed.messages().await.unwrap();
     let mut sent: HashMap<String, Instant> = HashMap::new();
     for name in &names {
         let i = intent(name);
@@ -124,7 +135,8 @@ async fn fanout(n: usize) {
     let mut failed = 0;
     let deadline = Instant::now() + Duration::from_secs(600);
     while succeeded.len() + failed < n && Instant::now() < deadline {
-        let Ok(Some(m)) = tokio::time::timeout(Duration::from_secs(30), events.next()).await else {
+        let Ok(Some(Ok(m))) = tokio::time::timeout(Duration::from_secs(30), events.next()).await
+        else {
             break;
         };
         let ct = m

@@ -183,23 +183,7 @@ impl SimProcess {
 
     /// Sends SIGTERM and waits for the exit status.
     pub fn stop(&mut self) -> anyhow::Result<std::process::ExitStatus> {
-        let Some(mut child) = self.child.take() else {
-            bail!("already stopped");
-        };
-        let _ = Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status();
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-        loop {
-            if let Some(status) = child.try_wait()? {
-                return Ok(status);
-            }
-            if std::time::Instant::now() > deadline {
-                let _ = child.kill();
-                bail!("coxswain sim did not stop within 20 s of SIGTERM");
-            }
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
+        terminate(self.child.take(), "coxswain sim")
     }
 }
 
@@ -294,23 +278,7 @@ impl AgentProcess {
 
     /// SIGTERM, then waits for the exit status.
     pub fn stop(&mut self) -> anyhow::Result<std::process::ExitStatus> {
-        let Some(mut child) = self.child.take() else {
-            bail!("already stopped");
-        };
-        let _ = Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status();
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-        loop {
-            if let Some(status) = child.try_wait()? {
-                return Ok(status);
-            }
-            if std::time::Instant::now() > deadline {
-                let _ = child.kill();
-                bail!("agent did not stop within 30 s of SIGTERM");
-            }
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
+        terminate(self.child.take(), "coxswain agent")
     }
 }
 
@@ -402,4 +370,56 @@ impl Drop for CoordinatorProcess {
         }
         self.kill();
     }
+}
+
+/// Sends SIGTERM to a child and waits (30 s at most) for its exit status.
+fn terminate(
+    child: Option<std::process::Child>,
+    what: &str,
+) -> anyhow::Result<std::process::ExitStatus> {
+    let Some(mut child) = child else {
+        bail!("{what} already stopped");
+    };
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        if let Some(status) = child.try_wait()? {
+            return Ok(status);
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            bail!("{what} did not stop within 30 s of SIGTERM");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// Every outcome event on `subject` so far (`coxswain.event.>` for all), in stream order.
+pub async fn events(
+    js: &async_nats::jetstream::Context,
+    subject: &str,
+) -> anyhow::Result<Vec<proto::Outcome>> {
+    use futures::StreamExt;
+    let stream = js.get_stream(proto::stream::EVENTS).await?;
+    let consumer = stream
+        .create_consumer(async_nats::jetstream::consumer::pull::OrderedConfig {
+            filter_subject: subject.to_owned(),
+            ..Default::default()
+        })
+        .await?;
+    let mut messages = consumer.messages().await?;
+    let mut out = Vec::new();
+    while let Ok(Some(Ok(m))) =
+        tokio::time::timeout(std::time::Duration::from_millis(300), messages.next()).await
+    {
+        let ct = m
+            .headers
+            .as_ref()
+            .and_then(|h| h.get("Content-Type"))
+            .map(|v| v.as_str().to_owned());
+        out.push(proto::decode::<proto::Outcome>(ct.as_deref(), &m.payload)?);
+    }
+    Ok(out)
 }

@@ -5,7 +5,6 @@
 use std::time::Duration;
 
 use async_nats::jetstream;
-use futures::StreamExt;
 use proto::{ContentType, DeployIntent, Manifests, Outcome, Phase, SCHEMA_VERSION};
 use serde_json::{Value, json};
 use tests::{AgentProcess, NatsServer, SimProcess, kubectl_bin};
@@ -97,27 +96,9 @@ impl Fixture {
 
     /// Every outcome event of a cluster so far, in order.
     async fn events(&self, cluster: &str) -> Vec<Outcome> {
-        let stream = self.js.get_stream(proto::stream::EVENTS).await.unwrap();
-        let consumer = stream
-            .create_consumer(jetstream::consumer::pull::OrderedConfig {
-                filter_subject: format!("coxswain.event.{cluster}.>"),
-                ..Default::default()
-            })
+        tests::events(&self.js, &format!("coxswain.event.{cluster}.>"))
             .await
-            .unwrap();
-        let mut messages = consumer.messages().await.unwrap();
-        let mut out = Vec::new();
-        while let Ok(Some(Ok(m))) =
-            tokio::time::timeout(Duration::from_millis(300), messages.next()).await
-        {
-            let ct = m
-                .headers
-                .as_ref()
-                .and_then(|h| h.get("Content-Type"))
-                .map(|v| v.as_str().to_owned());
-            out.push(proto::decode::<Outcome>(ct.as_deref(), &m.payload).unwrap());
-        }
-        out
+            .unwrap()
     }
 
     /// Polls until the intent has a terminal event; returns the intent's events in order.

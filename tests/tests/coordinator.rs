@@ -7,7 +7,6 @@ use std::process::Output;
 use std::time::Duration;
 
 use async_nats::jetstream;
-use futures::StreamExt;
 use proto::{Outcome, Phase, Rollout, RolloutStatus};
 use serde_json::json;
 use tests::{AgentProcess, CoordinatorProcess, NatsServer, SimProcess, coxswain_bin, kubectl_bin};
@@ -148,24 +147,7 @@ impl Fleet {
     }
 
     async fn events(&self) -> Vec<Outcome> {
-        let stream = self.js.get_stream(proto::stream::EVENTS).await.unwrap();
-        let consumer = stream
-            .create_consumer(jetstream::consumer::pull::OrderedConfig::default())
-            .await
-            .unwrap();
-        let mut messages = consumer.messages().await.unwrap();
-        let mut out = Vec::new();
-        while let Ok(Some(Ok(m))) =
-            tokio::time::timeout(Duration::from_millis(300), messages.next()).await
-        {
-            let ct = m
-                .headers
-                .as_ref()
-                .and_then(|h| h.get("Content-Type"))
-                .map(|v| v.as_str().to_owned());
-            out.push(proto::decode::<Outcome>(ct.as_deref(), &m.payload).unwrap());
-        }
-        out
+        tests::events(&self.js, "coxswain.event.>").await.unwrap()
     }
 
     async fn rollout(&self, id: &str) -> Rollout {
