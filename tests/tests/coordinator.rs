@@ -297,3 +297,63 @@ async fn a_restarted_coordinator_resumes_the_rollout() {
     }
     assert_eq!(f.image("prod-west"), "registry.example.com/shop/web:1.0");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_coordinators_drive_each_rollout_once() {
+    let f = fleet(30).await;
+    let second = CoordinatorProcess::start(&f.nats.url(), TOKEN).unwrap();
+    let (code, out, err) = f.deploy("beta", "1.0", &["--wait"]);
+    assert_eq!(code, 0, "{out}{err}");
+    // Submitted through the second instance this time; both instances scan for work.
+    let config = f.config.path().join("coxswain.yaml");
+    let out = std::process::Command::new(coxswain_bin().unwrap())
+        .args([
+            "deploy",
+            "--config",
+            config.to_str().unwrap(),
+            "--env",
+            "prod",
+            "--release",
+            "web",
+        ])
+        .args([
+            "--set",
+            "image.tag=1.0",
+            "--coordinator",
+            &second.url,
+            "--token",
+            TOKEN,
+            "--wait",
+        ])
+        .args(["--nats", &f.nats.url()])
+        .env("COXSWAIN_LOG", "warn")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let events = f.events().await;
+    for cluster in ["beta", "prod-east", "prod-west"] {
+        let received = events
+            .iter()
+            .filter(|e| e.cluster == cluster && e.phase == Phase::Received)
+            .count();
+        assert_eq!(
+            received, 1,
+            "{cluster} got one intent, not one per coordinator"
+        );
+    }
+    // And only one coordinator published each intent (JetStream would hide a duplicate).
+    let published = |log: String| {
+        log.lines()
+            .filter(|l| l.contains("intent published"))
+            .count()
+    };
+    assert_eq!(
+        published(f.coordinator.log()) + published(second.log()),
+        3,
+        "beta once, prod-east and prod-west once each"
+    );
+}
