@@ -122,6 +122,23 @@ impl Fixture {
         }
     }
 
+    /// Polls until the cluster's consumer has nothing pending and nothing unacked.
+    async fn until_consumer_idle(&self, cluster: &str) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let stream = self.js.get_stream(proto::stream::INTENTS).await.unwrap();
+            let info = stream
+                .consumer_info(format!("agent-{cluster}"))
+                .await
+                .unwrap();
+            if info.num_pending == 0 && info.num_ack_pending == 0 {
+                return;
+            }
+            assert!(Instant::now() < deadline, "consumer never idle: {info:?}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     fn kubectl(&self, cluster: &str, args: &[&str]) -> String {
         let out = std::process::Command::new(kubectl_bin().unwrap())
             .env("KUBECONFIG", self.sim.kubeconfig(cluster))
@@ -391,8 +408,8 @@ async fn kill_9_during_progressing_then_restart_gives_exactly_one_final_outcome(
     f.until_final("beta", "crash", Duration::from_secs(60))
         .await;
     f.sim.set_faults("beta", &json!({})).unwrap();
-    // Any second final event would have been published by now.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Once the agent acked the intent nothing more can come for it: wait for that, not a time.
+    f.until_consumer_idle("beta").await;
     let events: Vec<Outcome> = f
         .events("beta")
         .await
