@@ -109,42 +109,116 @@ pub fn kubectl_bin() -> anyhow::Result<PathBuf> {
     bail!("kubectl not found: run scripts/install-tools (or set COXSWAIN_KUBECTL)")
 }
 
-/// `coxswain sim` as a real process, stopped (SIGTERM) when dropped.
+/// A child process of a test: its stderr goes to a log file, printed when the test panics; it
+/// is killed when dropped.
+#[derive(Debug)]
+struct Managed {
+    child: Option<std::process::Child>,
+    log: PathBuf,
+    what: &'static str,
+}
+
+impl Managed {
+    /// Spawns `command` with stdout discarded and stderr in `log`.
+    fn spawn(mut command: Command, log: PathBuf, what: &'static str) -> anyhow::Result<Self> {
+        let child = command
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&log)?)
+            .spawn()
+            .with_context(|| format!("cannot start {what}"))?;
+        Ok(Self {
+            child: Some(child),
+            log,
+            what,
+        })
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Fails when the process already exited (while starting, say).
+    fn check_running(&mut self) -> anyhow::Result<()> {
+        if let Some(child) = self.child.as_mut()
+            && let Some(status) = child.try_wait()?
+        {
+            bail!("{} exited with {status}:\n{}", self.what, self.log());
+        }
+        Ok(())
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGTERM, then waits (30 s at most) for the exit status.
+    fn stop(&mut self) -> anyhow::Result<std::process::ExitStatus> {
+        let what = self.what;
+        let Some(mut child) = self.child.take() else {
+            bail!("{what} already stopped");
+        };
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            if let Some(status) = child.try_wait()? {
+                return Ok(status);
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                bail!("{what} did not stop within 30 s of SIGTERM");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Managed {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("---- {} log ----\n{}", self.what, self.log());
+        }
+        self.kill();
+    }
+}
+
+/// Polls `ready` every 20 ms until it holds, the process exits, or 30 s pass.
+fn wait_ready(process: &mut Managed, mut ready: impl FnMut() -> bool) -> anyhow::Result<()> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !ready() {
+        process.check_running()?;
+        if std::time::Instant::now() > deadline {
+            bail!("{} not ready within 30 s:\n{}", process.what, process.log());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    Ok(())
+}
+
+/// `coxswain sim` as a real process, killed when dropped.
 #[derive(Debug)]
 pub struct SimProcess {
-    child: Option<std::process::Child>,
+    process: Managed,
     dir: tempfile::TempDir,
-    clusters: Vec<String>,
 }
 
 impl SimProcess {
     /// Starts `coxswain sim --clusters <clusters>` and waits until every kubeconfig is written.
     pub fn start(clusters: &[&str]) -> anyhow::Result<Self> {
         let dir = tempfile::tempdir()?;
-        let child = Command::new(coxswain_bin()?)
+        let mut command = Command::new(coxswain_bin()?);
+        command
             .args(["sim", "--clusters", &clusters.join(","), "--kubeconfig-dir"])
             .arg(dir.path())
-            .env("COXSWAIN_LOG", "warn")
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .context("cannot start coxswain sim")?;
-        let mut sim = Self {
-            child: Some(child),
-            dir,
-            clusters: clusters.iter().map(|c| (*c).to_owned()).collect(),
-        };
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-        while !sim.clusters.iter().all(|c| sim.kubeconfig(c).exists()) {
-            if let Some(child) = sim.child.as_mut()
-                && let Some(status) = child.try_wait()?
-            {
-                bail!("coxswain sim exited with {status} while starting");
-            }
-            if std::time::Instant::now() > deadline {
-                bail!("coxswain sim wrote no kubeconfigs within 30 s");
-            }
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
+            .env("COXSWAIN_LOG", "warn");
+        let process = Managed::spawn(command, dir.path().join("sim.log"), "coxswain sim")?;
+        let mut sim = Self { process, dir };
+        let kubeconfigs: Vec<PathBuf> = clusters.iter().map(|c| sim.kubeconfig(c)).collect();
+        wait_ready(&mut sim.process, || kubeconfigs.iter().all(|k| k.exists()))?;
         Ok(sim)
     }
 
@@ -183,24 +257,14 @@ impl SimProcess {
 
     /// Sends SIGTERM and waits for the exit status.
     pub fn stop(&mut self) -> anyhow::Result<std::process::ExitStatus> {
-        terminate(self.child.take(), "coxswain sim")
-    }
-}
-
-impl Drop for SimProcess {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        self.process.stop()
     }
 }
 
 /// `coxswain agent` as a real process: stopped with SIGTERM, or killed with SIGKILL.
 #[derive(Debug)]
 pub struct AgentProcess {
-    child: Option<std::process::Child>,
-    log: PathBuf,
+    process: Managed,
     _dir: tempfile::TempDir,
 }
 
@@ -227,67 +291,39 @@ impl AgentProcess {
         vars: &[(&str, &str)],
     ) -> anyhow::Result<Self> {
         let dir = tempfile::tempdir()?;
-        let log = dir.path().join("agent.log");
-        let file = std::fs::File::create(&log)?;
-        let child = Command::new(coxswain_bin()?)
+        let mut command = Command::new(coxswain_bin()?);
+        command
             .args([
                 "agent",
                 "--cluster",
                 cluster,
                 "--label",
                 &format!("env={env}"),
-                "--nats",
-                nats_url,
             ])
-            .args([
-                "--ack-wait-seconds",
-                "2",
-                "--lock-lease-seconds",
-                "2",
-                "--grace-seconds",
-                "10",
-            ])
+            .args(["--nats", nats_url, "--ack-wait-seconds", "2"])
+            .args(["--lock-lease-seconds", "2", "--grace-seconds", "10"])
             .arg("--kubeconfig")
             .arg(kubeconfig)
             .args(extra)
             .envs(vars.iter().copied())
-            .env("COXSWAIN_LOG", "info,kube=warn,async_nats=warn")
-            .stdout(std::process::Stdio::null())
-            .stderr(file)
-            .spawn()
-            .context("cannot start coxswain agent")?;
-        Ok(Self {
-            child: Some(child),
-            log,
-            _dir: dir,
-        })
+            .env("COXSWAIN_LOG", "info,kube=warn,async_nats=warn");
+        let process = Managed::spawn(command, dir.path().join("agent.log"), "coxswain agent")?;
+        Ok(Self { process, _dir: dir })
     }
 
     /// The agent's log so far.
     pub fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
+        self.process.log()
     }
 
     /// SIGKILL, no goodbye.
     pub fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        self.process.kill();
     }
 
     /// SIGTERM, then waits for the exit status.
     pub fn stop(&mut self) -> anyhow::Result<std::process::ExitStatus> {
-        terminate(self.child.take(), "coxswain agent")
-    }
-}
-
-impl Drop for AgentProcess {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            eprintln!("---- agent log ----\n{}", self.log());
-        }
-        self.kill();
+        self.process.stop()
     }
 }
 
@@ -300,10 +336,9 @@ pub fn free_address() -> anyhow::Result<String> {
 /// `coxswain coordinator` as a real process, killed when dropped.
 #[derive(Debug)]
 pub struct CoordinatorProcess {
-    child: Option<std::process::Child>,
+    process: Managed,
     /// `http://127.0.0.1:<port>`.
     pub url: String,
-    log: PathBuf,
     _dir: tempfile::TempDir,
 }
 
@@ -312,87 +347,34 @@ impl CoordinatorProcess {
     pub fn start(nats_url: &str, token: &str) -> anyhow::Result<Self> {
         let address = free_address()?;
         let dir = tempfile::tempdir()?;
-        let log = dir.path().join("coordinator.log");
-        let child = Command::new(coxswain_bin()?)
-            .args([
-                "coordinator",
-                "--listen",
-                &address,
-                "--token",
-                token,
-                "--nats",
-                nats_url,
-                "--claim-seconds",
-                "2",
-            ])
-            .env("COXSWAIN_LOG", "info,async_nats=warn")
-            .stdout(std::process::Stdio::null())
-            .stderr(std::fs::File::create(&log)?)
-            .spawn()
-            .context("cannot start coxswain coordinator")?;
-        let coordinator = Self {
-            child: Some(child),
+        let mut command = Command::new(coxswain_bin()?);
+        command
+            .args(["coordinator", "--listen", &address, "--token", token])
+            .args(["--nats", nats_url, "--claim-seconds", "2"])
+            .env("COXSWAIN_LOG", "info,async_nats=warn");
+        let mut process = Managed::spawn(
+            command,
+            dir.path().join("coordinator.log"),
+            "coxswain coordinator",
+        )?;
+        wait_ready(&mut process, || {
+            std::net::TcpStream::connect(&address).is_ok()
+        })?;
+        Ok(Self {
+            process,
             url: format!("http://{address}"),
-            log,
             _dir: dir,
-        };
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-        while std::net::TcpStream::connect(&address).is_err() {
-            if std::time::Instant::now() > deadline {
-                bail!(
-                    "coordinator did not listen within 30 s:\n{}",
-                    coordinator.log()
-                );
-            }
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
-        Ok(coordinator)
+        })
     }
 
     /// Its log so far.
     pub fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
+        self.process.log()
     }
 
     /// SIGKILL.
     pub fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-impl Drop for CoordinatorProcess {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            eprintln!("---- coordinator log ----\n{}", self.log());
-        }
-        self.kill();
-    }
-}
-
-/// Sends SIGTERM to a child and waits (30 s at most) for its exit status.
-fn terminate(
-    child: Option<std::process::Child>,
-    what: &str,
-) -> anyhow::Result<std::process::ExitStatus> {
-    let Some(mut child) = child else {
-        bail!("{what} already stopped");
-    };
-    let _ = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    loop {
-        if let Some(status) = child.try_wait()? {
-            return Ok(status);
-        }
-        if std::time::Instant::now() > deadline {
-            let _ = child.kill();
-            bail!("{what} did not stop within 30 s of SIGTERM");
-        }
-        std::thread::sleep(std::time::Duration::from_millis(20));
+        self.process.kill();
     }
 }
 
