@@ -10,8 +10,9 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::controller::{self, Memory, Timing};
+use crate::controller::{self, Memory};
 use crate::store::Store;
+use crate::timing::Timing;
 
 /// API faults switched on at run time, for reliability tests.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -43,7 +44,7 @@ pub struct Cluster {
 impl Cluster {
     /// A new cluster with the namespaces and nodes every cluster has.
     pub fn new(name: &str, timing: Timing) -> Self {
-        let seed = crate::resource::fnv_hex(name.as_bytes());
+        let seed = crate::hash::fnv_hex(name.as_bytes());
         Self {
             name: name.to_owned(),
             store: Mutex::new(Store::new()),
@@ -62,17 +63,22 @@ impl Cluster {
 
     /// Runs `f` on the store; wakes watches and controllers when it changed anything.
     pub fn write<R>(&self, f: impl FnOnce(&mut Store) -> R) -> R {
-        let (result, changed) = {
-            let mut store = self.store.lock().unwrap_or_else(PoisonError::into_inner);
-            let before = store.resource_version();
-            let result = f(&mut store);
-            (result, store.resource_version() != before)
-        };
+        let (result, changed) = self.locked(f);
         if changed {
             self.changed.notify_waiters();
             self.wake_controllers.notify_one();
         }
         result
+    }
+
+    /// Runs `f` on the locked store and says whether it changed anything. The lock is taken
+    /// and released here, around a plain closure, so it cannot be held across an `.await`.
+    fn locked<R>(&self, f: impl FnOnce(&mut Store) -> R) -> (R, bool) {
+        let mut store = self.store.lock().unwrap_or_else(PoisonError::into_inner);
+        let before = store.resource_version();
+        let result = f(&mut store);
+        let changed = store.resource_version() != before;
+        (result, changed)
     }
 
     /// Runs `f` on the store, read-only.
@@ -110,26 +116,8 @@ impl Cluster {
         let mut memory = Memory::default();
         loop {
             let woken = self.wake_controllers.notified();
-            let next = {
-                let mut store = self.store.lock().unwrap_or_else(PoisonError::into_inner);
-                let start = store.resource_version();
-                let mut next = None;
-                // Controllers feed each other (Deployment -> ReplicaSet -> Pod); settle first.
-                for _ in 0..8 {
-                    let before = store.resource_version();
-                    next = controller::reconcile(
-                        &mut store,
-                        &mut memory,
-                        &self.timing,
-                        Instant::now(),
-                    );
-                    if store.resource_version() == before {
-                        break;
-                    }
-                }
-                (store.resource_version() != start, next)
-            };
-            let (changed, next) = next;
+            let (next, changed) =
+                self.locked(|store| controller::settle(store, &mut memory, &self.timing));
             if changed {
                 self.changed.notify_waiters();
             }

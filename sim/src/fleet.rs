@@ -12,7 +12,7 @@ use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use crate::cluster::Cluster;
-use crate::controller::Timing;
+use crate::timing::Timing;
 
 /// Many virtual clusters, their controller tasks and their servers.
 #[derive(Debug)]

@@ -2,7 +2,7 @@
 
 use serde_json::Value;
 
-use crate::status::ApiError;
+use crate::api_error::ApiError;
 
 /// One requirement of a label selector.
 #[derive(Debug, Clone, PartialEq, Eq)]

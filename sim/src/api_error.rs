@@ -1,5 +1,5 @@
-//! Kubernetes `Status` errors with the real codes and reasons, so clients react to them as they
-//! would to a real API server.
+//! API errors: Kubernetes `Status` errors with the real codes and reasons, so clients react
+//! to them as they would to a real API server.
 
 use axum::http::StatusCode;
 use serde_json::{Value, json};

@@ -1,5 +1,6 @@
-//! What the API server does to particular kinds on write: defaults, validation, and the
-//! status a new object starts with.
+//! Admission: what the API server does to an object on write, before it is stored: the
+//! shape every object must have, kind-specific validation, defaults, and the status a new
+//! object starts with.
 
 use serde_json::{Value, json};
 

@@ -1,6 +1,7 @@
-//! Field ownership for server-side apply: which manager set which fields, conflicts, and the
-//! removal of fields a manager stops applying. Maps merge key by key; lists are atomic (set as
-//! a whole), which is what a re-apply of a previous revision needs.
+//! Field ownership for server-side apply, as `metadata.managedFields` records it: which
+//! manager set which fields, the paths conflicts are found on, and the removal of fields a
+//! manager stops applying. Maps merge key by key; lists are atomic (set as a whole), which is
+//! what a re-apply of a previous revision needs.
 
 use std::collections::BTreeSet;
 
