@@ -3,6 +3,7 @@
 //! with backoff until the caller's deadline.
 
 use std::future::Future;
+use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use backon::{ExponentialBuilder, Retryable};
@@ -44,10 +45,11 @@ impl std::fmt::Display for ObjectRef {
     }
 }
 
-/// A Kubernetes cluster reached through `kube`, with a discovery cache it owns.
+/// A Kubernetes cluster reached through `kube`, with a discovery cache it owns. The cache lock
+/// is taken by a plain closure (`cached`), so it is never held across `.await`.
 pub struct Cluster {
     client: kube::Client,
-    discovery: Option<Discovery>,
+    discovery: Mutex<Option<Discovery>>,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -97,8 +99,16 @@ impl Cluster {
     pub fn new(client: kube::Client) -> Self {
         Self {
             client,
-            discovery: None,
+            discovery: Mutex::new(None),
         }
+    }
+
+    /// Runs `f` on the discovery cache under its lock.
+    fn cached<R>(&self, f: impl FnOnce(&mut Option<Discovery>) -> R) -> R {
+        f(&mut self
+            .discovery
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner))
     }
 
     /// The client.
@@ -107,33 +117,35 @@ impl Cluster {
     }
 
     /// Discovers again (after CRDs were created).
-    pub async fn refresh(&mut self, deadline: Instant) -> Result<(), DeployError> {
+    pub async fn refresh(&self, deadline: Instant) -> Result<(), DeployError> {
         let client = self.client.clone();
         let discovery = retrying(deadline, "discovery", || {
             Discovery::new(client.clone()).run()
         })
         .await?;
-        self.discovery = Some(discovery);
+        self.cached(|cache| *cache = Some(discovery));
         Ok(())
     }
 
     /// The resource serving `apiVersion` + `kind`; discovers again once before giving up.
     pub async fn resolve(
-        &mut self,
+        &self,
         api_version: &str,
         kind: &str,
         deadline: Instant,
     ) -> Result<(ApiResource, ApiCapabilities), DeployError> {
         for refreshed in [false, true] {
-            if self.discovery.is_none() || refreshed {
+            if refreshed || self.cached(|cache| cache.is_none()) {
                 self.refresh(deadline).await?;
             }
             let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
-            let found = self.discovery.as_ref().and_then(|d| {
-                d.groups()
-                    .filter(|g| g.name() == group)
-                    .flat_map(|g| g.versioned_resources(version))
-                    .find(|(ar, _)| ar.kind == kind)
+            let found = self.cached(|cache| {
+                cache.as_ref().and_then(|d| {
+                    d.groups()
+                        .filter(|g| g.name() == group)
+                        .flat_map(|g| g.versioned_resources(version))
+                        .find(|(ar, _)| ar.kind == kind)
+                })
             });
             if let Some(found) = found {
                 return Ok(found);
@@ -147,7 +159,7 @@ impl Cluster {
 
     /// The API for an object and where it lives: its namespace (or `default_ns`), its name.
     pub async fn api_for(
-        &mut self,
+        &self,
         object: &Value,
         default_ns: &str,
         deadline: Instant,
@@ -183,9 +195,22 @@ impl Cluster {
         ))
     }
 
+    /// The API serving an object known by reference.
+    async fn api_of(
+        &self,
+        target: &ObjectRef,
+        deadline: Instant,
+    ) -> Result<Api<DynamicObject>, DeployError> {
+        let object = serde_json::json!({"apiVersion": target.api_version, "kind": target.kind,
+            "metadata": {"name": target.name, "namespace": target.namespace}});
+        let default_ns = target.namespace.as_deref().unwrap_or("default");
+        let (api, _) = self.api_for(&object, default_ns, deadline).await?;
+        Ok(api)
+    }
+
     /// Server-side apply (forced, as `coxswain`); `dry_run` changes nothing.
     pub async fn apply(
-        &mut self,
+        &self,
         object: &Value,
         default_ns: &str,
         dry_run: bool,
@@ -207,19 +232,11 @@ impl Cluster {
 
     /// Reads an object; `None` when it does not exist.
     pub async fn get(
-        &mut self,
+        &self,
         target: &ObjectRef,
         deadline: Instant,
     ) -> Result<Option<Value>, DeployError> {
-        let probe = serde_json::json!({"apiVersion": target.api_version, "kind": target.kind,
-            "metadata": {"name": target.name, "namespace": target.namespace}});
-        let (api, _) = self
-            .api_for(
-                &probe,
-                target.namespace.as_deref().unwrap_or("default"),
-                deadline,
-            )
-            .await?;
+        let api = self.api_of(target, deadline).await?;
         let found = retrying(deadline, &format!("get {target}"), || {
             api.get_opt(&target.name)
         })
@@ -228,21 +245,8 @@ impl Cluster {
     }
 
     /// Deletes an object (background propagation); absent is fine.
-    pub async fn delete(
-        &mut self,
-        target: &ObjectRef,
-        deadline: Instant,
-    ) -> Result<(), DeployError> {
-        let probe = serde_json::json!({"apiVersion": target.api_version, "kind": target.kind,
-            "metadata": {"name": target.name, "namespace": target.namespace}});
-        let (api, _) = match self
-            .api_for(
-                &probe,
-                target.namespace.as_deref().unwrap_or("default"),
-                deadline,
-            )
-            .await
-        {
+    pub async fn delete(&self, target: &ObjectRef, deadline: Instant) -> Result<(), DeployError> {
+        let api = match self.api_of(target, deadline).await {
             Ok(found) => found,
             // Its kind is gone (a CRD was removed first): nothing left to delete.
             Err(DeployError::UnknownKind { .. }) => return Ok(()),
@@ -265,7 +269,7 @@ impl Cluster {
 
     /// Objects of a kind in a namespace matching a label selector.
     pub async fn list(
-        &mut self,
+        &self,
         api_version: &str,
         kind: &str,
         ns: &str,
@@ -288,7 +292,7 @@ impl Cluster {
 
     /// Creates an object (no apply: a test Job run, a Lease).
     pub async fn create(
-        &mut self,
+        &self,
         object: &Value,
         default_ns: &str,
         deadline: Instant,

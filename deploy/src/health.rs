@@ -63,7 +63,14 @@ fn generation_pending(object: &Value) -> Option<Assessment> {
 
 /// The health of one object.
 pub fn assess(object: &Value) -> Assessment {
-    match object["kind"].as_str().unwrap_or_default() {
+    let kind = object["kind"].as_str().unwrap_or_default();
+    // Workloads: a status that describes an older spec says nothing about this one.
+    if matches!(kind, "Deployment" | "StatefulSet" | "DaemonSet")
+        && let Some(pending) = generation_pending(object)
+    {
+        return pending;
+    }
+    match kind {
         "Deployment" => deployment(object),
         "StatefulSet" => stateful_set(object),
         "DaemonSet" => daemon_set(object),
@@ -89,10 +96,8 @@ pub fn assess(object: &Value) -> Assessment {
     }
 }
 
+/// A Deployment past the generation gate, as `kubectl rollout status` sees it.
 fn deployment(d: &Value) -> Assessment {
-    if let Some(pending) = generation_pending(d) {
-        return pending;
-    }
     let s = &d["status"];
     if let Some(c) = condition(d, "Progressing")
         && c["reason"] == "ProgressDeadlineExceeded"
@@ -127,10 +132,8 @@ fn deployment(d: &Value) -> Assessment {
     Assessment::healthy(format!("{available} of {desired} replicas available"))
 }
 
+/// A StatefulSet past the generation gate: ready pods, then the partition or update revision.
 fn stateful_set(s: &Value) -> Assessment {
-    if let Some(pending) = generation_pending(s) {
-        return pending;
-    }
     let st = &s["status"];
     let desired = s["spec"]["replicas"].as_i64().unwrap_or(1);
     let ready = int(&st["readyReplicas"]);
@@ -161,10 +164,8 @@ fn stateful_set(s: &Value) -> Assessment {
     Assessment::healthy(format!("{ready} of {desired} pods ready"))
 }
 
+/// A DaemonSet past the generation gate: updated, then available pods.
 fn daemon_set(d: &Value) -> Assessment {
-    if let Some(pending) = generation_pending(d) {
-        return pending;
-    }
     let s = &d["status"];
     let desired = int(&s["desiredNumberScheduled"]);
     if d["spec"]["updateStrategy"]["type"] == "OnDelete" {

@@ -179,6 +179,14 @@ pub async fn save(
     Ok(())
 }
 
+/// The latest deployed revision of a history (oldest first): the one live in the cluster.
+pub(crate) fn last_deployed(revisions: &[Revision]) -> Option<&Revision> {
+    revisions
+        .iter()
+        .rev()
+        .find(|r| r.status == RevisionStatus::Deployed)
+}
+
 /// Deletes the oldest records beyond `keep`, never the latest deployed one.
 pub async fn trim(
     client: &kube::Client,
@@ -186,11 +194,7 @@ pub async fn trim(
     keep: usize,
     deadline: Instant,
 ) -> Result<(), DeployError> {
-    let last_deployed = revisions
-        .iter()
-        .rev()
-        .find(|r| r.status == RevisionStatus::Deployed)
-        .map(|r| r.number);
+    let last_deployed = last_deployed(revisions).map(|r| r.number);
     let excess = revisions.len().saturating_sub(keep.max(1));
     for r in revisions
         .iter()
@@ -217,10 +221,34 @@ pub async fn trim(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
+
+    /// A revision of release `web` in `shop` with nothing applied, for tests.
+    pub(crate) fn revision(
+        number: u32,
+        status: RevisionStatus,
+        outcome: Option<Phase>,
+    ) -> Revision {
+        Revision {
+            release: "web".into(),
+            namespace: "shop".into(),
+            number,
+            status,
+            intent_id: None,
+            outcome,
+            version: number.to_string(),
+            digest: String::new(),
+            objects: Vec::new(),
+            inventory: Vec::new(),
+            rollback_of: None,
+            reason: None,
+            created_at: Timestamp::UNIX_EPOCH,
+            updated_at: Timestamp::UNIX_EPOCH,
+        }
+    }
 
     #[test]
     fn records_round_trip_through_gzip_and_base64() {

@@ -8,13 +8,14 @@ mod engine;
 pub mod health;
 pub mod history;
 mod lock;
+mod poll;
 mod probe;
 pub mod render;
 
 pub use cluster::{Cluster, FIELD_MANAGER, MANAGED_BY, ObjectRef, RELEASE_LABEL};
 pub use engine::{
     Action, Attempt, Engine, EngineConfig, KEEP_ANNOTATION, Observation, Progress, Release, Report,
-    Situation, decide,
+    Rollback, Situation, decide,
 };
 pub use lock::lease_name;
 pub use render::{RenderError, Rendered};

@@ -11,9 +11,11 @@ use kube::discovery::ApiResource;
 use serde_json::{Value, json};
 use tokio::time::Instant;
 use tokio_util::sync::{CancellationToken, DropGuard};
+use tracing::Instrument;
 
 use crate::DeployError;
 use crate::cluster::retrying;
+use crate::poll::{Check, wait_until};
 
 fn leases(client: &kube::Client, ns: &str) -> Api<DynamicObject> {
     let ar = ApiResource {
@@ -77,10 +79,35 @@ impl LockGuard {
             == Some(self.holder.as_str());
         if ours {
             let params = DeleteParams::default();
-            let _ = retrying(deadline, "release lock", || api.delete(&self.name, &params)).await;
+            let deleted =
+                retrying(deadline, "release lock", || api.delete(&self.name, &params)).await;
+            if let Err(error) = deleted {
+                tracing::warn!(%error, lease = self.name, "cannot release the lock; it expires on its own");
+            }
         }
         Ok(())
     }
+}
+
+/// How often a lock held by someone else is looked at again (sooner when its lease expires
+/// sooner), and the shortest pause before that.
+const HELD_PACE: Duration = Duration::from_millis(250);
+const SHORTEST_PAUSE: Duration = Duration::from_millis(20);
+
+/// Someone else holds the lock, until when unless renewed.
+struct Held {
+    holder: String,
+    until: Timestamp,
+}
+
+/// One holder asking for one release's lock.
+struct Claim<'a> {
+    api: Api<DynamicObject>,
+    ns: &'a str,
+    release: &'a str,
+    name: String,
+    holder: &'a str,
+    lease: Duration,
 }
 
 /// Takes the release's lock for `holder`, waiting up to `wait` for a live holder to finish.
@@ -93,106 +120,128 @@ pub async fn acquire(
     wait: Duration,
     cancel: &CancellationToken,
 ) -> Result<LockGuard, DeployError> {
-    let api = leases(client, ns);
-    let name = lease_name(release);
-    let seconds = lease.as_secs().max(1);
+    let claim = Claim {
+        api: leases(client, ns),
+        ns,
+        release,
+        name: lease_name(release),
+        holder,
+        lease,
+    };
     let give_up = Instant::now() + wait;
-    let call_deadline = Instant::now() + wait + Duration::from_secs(30);
-    loop {
-        let now = Timestamp::now();
-        let current = retrying(call_deadline, "read release lock", || api.get_opt(&name)).await?;
-        let body = |transitions: i64, rv: Option<String>| {
-            let mut lease = json!({
-                "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
-                "metadata": {"name": name, "namespace": ns, "labels": {"owner": "coxswain", "name": release}},
-                "spec": {"holderIdentity": holder, "leaseDurationSeconds": seconds,
-                         "acquireTime": micro_time(now), "renewTime": micro_time(now),
-                         "leaseTransitions": transitions},
-            });
-            if let Some(rv) = rv {
-                lease["metadata"]["resourceVersion"] = rv.into();
-            }
-            serde_json::from_value::<DynamicObject>(lease)
-        };
-        let attempt = match &current {
-            None => {
-                let lease = body(0, None).map_err(|e| DeployError::Invalid(e.to_string()))?;
-                api.create(&PostParams::default(), &lease)
-                    .await
-                    .map(|_| None)
-            }
-            Some(existing) => {
-                let value = serde_json::to_value(existing).unwrap_or_default();
-                match holder_of(&value, now) {
-                    Some((other, until)) if other != holder => {
-                        if Instant::now() >= give_up {
-                            return Err(DeployError::Locked {
-                                release: release.to_owned(),
-                                holder: other,
-                                until: until.to_string(),
-                            });
-                        }
-                        let left = until
-                            .duration_since(now)
-                            .unsigned_abs()
-                            .min(Duration::from_millis(250));
-                        tokio::select! {
-                            () = cancel.cancelled() => return Err(DeployError::Cancelled),
-                            () = tokio::time::sleep(left.max(Duration::from_millis(20))) => {}
-                        }
-                        continue;
+    let call_deadline = give_up + Duration::from_secs(30);
+    let took_over_from = wait_until(|| claim.take(call_deadline), HELD_PACE, give_up, cancel)
+        .await
+        .map_err(|stopped| {
+            stopped.into_error(|held| DeployError::Locked {
+                release: release.to_owned(),
+                holder: held.holder,
+                until: held.until.to_string(),
+            })
+        })?;
+    if let Some(previous) = &took_over_from {
+        tracing::warn!(
+            release,
+            previous,
+            "took over the release lock from an expired holder"
+        );
+    }
+    Ok(claim.hold(client))
+}
+
+impl Claim<'_> {
+    /// The guard of the taken lock, renewed in the background until released or dropped.
+    fn hold(self, client: &kube::Client) -> LockGuard {
+        let token = CancellationToken::new();
+        let renewal = renew(
+            self.api,
+            self.name.clone(),
+            self.holder.to_owned(),
+            self.lease,
+            token.clone(),
+        );
+        let span = tracing::info_span!("renew release lock", lease = self.name);
+        tokio::spawn(renewal.instrument(span));
+        LockGuard {
+            client: client.clone(),
+            ns: self.ns.to_owned(),
+            name: self.name,
+            holder: self.holder.to_owned(),
+            _renewal: token.drop_guard(),
+        }
+    }
+
+    /// One look at the lease: taken when free, expired or already ours (`Done` with the expired
+    /// holder it took over from, if any); otherwise who holds it. A write that raced another
+    /// holder's reads the lease again at once.
+    async fn take(&self, deadline: Instant) -> Result<Check<Option<String>, Held>, DeployError> {
+        loop {
+            let now = Timestamp::now();
+            let current = retrying(deadline, "read release lock", || {
+                self.api.get_opt(&self.name)
+            })
+            .await?;
+            let (lease, took_over) = match &current {
+                None => (self.lease(now, 0, None)?, None),
+                Some(existing) => {
+                    let value = serde_json::to_value(existing).unwrap_or_default();
+                    let live = holder_of(&value, now);
+                    if let Some((other, until)) = live.clone().filter(|(h, _)| h != self.holder) {
+                        let expires_in = until.duration_since(now).unsigned_abs();
+                        let held = Held {
+                            holder: other,
+                            until,
+                        };
+                        return Ok(Check::PendingFor(held, expires_in.max(SHORTEST_PAUSE)));
                     }
-                    live => {
-                        let previous = value["spec"]["holderIdentity"]
-                            .as_str()
-                            .filter(|h| !h.is_empty() && *h != holder)
-                            .map(str::to_owned);
-                        let took_over = if live.is_none() { previous } else { None };
-                        let transitions =
-                            value["spec"]["leaseTransitions"].as_i64().unwrap_or(0) + 1;
-                        let lease = body(transitions, existing.metadata.resource_version.clone())
-                            .map_err(|e| DeployError::Invalid(e.to_string()))?;
-                        api.replace(&name, &PostParams::default(), &lease)
-                            .await
-                            .map(|_| took_over)
-                    }
+                    let previous = value["spec"]["holderIdentity"]
+                        .as_str()
+                        .filter(|h| !h.is_empty() && *h != self.holder)
+                        .map(str::to_owned);
+                    let transitions = value["spec"]["leaseTransitions"].as_i64().unwrap_or(0) + 1;
+                    let rv = existing.metadata.resource_version.clone();
+                    let took_over = if live.is_none() { previous } else { None };
+                    (self.lease(now, transitions, rv)?, took_over)
                 }
-            }
-        };
-        match attempt {
-            Ok(took_over_from) => {
-                if let Some(previous) = &took_over_from {
-                    tracing::warn!(
-                        release,
-                        previous,
-                        "took over the release lock from an expired holder"
-                    );
+            };
+            let params = PostParams::default();
+            let written = match current {
+                None => self.api.create(&params, &lease).await,
+                Some(_) => self.api.replace(&self.name, &params, &lease).await,
+            };
+            match written {
+                Ok(_) => return Ok(Check::Done(took_over)),
+                // Someone else wrote the lease between our read and our write: look again.
+                Err(kube::Error::Api(s)) if s.code == 409 => continue,
+                Err(source) => {
+                    return Err(DeployError::Api {
+                        action: "take release lock".into(),
+                        source,
+                    });
                 }
-                let token = CancellationToken::new();
-                tokio::spawn(renew(
-                    api.clone(),
-                    name.clone(),
-                    holder.to_owned(),
-                    lease,
-                    token.clone(),
-                ));
-                return Ok(LockGuard {
-                    client: client.clone(),
-                    ns: ns.to_owned(),
-                    name,
-                    holder: holder.to_owned(),
-                    _renewal: token.drop_guard(),
-                });
-            }
-            // Someone else wrote the lease between our read and our write: look again.
-            Err(kube::Error::Api(s)) if s.code == 409 => continue,
-            Err(source) => {
-                return Err(DeployError::Api {
-                    action: "take release lock".into(),
-                    source,
-                });
             }
         }
+    }
+
+    /// The lease as this holder writes it, acquired and renewed `now`.
+    fn lease(
+        &self,
+        now: Timestamp,
+        transitions: i64,
+        resource_version: Option<String>,
+    ) -> Result<DynamicObject, DeployError> {
+        let mut lease = json!({
+            "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+            "metadata": {"name": self.name, "namespace": self.ns,
+                         "labels": {"owner": "coxswain", "name": self.release}},
+            "spec": {"holderIdentity": self.holder, "leaseDurationSeconds": self.lease.as_secs().max(1),
+                     "acquireTime": micro_time(now), "renewTime": micro_time(now),
+                     "leaseTransitions": transitions},
+        });
+        if let Some(rv) = resource_version {
+            lease["metadata"]["resourceVersion"] = rv.into();
+        }
+        serde_json::from_value(lease).map_err(|e| DeployError::Invalid(e.to_string()))
     }
 }
 

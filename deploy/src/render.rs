@@ -126,9 +126,7 @@ pub fn digest_of(objects: &[Value], tests: &[Value]) -> String {
 
 /// `sha256:<hex>` of bytes.
 pub fn sha256(bytes: &[u8]) -> String {
-    let d = ring::digest::digest(&ring::digest::SHA256, bytes);
-    let hex: String = d.as_ref().iter().map(|b| format!("{b:02x}")).collect();
-    format!("sha256:{hex}")
+    proto::sha256_digest(bytes)
 }
 
 /// Install order: Namespaces, CRDs, ServiceAccounts, RBAC, ConfigMaps and Secrets, Services,
@@ -292,40 +290,8 @@ pub fn render(dir: &Path, values: &Value, release: &Value) -> Result<Rendered, R
     env.set_undefined_behavior(UndefinedBehavior::Strict);
     let context = json!({"values": values, "release": release});
     let jinja_context = minijinja::Value::from(minijinja::value::Serde(&context));
-    let files = manifest_files(dir)?;
-    let mut sources = Vec::new();
-    for path in &files {
-        let name = path
-            .file_name()
-            .and_then(|n| n.to_str())
-            .unwrap_or_default()
-            .to_owned();
-        sources.push((name, read(path)?));
-    }
-
-    // Every missing value, from every file, before failing.
-    let mut missing = BTreeSet::new();
-    for (name, text) in &sources {
-        let template = env
-            .template_from_str(text)
-            .map_err(|e| RenderError::Template {
-                file: name.clone(),
-                reason: e.to_string(),
-            })?;
-        if template.render(&jinja_context).is_err() {
-            for var in template.undeclared_variables(true) {
-                if lookup(&context, &var).is_none() && env.globals().all(|(g, _)| g != var) {
-                    missing.insert(format!("{name}: {var}"));
-                }
-            }
-        }
-    }
-    if !missing.is_empty() {
-        return Err(RenderError::MissingValues {
-            missing: missing.into_iter().collect(),
-        });
-    }
-
+    let sources = sources(dir)?;
+    check_values(&env, &sources, &context, &jinja_context)?;
     let mut all = Vec::new();
     for (name, text) in &sources {
         let rendered = env
@@ -334,27 +300,81 @@ pub fn render(dir: &Path, values: &Value, release: &Value) -> Result<Rendered, R
                 file: name.clone(),
                 reason: format!("{e:#}"),
             })?;
-        let docs: Vec<Value> =
-            serde_saphyr::from_multiple(&rendered).map_err(|e| RenderError::Yaml {
-                file: name.clone(),
-                reason: e.to_string(),
-            })?;
-        for (index, doc) in docs.into_iter().enumerate() {
-            match doc {
-                Value::Null => {}
-                Value::Object(_) if doc["kind"] == "List" => {
-                    for item in doc["items"].as_array().into_iter().flatten() {
-                        all.push(check_object(name, index, item.clone())?);
-                    }
-                }
-                other => all.push(check_object(name, index, other)?),
-            }
-        }
+        all.extend(objects_of(name, &rendered)?);
     }
     if all.is_empty() {
         return Err(RenderError::Empty(dir.to_owned()));
     }
     Ok(Rendered::from_objects(all))
+}
+
+/// Every manifest file of the folder as (file name, text), in name order.
+fn sources(dir: &Path) -> Result<Vec<(String, String)>, RenderError> {
+    let mut sources = Vec::new();
+    for path in &manifest_files(dir)? {
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default()
+            .to_owned();
+        sources.push((name, read(path)?));
+    }
+    Ok(sources)
+}
+
+/// Every missing value, from every file, before failing.
+fn check_values(
+    env: &Environment<'_>,
+    sources: &[(String, String)],
+    context: &Value,
+    jinja_context: &minijinja::Value,
+) -> Result<(), RenderError> {
+    let mut missing = BTreeSet::new();
+    for (name, text) in sources {
+        let template = env
+            .template_from_str(text)
+            .map_err(|e| RenderError::Template {
+                file: name.clone(),
+                reason: e.to_string(),
+            })?;
+        if template.render(jinja_context).is_err() {
+            for var in template.undeclared_variables(true) {
+                if lookup(context, &var).is_none() && env.globals().all(|(g, _)| g != var) {
+                    missing.insert(format!("{name}: {var}"));
+                }
+            }
+        }
+    }
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(RenderError::MissingValues {
+            missing: missing.into_iter().collect(),
+        })
+    }
+}
+
+/// The objects of one rendered file: its YAML documents, `List` items unpacked, empty
+/// documents skipped, each checked.
+fn objects_of(name: &str, rendered: &str) -> Result<Vec<Value>, RenderError> {
+    let docs: Vec<Value> =
+        serde_saphyr::from_multiple(rendered).map_err(|e| RenderError::Yaml {
+            file: name.to_owned(),
+            reason: e.to_string(),
+        })?;
+    let mut objects = Vec::new();
+    for (index, doc) in docs.into_iter().enumerate() {
+        match doc {
+            Value::Null => {}
+            Value::Object(_) if doc["kind"] == "List" => {
+                for item in doc["items"].as_array().into_iter().flatten() {
+                    objects.push(check_object(name, index, item.clone())?);
+                }
+            }
+            other => objects.push(check_object(name, index, other)?),
+        }
+    }
+    Ok(objects)
 }
 
 fn lookup<'a>(context: &'a Value, dotted: &str) -> Option<&'a Value> {

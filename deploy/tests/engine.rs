@@ -608,3 +608,70 @@ async fn a_deadline_fails_the_release_and_a_failing_rollback_ends_rollback_faile
     );
     fleet.shutdown().await;
 }
+
+/// An HTTP server that answers 503 to everything and signals its first request.
+async fn unavailable(asked: Arc<tokio::sync::Notify>) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            let mut buf = [0u8; 512];
+            let _ = s.read(&mut buf).await;
+            asked.notify_one();
+            let _ = s
+                .write_all(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n")
+                .await;
+        }
+    });
+    format!("http://{addr}/healthz")
+}
+
+#[tokio::test]
+async fn a_release_cancelled_while_probing_is_superseded_promptly_without_rollback() {
+    let (fleet, client) = setup();
+    let mut engine = Engine::new(client.clone(), config("agent-beta"));
+    let quiet = |_: &Progress| {};
+    let v1 = engine
+        .deploy(
+            release("1", vec![deployment("web:1", 30)]),
+            &quiet,
+            &CancellationToken::new(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(v1.phase, Phase::Succeeded);
+
+    let asked = Arc::new(tokio::sync::Notify::new());
+    let mut probed = release("2", vec![deployment("web:2", 30)]);
+    probed.health.timeout_secs = 60;
+    probed.health.http_probes = vec![proto::HttpProbe {
+        url: unavailable(Arc::clone(&asked)).await,
+        successes: 1,
+        timeout_ms: 500,
+    }];
+    let cancel = CancellationToken::new();
+    let running = cancel.clone();
+    let task = tokio::spawn(async move { engine.deploy(probed, &quiet, &running).await });
+    asked.notified().await;
+    cancel.cancel();
+    let report = tokio::time::timeout(Duration::from_secs(5), task)
+        .await
+        .expect("a cancelled probe stops within seconds, not at the 60 s deadline")
+        .unwrap()
+        .unwrap();
+    assert_eq!(report.phase, Phase::Superseded);
+    let statuses: Vec<RevisionStatus> = Engine::new(client, config("reader"))
+        .history("shop", "web")
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.status)
+        .collect();
+    assert_eq!(
+        statuses,
+        [RevisionStatus::Deployed, RevisionStatus::Superseded],
+        "no rollback revision"
+    );
+    fleet.shutdown().await;
+}

@@ -1,0 +1,247 @@
+//! Applying a revision: server-side apply of every object in install order, CRDs established
+//! and discovered again before their custom resources; the release namespace; and the same
+//! apply as a dry run, shown as a diff.
+
+use std::time::Duration;
+
+use proto::{HealthStatus, Phase};
+use serde_json::{Value, json};
+use tokio::time::Instant;
+
+use super::run::Run;
+use super::{Attempt, Observation};
+use crate::DeployError;
+use crate::cluster::{Cluster, MANAGED_BY, ObjectRef, RELEASE_LABEL};
+use crate::health;
+use crate::poll::{Check, wait_until};
+use crate::render::Rendered;
+
+impl Run<'_> {
+    /// Applies the current revision and records what it applied. A failed apply fails the
+    /// attempt; a cancelled one supersedes it.
+    pub(super) async fn apply(&mut self) -> Result<Observation, DeployError> {
+        let (phase, why, failed) = match self.situation.attempt {
+            Attempt::Forward => (Phase::Applying, None, "apply failed"),
+            Attempt::Rollback => (
+                Phase::RollingBack,
+                self.reason.clone(),
+                "rollback apply failed",
+            ),
+        };
+        self.say(phase, why, &[], false);
+        match self.apply_all().await {
+            Ok(()) => {
+                self.save_current(self.deadline).await?;
+                Ok(if self.cancel.is_cancelled() {
+                    Observation::Cancelled
+                } else {
+                    Observation::Applied
+                })
+            }
+            Err(DeployError::Cancelled) => Ok(Observation::Cancelled),
+            Err(e) => {
+                self.reason = Some(format!("{failed}: {e}"));
+                Ok(Observation::Failed)
+            }
+        }
+    }
+
+    /// Applies objects in install order into the current revision's inventory; after CRDs,
+    /// waits until they are established and discovers again so their custom resources can
+    /// follow in the same release.
+    async fn apply_all(&mut self) -> Result<(), DeployError> {
+        self.current.inventory.clear();
+        let mut pending_crds: Vec<ObjectRef> = Vec::new();
+        for object in &self.rendered.objects {
+            let is_crd = object["kind"] == "CustomResourceDefinition";
+            if !is_crd {
+                self.establish(&mut pending_crds).await?;
+            }
+            let labelled = labelled(object, &self.release.name);
+            let (target, _) = self
+                .cluster
+                .apply(&labelled, &self.release.namespace, false, self.deadline)
+                .await?;
+            tracing::debug!(release = self.release.name, object = %target, "applied");
+            if is_crd {
+                pending_crds.push(target.clone());
+            }
+            self.current.inventory.push(target);
+        }
+        self.establish(&mut pending_crds).await
+    }
+
+    /// Waits until every CRD applied since the last call is established, then discovers again
+    /// so their kinds resolve; nothing to do without any.
+    async fn establish(&self, crds: &mut Vec<ObjectRef>) -> Result<(), DeployError> {
+        if crds.is_empty() {
+            return Ok(());
+        }
+        let (cluster, deadline) = (self.cluster, self.deadline);
+        let pace = self.config.poll.min(Duration::from_millis(100));
+        for crd in crds.iter() {
+            let established = || async {
+                let live = cluster.get(crd, deadline).await?;
+                let healthy = live
+                    .as_ref()
+                    .is_some_and(|c| health::assess(c).status == HealthStatus::Healthy);
+                Ok(if healthy {
+                    Check::Done(())
+                } else {
+                    Check::Pending(())
+                })
+            };
+            wait_until(established, pace, deadline, self.cancel)
+                .await
+                .map_err(|stopped| {
+                    stopped.into_error(|()| DeployError::DeadlineExceeded {
+                        during: format!("waiting for {crd} to be established"),
+                    })
+                })?;
+        }
+        crds.clear();
+        cluster.refresh(deadline).await
+    }
+}
+
+/// The object as Coxswain applies it: labelled managed by Coxswain, part of `release`.
+pub(super) fn labelled(object: &Value, release: &str) -> Value {
+    let mut o = object.clone();
+    if !o["metadata"]["labels"].is_object() {
+        o["metadata"]["labels"] = json!({});
+    }
+    o["metadata"]["labels"][MANAGED_BY] = "coxswain".into();
+    o["metadata"]["labels"][RELEASE_LABEL] = release.into();
+    o
+}
+
+/// Makes sure the release namespace exists, for the lock and the history.
+pub(super) async fn ensure_namespace(
+    cluster: &Cluster,
+    namespace: &str,
+    deadline: Instant,
+) -> Result<(), DeployError> {
+    let ns = json!({"apiVersion": "v1", "kind": "Namespace",
+        "metadata": {"name": namespace, "labels": {MANAGED_BY: "coxswain"}}});
+    let target = ObjectRef {
+        api_version: "v1".into(),
+        kind: "Namespace".into(),
+        namespace: None,
+        name: namespace.into(),
+    };
+    if cluster.get(&target, deadline).await?.is_none() {
+        cluster.apply(&ns, namespace, false, deadline).await?;
+    }
+    Ok(())
+}
+
+/// A server-side dry run of every object, as a readable diff against the live objects.
+pub(super) async fn diff(
+    cluster: &Cluster,
+    rendered: &Rendered,
+    namespace: &str,
+    release: &str,
+    deadline: Instant,
+) -> Result<String, DeployError> {
+    let mut out = String::new();
+    for object in rendered.objects.iter().chain(rendered.tests.iter()) {
+        let object = labelled(object, release);
+        let (_, target) = cluster.api_for(&object, namespace, deadline).await?;
+        let live = cluster.get(&target, deadline).await?;
+        let after = match cluster.apply(&object, namespace, true, deadline).await {
+            Ok((_, after)) => after,
+            // A namespace created by this release does not exist yet: show the object.
+            Err(DeployError::Api {
+                source: kube::Error::Api(s),
+                ..
+            }) if s.code == 404 => object.clone(),
+            Err(e) => return Err(e),
+        };
+        let before = live.as_ref().map(comparable).unwrap_or_default();
+        out.push_str(&unified(&target, &before, &comparable(&after)));
+    }
+    Ok(out)
+}
+
+/// The change from `before` to `after` of one object, line by line; empty when none.
+fn unified(target: &ObjectRef, before: &str, after: &str) -> String {
+    if before == after {
+        return String::new();
+    }
+    let mut out = format!("--- {target} (live)\n+++ {target} (after apply)\n");
+    for change in similar::TextDiff::from_lines(before, after).iter_all_changes() {
+        let sign = match change.tag() {
+            similar::ChangeTag::Delete => "-",
+            similar::ChangeTag::Insert => "+",
+            similar::ChangeTag::Equal => " ",
+        };
+        out.push_str(&format!("{sign}{change}"));
+    }
+    out
+}
+
+/// An object as a diff shows it: YAML without the fields the server keeps.
+fn comparable(object: &Value) -> String {
+    let mut o = object.clone();
+    if let Some(meta) = o["metadata"].as_object_mut() {
+        for k in [
+            "managedFields",
+            "resourceVersion",
+            "uid",
+            "creationTimestamp",
+            "generation",
+        ] {
+            meta.remove(k);
+        }
+    }
+    if let Some(map) = o.as_object_mut() {
+        map.remove("status");
+    }
+    serde_saphyr::to_string(&o).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn objects_are_labelled_with_their_release_and_their_own_labels_kept() {
+        let o = labelled(
+            &json!({"kind": "ConfigMap", "metadata": {"name": "a", "labels": {"tier": "web"}}}),
+            "shop",
+        );
+        assert_eq!(
+            o["metadata"]["labels"],
+            json!({"tier": "web", MANAGED_BY: "coxswain", RELEASE_LABEL: "shop"})
+        );
+        let bare = labelled(&json!({"kind": "ConfigMap"}), "shop");
+        assert_eq!(bare["metadata"]["labels"][RELEASE_LABEL], "shop");
+    }
+
+    #[test]
+    fn a_diff_shows_changed_lines_and_nothing_for_an_unchanged_object() {
+        let target = ObjectRef {
+            api_version: "v1".into(),
+            kind: "ConfigMap".into(),
+            namespace: Some("shop".into()),
+            name: "a".into(),
+        };
+        let live =
+            json!({"kind": "ConfigMap", "metadata": {"name": "a", "uid": "1"}, "data": {"k": "1"}});
+        let after =
+            json!({"kind": "ConfigMap", "metadata": {"name": "a", "uid": "2"}, "data": {"k": "2"}});
+        assert_eq!(unified(&target, &comparable(&live), &comparable(&live)), "");
+        let shown = unified(&target, &comparable(&live), &comparable(&after));
+        assert!(
+            shown.starts_with(
+                "--- v1/ConfigMap shop/a (live)\n+++ v1/ConfigMap shop/a (after apply)\n"
+            ),
+            "{shown}"
+        );
+        assert!(
+            shown.contains("-  k: '1'") || shown.contains("-  k: \"1\""),
+            "{shown}"
+        );
+        assert!(!shown.contains("uid"), "{shown}");
+    }
+}
