@@ -1,56 +1,12 @@
 //! `coxswain agent`: the per-cluster agent.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use tokio_util::sync::CancellationToken;
 
-use crate::release::KubeArgs;
-
-/// How to reach NATS.
-#[derive(Debug, clap::Args)]
-pub(crate) struct NatsArgs {
-    /// NATS server URL(s), comma separated.
-    #[arg(
-        long = "nats",
-        env = "COXSWAIN_NATS_URL",
-        default_value = "nats://127.0.0.1:4222"
-    )]
-    url: String,
-    /// NATS credentials file (JWT + nkey seed).
-    #[arg(long, env = "COXSWAIN_NATS_CREDS")]
-    creds: Option<PathBuf>,
-    /// NATS user (with --nats-password).
-    #[arg(long, env = "COXSWAIN_NATS_USER")]
-    nats_user: Option<String>,
-    /// NATS password (with --nats-user).
-    #[arg(long, env = "COXSWAIN_NATS_PASSWORD", hide_env_values = true)]
-    nats_password: Option<String>,
-    /// NATS token.
-    #[arg(long, env = "COXSWAIN_NATS_TOKEN", hide_env_values = true)]
-    nats_token: Option<String>,
-    /// CA certificate (PEM) that signed the NATS server's certificate; turns TLS on.
-    #[arg(long, env = "COXSWAIN_NATS_TLS_CA")]
-    nats_tls_ca: Option<PathBuf>,
-}
-
-impl NatsArgs {
-    pub(crate) async fn connect(&self, name: String) -> anyhow::Result<async_nats::Client> {
-        let options = bus::ConnectOptions {
-            url: self.url.clone(),
-            creds_file: self.creds.clone(),
-            user: self.nats_user.clone(),
-            password: self.nats_password.clone(),
-            token: self.nats_token.clone(),
-            tls_ca: self.nats_tls_ca.clone(),
-            name: Some(name),
-        };
-        Ok(bus::connect(&options).await?)
-    }
-}
+use crate::args::{KubeArgs, NatsArgs, cancel_on_signal, hostname};
 
 /// Arguments of `coxswain agent`.
 #[derive(Debug, clap::Args)]
@@ -115,21 +71,11 @@ impl AgentArgs {
         config.ack_wait = Duration::from_secs(ack_wait_seconds);
         config.engine.lease = Duration::from_secs(lock_lease_seconds);
         config.metrics_addr = metrics_addr;
-        let host = std::fs::read_to_string("/etc/hostname")
-            .map(|h| h.trim().to_owned())
-            .unwrap_or_default();
-        config.engine.holder = format!("agent-{cluster}/{host}/{}", std::process::id());
+        config.engine.holder = format!("agent-{cluster}/{}/{}", hostname(), std::process::id());
 
-        let client = nats.connect(format!("coxswain-agent-{cluster}")).await?;
+        let bus = nats.connect(format!("coxswain-agent-{cluster}")).await?;
         let kube = kube.client().await.context("cannot reach the cluster")?;
-        let shutdown = CancellationToken::new();
-        let on_signal = shutdown.clone();
-        tokio::spawn(async move {
-            crate::shutdown::signalled().await;
-            tracing::info!("shutdown requested");
-            on_signal.cancel();
-        });
-        agent::run(config, client, kube, shutdown).await?;
+        agent::run(config, bus, kube, cancel_on_signal()).await?;
         Ok(ExitCode::SUCCESS)
     }
 }

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
-use crate::{agent, coordinate, deploy, observe, release, schema, simulate};
+use crate::{agent, coordinate, deploy, observe, release, rollback, schema, simulate};
 
 /// Coxswain: automatic, fast and safe Kubernetes deploys over NATS JetStream.
 ///
@@ -69,7 +69,7 @@ enum Command {
     /// The clusters x releases matrix: version, phase, age.
     Status(observe::StatusArgs),
     /// Roll a release back on one cluster to an earlier revision, through its agent.
-    Rollback(observe::RollbackArgs),
+    Rollback(rollback::RollbackArgs),
     /// Apply, inspect and roll back releases directly on a cluster (no NATS).
     #[command(subcommand)]
     Release(release::ReleaseCommand),

@@ -5,9 +5,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::bail;
-use tokio_util::sync::CancellationToken;
 
-use crate::agent::NatsArgs;
+use crate::args::{NatsArgs, cancel_on_signal, hostname};
 
 /// Arguments of `coxswain coordinator`.
 #[derive(Debug, clap::Args)]
@@ -44,25 +43,16 @@ impl CoordinatorArgs {
         if token.is_none() && !no_auth {
             bail!("set --token (or COXSWAIN_TOKEN), or --no-auth to serve without authentication");
         }
-        let host = std::fs::read_to_string("/etc/hostname")
-            .map(|h| h.trim().to_owned())
-            .unwrap_or_default();
-        let instance =
-            instance.unwrap_or_else(|| format!("coordinator-{host}-{}", std::process::id()));
-        let client = nats.connect(format!("coxswain-{instance}")).await?;
-        let shutdown = CancellationToken::new();
-        let on_signal = shutdown.clone();
-        tokio::spawn(async move {
-            crate::shutdown::signalled().await;
-            on_signal.cancel();
-        });
+        let instance = instance
+            .unwrap_or_else(|| format!("coordinator-{}-{}", hostname(), std::process::id()));
+        let bus = nats.connect(format!("coxswain-{instance}")).await?;
         let config = coordinator::CoordinatorConfig {
             listen,
             token: if no_auth { None } else { token },
             instance,
             claim: Duration::from_secs(claim_seconds),
         };
-        coordinator::run(config, client, shutdown).await?;
+        coordinator::run(config, bus, cancel_on_signal()).await?;
         Ok(ExitCode::SUCCESS)
     }
 }

@@ -11,8 +11,7 @@ use anyhow::{Context, bail};
 use proto::{Manifests, Phase, Rollout, RolloutRequest, RolloutStatus, SCHEMA_VERSION};
 use serde_json::{Value, json};
 
-use crate::agent::NatsArgs;
-use crate::release::Output;
+use crate::args::Output;
 
 /// Inline manifests up to this size; larger ones go to the bundle store.
 const INLINE_LIMIT: usize = 256 * 1024;
@@ -61,6 +60,38 @@ impl CoordinatorClientArgs {
         }
         Ok(response.json().await?)
     }
+
+    /// Uploads a bundle through the coordinator (`POST /v1/bundles`) and checks the digest it
+    /// was stored under.
+    async fn upload_bundle(
+        &self,
+        client: &reqwest::Client,
+        bytes: Vec<u8>,
+        digest: &str,
+    ) -> anyhow::Result<()> {
+        let response = self
+            .request(client, reqwest::Method::POST, "/v1/bundles")
+            .header("content-type", "application/json")
+            .body(bytes)
+            .send()
+            .await
+            .with_context(|| format!("cannot reach the coordinator at {}", self.coordinator))?;
+        let status = response.status();
+        let body: Value = response.json().await.unwrap_or(Value::Null);
+        if !status.is_success() {
+            bail!(
+                "the coordinator refused the manifest bundle ({status}): {}",
+                body["error"].as_str().unwrap_or("?")
+            );
+        }
+        if body["digest"].as_str() != Some(digest) {
+            bail!(
+                "the coordinator stored the bundle as {}, expected {digest}",
+                body["digest"]
+            );
+        }
+        Ok(())
+    }
 }
 
 /// Arguments of `coxswain deploy`.
@@ -99,8 +130,6 @@ pub(crate) struct DeployArgs {
     output: Output,
     #[command(flatten)]
     coordinator: CoordinatorClientArgs,
-    #[command(flatten)]
-    nats: NatsArgs,
 }
 
 fn lookup<'a>(values: &'a Value, dotted: &str) -> Option<&'a Value> {
@@ -200,23 +229,49 @@ impl DeployArgs {
                 return Ok(ExitCode::from(2));
             }
         };
-        if let Manifests::Bundle { digest, .. } = &request.manifests {
-            let client = self.nats.connect("coxswain-deploy".into()).await?;
-            let js = async_nats::jetstream::new(client);
-            let topology = bus::ensure_topology(&js, &bus::TopologyConfig::default()).await?;
-            topology
-                .bundles
-                .put(digest.as_str(), &mut bytes.as_slice())
-                .await
-                .context("cannot store the manifest bundle")?;
-        }
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(30))
             .build()?;
+        if let Manifests::Bundle { digest, .. } = &request.manifests {
+            self.coordinator.upload_bundle(&http, bytes, digest).await?;
+        }
+        let Some((rollout, existing)) = self.submit(&http, &request).await? else {
+            return Ok(ExitCode::FAILURE);
+        };
+        if self.output == Output::Json && !self.wait {
+            println!("{}", serde_json::to_string_pretty(&rollout)?);
+        } else if self.output == Output::Text {
+            let waves: Vec<String> = rollout.waves.iter().map(|w| w.join(",")).collect();
+            println!(
+                "rollout {}{}: {} {} to {} in waves [{}]",
+                rollout.id,
+                if existing { " (already submitted)" } else { "" },
+                rollout.request.release,
+                rollout.request.version,
+                rollout.request.environment,
+                waves.join("] [")
+            );
+        }
+        if !self.wait {
+            return Ok(ExitCode::SUCCESS);
+        }
+        let Some(rollout) = self.follow(&http, rollout).await else {
+            return Ok(ExitCode::from(3));
+        };
+        self.summarize(&rollout)
+    }
+
+    /// Submits the request; the rollout and whether it existed already, or `None` (after
+    /// printing why) when the coordinator refused it.
+    async fn submit(
+        &self,
+        http: &reqwest::Client,
+        request: &RolloutRequest,
+    ) -> anyhow::Result<Option<(Rollout, bool)>> {
         let response = self
             .coordinator
-            .request(&http, reqwest::Method::POST, "/v1/rollouts")
-            .json(&request)
+            .request(http, reqwest::Method::POST, "/v1/rollouts")
+            .json(request)
             .send()
             .await
             .with_context(|| {
@@ -235,96 +290,60 @@ impl DeployArgs {
             for p in body["problems"].as_array().into_iter().flatten() {
                 eprintln!("  - {}", p.as_str().unwrap_or_default());
             }
-            return Ok(ExitCode::FAILURE);
+            return Ok(None);
         }
-        let mut rollout: Rollout = response.json().await?;
-        let existing = status == reqwest::StatusCode::OK;
-        if self.output == Output::Json && !self.wait {
-            println!("{}", serde_json::to_string_pretty(&rollout)?);
-        } else if self.output == Output::Text {
-            let waves: Vec<String> = rollout.waves.iter().map(|w| w.join(",")).collect();
-            println!(
-                "rollout {}{}: {} {} to {} in waves [{}]",
-                rollout.id,
-                if existing { " (already submitted)" } else { "" },
-                rollout.request.release,
-                rollout.request.version,
-                rollout.request.environment,
-                waves.join("] [")
-            );
-        }
-        if !self.wait {
-            return Ok(ExitCode::SUCCESS);
-        }
+        let rollout: Rollout = response.json().await?;
+        Ok(Some((rollout, status == reqwest::StatusCode::OK)))
+    }
+
+    /// Polls the rollout until it is final, printing each cluster's changes; `None` when the
+    /// timeout passed first.
+    async fn follow(&self, http: &reqwest::Client, mut rollout: Rollout) -> Option<Rollout> {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(self.timeout);
         let mut shown: BTreeMap<String, String> = BTreeMap::new();
         loop {
             if self.output == Output::Text {
-                for (cluster, c) in &rollout.clusters {
-                    let mut line = match c.phase {
-                        Some(p) => format!("{p}"),
-                        None if c.intent_id.is_some() => "sent".into(),
-                        None => continue,
-                    };
-                    if let Some(p) = c.revert_phase {
-                        line = format!("{line}, reverted: {p}");
-                    } else if c.revert_intent_id.is_some() {
-                        line = format!("{line}, reverting");
-                    }
-                    if shown.get(cluster) != Some(&line) {
-                        println!("  {cluster} (wave {}): {line}", c.wave + 1);
-                        shown.insert(cluster.clone(), line);
-                    }
-                }
+                show_changes(&rollout, &mut shown);
             }
             if rollout.status.is_final() {
-                break;
+                return Some(rollout);
             }
             if tokio::time::Instant::now() >= deadline {
                 eprintln!(
                     "error: rollout {} still running after {} s",
                     rollout.id, self.timeout
                 );
-                return Ok(ExitCode::from(3));
+                return None;
             }
             tokio::time::sleep(Duration::from_millis(500)).await;
-            match self.coordinator.rollout(&http, &rollout.id).await {
+            match self.coordinator.rollout(http, &rollout.id).await {
                 Ok(r) => rollout = r,
                 Err(error) => tracing::warn!(%error, "cannot read the rollout; retrying"),
             }
         }
+    }
+
+    /// Prints how the rollout ended; exit 0 only when every cluster succeeded.
+    fn summarize(&self, rollout: &Rollout) -> anyhow::Result<ExitCode> {
         if self.output == Output::Json {
-            println!("{}", serde_json::to_string_pretty(&rollout)?);
+            println!("{}", serde_json::to_string_pretty(rollout)?);
         } else {
-            let untouched: Vec<&String> = rollout
+            let reason = rollout.reason.as_deref().unwrap_or("?");
+            let how = match rollout.status {
+                RolloutStatus::Succeeded => "succeeded on every cluster".to_owned(),
+                RolloutStatus::Failed => format!("failed: {reason}"),
+                RolloutStatus::Reverted => format!("failed and reverted: {reason}"),
+                RolloutStatus::Running => "running".to_owned(),
+            };
+            println!("rollout {}: {how}", rollout.id);
+            let untouched: Vec<&str> = rollout
                 .clusters
                 .iter()
                 .filter(|(_, c)| c.intent_id.is_none())
-                .map(|(n, _)| n)
+                .map(|(n, _)| n.as_str())
                 .collect();
-            println!(
-                "rollout {}: {}",
-                rollout.id,
-                match rollout.status {
-                    RolloutStatus::Succeeded => "succeeded on every cluster".to_owned(),
-                    RolloutStatus::Failed =>
-                        format!("failed: {}", rollout.reason.as_deref().unwrap_or("?")),
-                    RolloutStatus::Reverted => format!(
-                        "failed and reverted: {}",
-                        rollout.reason.as_deref().unwrap_or("?")
-                    ),
-                    RolloutStatus::Running => "running".to_owned(),
-                }
-            );
             if !untouched.is_empty() {
-                println!(
-                    "  not deployed (halted): {}",
-                    untouched
-                        .iter()
-                        .map(|s| s.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                );
+                println!("  not deployed (halted): {}", untouched.join(", "));
             }
         }
         let ok = rollout.status == RolloutStatus::Succeeded
@@ -337,5 +356,25 @@ impl DeployArgs {
         } else {
             ExitCode::FAILURE
         })
+    }
+}
+
+/// Prints each cluster whose line changed since last shown.
+fn show_changes(rollout: &Rollout, shown: &mut BTreeMap<String, String>) {
+    for (cluster, c) in &rollout.clusters {
+        let mut line = match c.phase {
+            Some(p) => format!("{p}"),
+            None if c.intent_id.is_some() => "sent".into(),
+            None => continue,
+        };
+        if let Some(p) = c.revert_phase {
+            line = format!("{line}, reverted: {p}");
+        } else if c.revert_intent_id.is_some() {
+            line = format!("{line}, reverting");
+        }
+        if shown.get(cluster) != Some(&line) {
+            println!("  {cluster} (wave {}): {line}", c.wave + 1);
+            shown.insert(cluster.clone(), line);
+        }
     }
 }

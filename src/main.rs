@@ -1,11 +1,13 @@
 //! The `coxswain` binary: one executable, a subcommand per role.
 
 mod agent;
+mod args;
 mod cli;
 mod coordinate;
 mod deploy;
 mod observe;
 mod release;
+mod rollback;
 mod schema;
 mod shutdown;
 mod simulate;

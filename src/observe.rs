@@ -1,4 +1,4 @@
-//! Observers that read NATS directly: `coxswain watch` (events live), `coxswain history` (the
+//! Observers that only read NATS: `coxswain watch` (events live), `coxswain history` (the
 //! audit trail), `coxswain status` (clusters x releases).
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -6,12 +6,10 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use async_nats::jetstream::{self, consumer};
-use futures::StreamExt;
-use proto::{Outcome, ReleaseState};
+use bus::{EventFeed, EventQuery, Since};
+use proto::Outcome;
 
-use crate::agent::NatsArgs;
-use crate::release::Output;
+use crate::args::{NatsArgs, Output};
 
 /// Which events.
 #[derive(Debug, clap::Args)]
@@ -25,17 +23,11 @@ pub(crate) struct EventFilter {
 }
 
 impl EventFilter {
-    fn subject(&self) -> anyhow::Result<String> {
-        for name in [&self.cluster, &self.release].into_iter().flatten() {
-            if let Err(p) = proto::check_dns_label(name) {
-                bail!("{name:?} is not a cluster or release name: {p:?}");
-            }
+    fn query(&self) -> EventQuery {
+        EventQuery {
+            cluster: self.cluster.clone(),
+            release: self.release.clone(),
         }
-        Ok(format!(
-            "coxswain.event.{}.{}",
-            self.cluster.as_deref().unwrap_or("*"),
-            self.release.as_deref().unwrap_or("*")
-        ))
     }
 }
 
@@ -58,21 +50,11 @@ fn parse_age(text: &str) -> anyhow::Result<Duration> {
     Ok(Duration::from_secs(seconds))
 }
 
-async fn jetstream(nats: &NatsArgs) -> anyhow::Result<jetstream::Context> {
-    let client = nats.connect("coxswain-observer".into()).await?;
-    Ok(jetstream::new(client))
+async fn observer(nats: &NatsArgs) -> anyhow::Result<bus::Bus> {
+    nats.connect("coxswain-observer".into()).await
 }
 
-fn decode(m: &jetstream::Message) -> Option<Outcome> {
-    let ct = m
-        .headers
-        .as_ref()
-        .and_then(|h| h.get(proto::header::CONTENT_TYPE))
-        .map(|v| v.as_str().to_owned());
-    proto::decode(ct.as_deref(), &m.payload).ok()
-}
-
-fn line(e: &Outcome) -> String {
+pub(crate) fn line(e: &Outcome) -> String {
     let mut l = format!(
         "{}  {:<12} {:<12} {:<16} {:<14}",
         e.at.strftime("%Y-%m-%d %H:%M:%S"),
@@ -116,49 +98,24 @@ impl WatchArgs {
             output,
             nats,
         } = self;
-        let js = jetstream(&nats).await?;
-        let deliver = match since {
-            Some(age) => {
-                let from =
-                    jiff::Timestamp::now() - jiff::SignedDuration::try_from(parse_age(&age)?)?;
-                consumer::DeliverPolicy::ByStartTime {
-                    start_time: async_nats::datetime::parse_rfc3339(&from.to_string())
-                        .map_err(|e| anyhow::anyhow!("{e}"))?,
-                }
-            }
-            None => consumer::DeliverPolicy::New,
+        let bus = observer(&nats).await?;
+        let since = match since {
+            Some(age) => Since::Time(
+                jiff::Timestamp::now() - jiff::SignedDuration::try_from(parse_age(&age)?)?,
+            ),
+            None => Since::New,
         };
-        let stream = js
-            .get_stream(proto::stream::EVENTS)
+        let mut feed = EventFeed::open(&bus, &filter.query(), since)
             .await
-            .context("no event stream yet: is anything deployed?")?;
-        let feed = stream
-            .create_consumer(consumer::pull::OrderedConfig {
-                filter_subject: filter.subject()?,
-                deliver_policy: deliver,
-                ..Default::default()
-            })
-            .await?;
-        let mut messages = feed.messages().await?;
-        let mut seen = BTreeSet::new();
+            .context("cannot follow events: is anything deployed?")?;
         loop {
             tokio::select! {
                 () = crate::shutdown::signalled() => return Ok(ExitCode::SUCCESS),
-                next = messages.next() => match next {
-                    Some(Ok(m)) => {
-                        let Some(e) = decode(&m) else { continue };
-                        // Delivered at least once: show each event id once.
-                        if !seen.insert(e.event_id.clone()) {
-                            continue;
-                        }
-                        if output == Output::Json {
-                            println!("{}", serde_json::to_string(&e)?);
-                        } else {
-                            println!("{}", line(&e));
-                        }
-                    }
-                    Some(Err(error)) => tracing::warn!(%error, "event stream interrupted; resuming"),
-                    None => return Ok(ExitCode::SUCCESS),
+                next = feed.next() => match next {
+                    Ok(Some(e)) if output == Output::Json => println!("{}", serde_json::to_string(&e)?),
+                    Ok(Some(e)) => println!("{}", line(&e)),
+                    Ok(None) => return Ok(ExitCode::SUCCESS),
+                    Err(error) => tracing::warn!(%error, "event stream interrupted; resuming"),
                 },
             }
         }
@@ -188,36 +145,12 @@ impl HistoryArgs {
             output,
             nats,
         } = self;
-        let js = jetstream(&nats).await?;
-        let stream = js
-            .get_stream(proto::stream::EVENTS)
+        let bus = observer(&nats).await?;
+        let feed = EventFeed::open(&bus, &filter.query(), Since::All)
             .await
-            .context("no event stream yet: is anything deployed?")?;
-        let mut feed = stream
-            .create_consumer(consumer::pull::OrderedConfig {
-                filter_subject: filter.subject()?,
-                ..Default::default()
-            })
-            .await?;
-        let pending = feed.info().await?.num_pending;
-        let mut messages = feed.messages().await?;
-        let mut events = Vec::new();
-        let mut seen = BTreeSet::new();
-        let mut read = 0;
-        while read < pending {
-            match tokio::time::timeout(Duration::from_secs(5), messages.next()).await {
-                Ok(Some(Ok(m))) => {
-                    read += 1;
-                    if let Some(e) = decode(&m)
-                        && seen.insert(e.event_id.clone())
-                        && (all || e.terminal)
-                    {
-                        events.push(e);
-                    }
-                }
-                _ => break,
-            }
-        }
+            .context("cannot read events: is anything deployed?")?;
+        let mut events = feed.backlog(Duration::from_secs(5)).await?;
+        events.retain(|e| all || e.terminal);
         if output == Output::Json {
             println!("{}", serde_json::to_string_pretty(&events)?);
         } else if events.is_empty() {
@@ -248,20 +181,12 @@ pub(crate) struct StatusArgs {
 impl StatusArgs {
     pub(crate) async fn run(self) -> anyhow::Result<ExitCode> {
         let Self { output, nats } = self;
-        let js = jetstream(&nats).await?;
-        let kv = js
-            .get_key_value(proto::bucket::STATE)
+        let bus = observer(&nats).await?;
+        let topology = bus
+            .open_topology()
             .await
             .context("no release state yet: is anything deployed?")?;
-        let mut keys = kv.keys().await?;
-        let mut states: Vec<ReleaseState> = Vec::new();
-        while let Some(key) = keys.next().await {
-            if let Some(bytes) = kv.get(key?).await?
-                && let Ok(s) = proto::decode::<ReleaseState>(Some("application/json"), &bytes)
-            {
-                states.push(s);
-            }
-        }
+        let mut states = topology.states.all().await?;
         states.sort_by(|a, b| (&a.cluster, &a.release).cmp(&(&b.cluster, &b.release)));
         if output == Output::Json {
             println!("{}", serde_json::to_string_pretty(&states)?);
@@ -296,120 +221,5 @@ impl StatusArgs {
             println!();
         }
         Ok(ExitCode::SUCCESS)
-    }
-}
-
-/// Arguments of `coxswain rollback`.
-#[derive(Debug, clap::Args)]
-pub(crate) struct RollbackArgs {
-    /// Release to roll back.
-    #[arg(long)]
-    release: String,
-    /// Cluster to roll it back on.
-    #[arg(long)]
-    cluster: String,
-    /// Revision to return to (`coxswain release history`); default: the one deployed before
-    /// the current one.
-    #[arg(long)]
-    to: Option<u32>,
-    /// Who asks; default $USER.
-    #[arg(long, env = "COXSWAIN_REQUESTED_BY")]
-    requested_by: Option<String>,
-    /// Give up waiting for the outcome after this many seconds (exit 3).
-    #[arg(long, default_value_t = 600)]
-    timeout: u64,
-    #[command(flatten)]
-    nats: NatsArgs,
-}
-
-impl RollbackArgs {
-    /// Publishes a rollback intent to the cluster's agent and follows it; exit 0 when the
-    /// earlier revision is back and healthy.
-    pub(crate) async fn run(self) -> anyhow::Result<ExitCode> {
-        let Self {
-            release,
-            cluster,
-            to,
-            requested_by,
-            timeout,
-            nats,
-        } = self;
-        let js = jetstream(&nats).await?;
-        let registry = js.get_key_value(proto::bucket::CLUSTERS).await?;
-        let record = registry
-            .get(&cluster)
-            .await?
-            .with_context(|| format!("no cluster {cluster:?} is registered"))?;
-        let record: proto::ClusterRecord = proto::decode(Some("application/json"), &record)?;
-        let environment = record
-            .labels
-            .get("env")
-            .cloned()
-            .context("the cluster has no env label")?;
-        let states = js.get_key_value(proto::bucket::STATE).await?;
-        let state = states
-            .get(format!("{cluster}.{release}"))
-            .await?
-            .with_context(|| format!("release {release} was never deployed to {cluster}"))?;
-        let state: ReleaseState = proto::decode(Some("application/json"), &state)?;
-        let id = format!("rollback-{}", jiff::Timestamp::now().as_millisecond());
-        let intent = proto::DeployIntent {
-            schema_version: proto::SCHEMA_VERSION,
-            id: id.clone(),
-            cluster: cluster.clone(),
-            release: release.clone(),
-            namespace: state.namespace.clone(),
-            environment,
-            version: to.map_or_else(|| "previous".to_owned(), |n| format!("revision {n}")),
-            images: Default::default(),
-            manifests: proto::Manifests::Revision { revision: to },
-            health: proto::HealthPolicy {
-                timeout_secs: timeout.clamp(1, 86_400),
-                ..Default::default()
-            },
-            rollback: Default::default(),
-            requested_by: requested_by
-                .unwrap_or_else(|| std::env::var("USER").unwrap_or_else(|_| "unknown".into())),
-            created_at: jiff::Timestamp::now(),
-            rollout_id: None,
-        };
-        let stream = js.get_stream(proto::stream::EVENTS).await?;
-        let feed = stream
-            .create_consumer(consumer::pull::OrderedConfig {
-                filter_subject: proto::event_subject(&cluster, &release)?,
-                deliver_policy: consumer::DeliverPolicy::New,
-                ..Default::default()
-            })
-            .await?;
-        let mut messages = feed.messages().await?;
-        bus::publish_intent(&js, &intent, proto::ContentType::MsgPack, None).await?;
-        println!("rollback {id} of {release} on {cluster} sent");
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(timeout);
-        loop {
-            match tokio::time::timeout_at(deadline, messages.next()).await {
-                Ok(Some(Ok(m))) => {
-                    let Some(e) = decode(&m) else { continue };
-                    if e.intent_id != id {
-                        continue;
-                    }
-                    println!("{}", line(&e));
-                    if e.terminal {
-                        return Ok(if e.phase == proto::Phase::Succeeded {
-                            ExitCode::SUCCESS
-                        } else {
-                            ExitCode::FAILURE
-                        });
-                    }
-                }
-                Ok(Some(Err(error))) => {
-                    tracing::warn!(%error, "event stream interrupted; resuming")
-                }
-                Ok(None) => bail!("the event stream ended"),
-                Err(_) => {
-                    eprintln!("error: no outcome within {timeout} s");
-                    return Ok(ExitCode::from(3));
-                }
-            }
-        }
     }
 }

@@ -5,43 +5,13 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context, bail};
-use clap::{Subcommand, ValueEnum};
+use clap::Subcommand;
 use deploy::{Engine, EngineConfig, Progress, Release, Report};
 use proto::{HealthPolicy, HealthStatus, Phase, RollbackPolicy};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
-/// How to reach the cluster.
-#[derive(Debug, clap::Args)]
-pub(crate) struct KubeArgs {
-    /// Kubeconfig file; without it, $KUBECONFIG, ~/.kube/config or the in-cluster account.
-    #[arg(long, env = "COXSWAIN_KUBECONFIG", global = true)]
-    kubeconfig: Option<PathBuf>,
-    /// Kubeconfig context to use instead of the current one.
-    #[arg(long, env = "COXSWAIN_KUBE_CONTEXT", global = true)]
-    context: Option<String>,
-}
-
-impl KubeArgs {
-    pub(crate) async fn client(&self) -> anyhow::Result<kube::Client> {
-        let options = kube::config::KubeConfigOptions {
-            context: self.context.clone(),
-            ..Default::default()
-        };
-        let config = match &self.kubeconfig {
-            Some(path) => {
-                let file = kube::config::Kubeconfig::read_from(path)
-                    .with_context(|| format!("cannot read kubeconfig {}", path.display()))?;
-                kube::Config::from_custom_kubeconfig(file, &options).await?
-            }
-            None if self.context.is_some() => kube::Config::from_kubeconfig(&options).await?,
-            None => kube::Config::infer()
-                .await
-                .context("no kubeconfig found (use --kubeconfig)")?,
-        };
-        Ok(kube::Client::try_from(config)?)
-    }
-}
+use crate::args::{KubeArgs, Output, cancel_on_signal, hostname};
 
 /// A release folder and its values.
 #[derive(Debug, clap::Args)]
@@ -127,22 +97,10 @@ pub(crate) enum ReleaseCommand {
     },
 }
 
-/// Output format.
-#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
-pub(crate) enum Output {
-    /// Aligned text for people.
-    Text,
-    /// JSON for programs.
-    Json,
-}
-
 fn engine_config() -> EngineConfig {
     let user = std::env::var("USER").unwrap_or_else(|_| "someone".into());
-    let host = std::fs::read_to_string("/etc/hostname")
-        .map(|h| h.trim().to_owned())
-        .unwrap_or_default();
     EngineConfig {
-        holder: format!("coxswain-cli/{user}@{host}/{}", std::process::id()),
+        holder: format!("coxswain-cli/{user}@{}/{}", hostname(), std::process::id()),
         ..Default::default()
     }
 }
@@ -175,12 +133,7 @@ fn finish(report: &Report) -> ExitCode {
 
 impl ReleaseCommand {
     pub(crate) async fn run(self) -> anyhow::Result<ExitCode> {
-        let cancel = CancellationToken::new();
-        let on_signal = cancel.clone();
-        tokio::spawn(async move {
-            crate::shutdown::signalled().await;
-            on_signal.cancel();
-        });
+        let cancel = cancel_on_signal();
         match self {
             Self::Apply {
                 render,
@@ -188,74 +141,13 @@ impl ReleaseCommand {
                 wait,
                 timeout,
                 kube,
-            } => {
-                let rendered = render.render()?;
-                let mut engine = Engine::new(kube.client().await?, engine_config());
-                let release = Release {
-                    name: render.name.clone(),
-                    namespace: render.namespace.clone(),
-                    version: app_version,
-                    intent_id: None,
-                    rendered,
-                    health: HealthPolicy {
-                        timeout_secs: timeout,
-                        ..Default::default()
-                    },
-                    rollback: RollbackPolicy::default(),
-                    rollback_of: None,
-                    wait,
-                };
-                let report = engine.deploy(release, &print_progress, &cancel).await?;
-                Ok(finish(&report))
-            }
+            } => apply(render, app_version, wait, timeout, kube, &cancel).await,
             Self::History {
                 name,
                 namespace,
                 output,
                 kube,
-            } => {
-                let engine = Engine::new(kube.client().await?, engine_config());
-                let revisions = engine.history(&namespace, &name).await?;
-                if output == Output::Json {
-                    let rows: Vec<Value> = revisions
-                        .iter()
-                        .map(|r| json!({"revision": r.number, "status": r.status, "version": r.version, "intent_id": r.intent_id,
-                            "outcome": r.outcome, "rollback_of": r.rollback_of, "reason": r.reason, "digest": r.digest,
-                            "updated_at": r.updated_at.to_string()}))
-                        .collect();
-                    println!("{}", serde_json::to_string_pretty(&rows)?);
-                } else if revisions.is_empty() {
-                    println!("release {name} has no history in namespace {namespace}");
-                } else {
-                    println!(
-                        "{:<9} {:<11} {:<16} {:<16} {:<25} NOTE",
-                        "REVISION", "STATUS", "VERSION", "OUTCOME", "UPDATED"
-                    );
-                    for r in &revisions {
-                        let outcome = r.outcome.map_or_else(|| "-".to_owned(), |p| p.to_string());
-                        let mut note = r
-                            .rollback_of
-                            .map(|n| format!("rollback to {n}"))
-                            .unwrap_or_default();
-                        if let Some(reason) = &r.reason {
-                            note = if note.is_empty() {
-                                reason.clone()
-                            } else {
-                                format!("{note}: {reason}")
-                            };
-                        }
-                        println!(
-                            "{:<9} {:<11} {:<16} {:<16} {:<25} {note}",
-                            r.number,
-                            r.status.as_str(),
-                            r.version,
-                            outcome,
-                            r.updated_at.strftime("%Y-%m-%d %H:%M:%S UTC")
-                        );
-                    }
-                }
-                Ok(ExitCode::SUCCESS)
-            }
+            } => history(&name, &namespace, output, kube).await,
             Self::Rollback {
                 name,
                 namespace,
@@ -268,21 +160,93 @@ impl ReleaseCommand {
                     timeout_secs: timeout,
                     ..Default::default()
                 };
-                let report = engine
-                    .rollback(
-                        &namespace,
-                        &name,
-                        to,
-                        None,
-                        health,
-                        &print_progress,
-                        &cancel,
-                    )
-                    .await?;
+                let target = deploy::Rollback {
+                    name,
+                    namespace,
+                    to,
+                    intent_id: None,
+                    health,
+                };
+                let report = engine.rollback(target, &print_progress, &cancel).await?;
                 Ok(finish(&report))
             }
         }
     }
+}
+
+async fn apply(
+    render: RenderArgs,
+    version: String,
+    wait: bool,
+    timeout: u64,
+    kube: KubeArgs,
+    cancel: &CancellationToken,
+) -> anyhow::Result<ExitCode> {
+    let rendered = render.render()?;
+    let mut engine = Engine::new(kube.client().await?, engine_config());
+    let release = Release {
+        name: render.name,
+        namespace: render.namespace,
+        version,
+        intent_id: None,
+        rendered,
+        health: HealthPolicy {
+            timeout_secs: timeout,
+            ..Default::default()
+        },
+        rollback: RollbackPolicy::default(),
+        rollback_of: None,
+        wait,
+    };
+    let report = engine.deploy(release, &print_progress, cancel).await?;
+    Ok(finish(&report))
+}
+
+async fn history(
+    name: &str,
+    namespace: &str,
+    output: Output,
+    kube: KubeArgs,
+) -> anyhow::Result<ExitCode> {
+    let engine = Engine::new(kube.client().await?, engine_config());
+    let revisions = engine.history(namespace, name).await?;
+    if output == Output::Json {
+        let rows: Vec<Value> = revisions
+            .iter()
+            .map(|r| json!({"revision": r.number, "status": r.status, "version": r.version, "intent_id": r.intent_id,
+                "outcome": r.outcome, "rollback_of": r.rollback_of, "reason": r.reason, "digest": r.digest,
+                "updated_at": r.updated_at.to_string()}))
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    if revisions.is_empty() {
+        println!("release {name} has no history in namespace {namespace}");
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "{:<9} {:<11} {:<16} {:<16} {:<25} NOTE",
+        "REVISION", "STATUS", "VERSION", "OUTCOME", "UPDATED"
+    );
+    for r in &revisions {
+        let outcome = r.outcome.map_or_else(|| "-".to_owned(), |p| p.to_string());
+        let rollback = r.rollback_of.map(|n| format!("rollback to {n}"));
+        let note = match (rollback, &r.reason) {
+            (Some(rb), Some(reason)) => format!("{rb}: {reason}"),
+            (Some(rb), None) => rb,
+            (None, Some(reason)) => reason.clone(),
+            (None, None) => String::new(),
+        };
+        println!(
+            "{:<9} {:<11} {:<16} {:<16} {:<25} {note}",
+            r.number,
+            r.status.as_str(),
+            r.version,
+            outcome,
+            r.updated_at.strftime("%Y-%m-%d %H:%M:%S UTC")
+        );
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Arguments of `coxswain diff`.

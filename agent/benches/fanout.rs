@@ -8,8 +8,7 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
-use proto::{ContentType, DeployIntent, Manifests, Outcome, Phase, SCHEMA_VERSION};
+use proto::{ContentType, DeployIntent, Manifests, Phase, SCHEMA_VERSION};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
@@ -63,8 +62,9 @@ async fn fanout(n: usize) {
         ..Default::default()
     };
     let connect = || bus::connect(&options);
-    let js = async_nats::jetstream::new(connect().await.unwrap());
-    let topology = bus::ensure_topology(&js, &bus::TopologyConfig::default())
+    let js = connect().await.unwrap();
+    let topology = js
+        .ensure_topology(&bus::TopologyConfig::default())
         .await
         .unwrap();
 
@@ -92,11 +92,7 @@ async fn fanout(n: usize) {
     // Every agent registered and its consumer in place.
     let started = Instant::now();
     loop {
-        let mut keys = topology.clusters.keys().await.unwrap();
-        let mut count = 0;
-        while keys.next().await.is_some() {
-            count += 1;
-        }
+        let count = topology.registry.all().await.unwrap().len();
         if count >= n {
             break;
         }
@@ -111,22 +107,14 @@ async fn fanout(n: usize) {
 
     // An ordered JetStream consumer: unlike a core subscription it cannot drop events when
     // a thousand agents publish at once.
-    let feed = js
-        .get_stream(proto::stream::EVENTS)
-        .await
-        .unwrap()
-        .create_consumer(async_nats::jetstream::consumer::pull::OrderedConfig {
-            deliver_policy: async_nats::jetstream::consumer::DeliverPolicy::New,
-            ..Default::default()
-        })
+    let mut events = bus::EventFeed::open(&js, &bus::EventQuery::default(), bus::Since::New)
         .await
         .unwrap();
-    let mut events = feed.messages().await.unwrap();
     let mut sent: HashMap<String, Instant> = HashMap::new();
     for name in &names {
         let i = intent(name);
         sent.insert(i.id.clone(), Instant::now());
-        bus::publish_intent(&js, &i, ContentType::MsgPack, None)
+        js.publish_intent(&i, ContentType::MsgPack, None)
             .await
             .unwrap();
     }
@@ -135,17 +123,9 @@ async fn fanout(n: usize) {
     let mut failed = 0;
     let deadline = Instant::now() + Duration::from_secs(600);
     while succeeded.len() + failed < n && Instant::now() < deadline {
-        let Ok(Some(Ok(m))) = tokio::time::timeout(Duration::from_secs(30), events.next()).await
+        let Ok(Ok(Some(e))) = tokio::time::timeout(Duration::from_secs(30), events.next()).await
         else {
             break;
-        };
-        let ct = m
-            .headers
-            .as_ref()
-            .and_then(|h| h.get("Content-Type"))
-            .map(|v| v.as_str().to_owned());
-        let Ok(e) = proto::decode::<Outcome>(ct.as_deref(), &m.payload) else {
-            continue;
         };
         let Some(t0) = sent.get(&e.intent_id) else {
             continue;

@@ -5,6 +5,7 @@
 //! It keeps no state of its own: the release history and lock live in the cluster, intents and
 //! events in JetStream. Kill it at any moment and the redelivered intent resumes.
 
+mod checks;
 mod config;
 mod metrics;
 mod registry;

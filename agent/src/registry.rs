@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
-use async_nats::jetstream::kv;
-use proto::{AgentStatus, ClusterRecord, ContentType, SCHEMA_VERSION};
+use bus::Registry;
+use proto::{AgentStatus, ClusterRecord, SCHEMA_VERSION};
 use tokio_util::sync::CancellationToken;
 
 use crate::AgentConfig;
@@ -25,23 +25,16 @@ fn record(config: &AgentConfig, status: AgentStatus) -> ClusterRecord {
 }
 
 /// Writes the record once.
-pub(crate) async fn put(store: &kv::Store, config: &AgentConfig, status: AgentStatus) {
-    let bytes = match proto::encode(ContentType::Json, &record(config, status)) {
-        Ok(b) => b,
-        Err(error) => {
-            tracing::error!(%error, "cannot encode the cluster record");
-            return;
-        }
-    };
-    if let Err(error) = store.put(&config.cluster, bytes.into()).await {
+pub(crate) async fn put(registry: &Registry, config: &AgentConfig, status: AgentStatus) {
+    if let Err(error) = registry.put(&record(config, status)).await {
         tracing::warn!(%error, "cannot write the cluster record; will retry at the next heartbeat");
     }
 }
 
 /// Heartbeats until cancelled.
-pub(crate) async fn heartbeat(store: kv::Store, config: AgentConfig, cancel: CancellationToken) {
+pub(crate) async fn heartbeat(registry: Registry, config: AgentConfig, cancel: CancellationToken) {
     loop {
-        put(&store, &config, AgentStatus::Ready).await;
+        put(&registry, &config, AgentStatus::Ready).await;
         tokio::select! {
             () = cancel.cancelled() => return,
             () = tokio::time::sleep(config.heartbeat.max(Duration::from_millis(100))) => {}

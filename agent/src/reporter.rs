@@ -3,39 +3,73 @@
 
 use std::time::Duration;
 
-use async_nats::jetstream::{self, kv};
 use backon::{ExponentialBuilder, Retryable};
-use proto::{ContentType, Outcome, Phase, ReleaseState, ResourceHealth, SCHEMA_VERSION};
+use bus::{Bus, ReleaseStates};
+use proto::{ContentType, Outcome, Phase, ReleaseState, SCHEMA_VERSION};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 /// Publishes one intent's events.
 #[derive(Clone)]
 pub(crate) struct Reporter {
     pub(crate) metrics: std::sync::Arc<crate::Metrics>,
-    pub(crate) js: jetstream::Context,
-    pub(crate) state: kv::Store,
-    pub(crate) cluster: String,
+    pub(crate) bus: Bus,
+    pub(crate) states: ReleaseStates,
     pub(crate) content_type: ContentType,
     /// Cancelled only when the agent must stop at once (after the grace period).
     pub(crate) hard_stop: CancellationToken,
 }
 
-/// What one event says.
+/// What every event about one delivery of an intent shares.
 #[derive(Debug, Clone)]
-pub(crate) struct Event {
+pub(crate) struct About {
+    pub(crate) cluster: String,
     pub(crate) intent_id: String,
     pub(crate) release: String,
     pub(crate) namespace: String,
-    pub(crate) version: String,
+    pub(crate) version: Option<String>,
     pub(crate) requested_by: Option<String>,
     pub(crate) rollout_id: Option<String>,
-    pub(crate) phase: Phase,
-    pub(crate) terminal: bool,
-    pub(crate) revision: Option<u32>,
     pub(crate) attempt: u32,
-    pub(crate) reason: Option<String>,
-    pub(crate) resources: Vec<ResourceHealth>,
-    pub(crate) elapsed: Duration,
+    pub(crate) received: Instant,
+}
+
+impl About {
+    /// The event of `phase`, with its stable id.
+    pub(crate) fn outcome(&self, phase: Phase, terminal: bool) -> Outcome {
+        Outcome {
+            schema_version: SCHEMA_VERSION,
+            event_id: Outcome::event_id_for(
+                &self.cluster,
+                &self.intent_id,
+                phase,
+                self.attempt,
+                terminal,
+            ),
+            intent_id: self.intent_id.clone(),
+            cluster: self.cluster.clone(),
+            release: self.release.clone(),
+            phase,
+            terminal,
+            revision: None,
+            attempt: self.attempt,
+            version: self.version.clone(),
+            requested_by: self.requested_by.clone(),
+            rollout_id: self.rollout_id.clone(),
+            reason: None,
+            resources: Vec::new(),
+            at: jiff::Timestamp::now(),
+            elapsed_ms: u64::try_from(self.received.elapsed().as_millis()).ok(),
+        }
+    }
+
+    /// A final event of `phase` for `reason`.
+    pub(crate) fn ended(&self, phase: Phase, reason: impl Into<String>) -> Outcome {
+        Outcome {
+            reason: Some(reason.into()),
+            ..self.outcome(phase, true)
+        }
+    }
 }
 
 impl Reporter {
@@ -49,42 +83,19 @@ impl Reporter {
 
     /// Publishes the event (retrying until stored) and updates the release state. `false`
     /// when the agent stopped before the event could be stored.
-    pub(crate) async fn report(&self, event: &Event, traceparent: Option<&str>) -> bool {
-        let outcome = Outcome {
-            schema_version: SCHEMA_VERSION,
-            event_id: Outcome::event_id_for(
-                &self.cluster,
-                &event.intent_id,
-                event.phase,
-                event.attempt,
-                event.terminal,
-            ),
-            intent_id: event.intent_id.clone(),
-            cluster: self.cluster.clone(),
-            release: event.release.clone(),
-            phase: event.phase,
-            terminal: event.terminal,
-            revision: event.revision,
-            attempt: event.attempt,
-            version: Some(event.version.clone()),
-            requested_by: event.requested_by.clone(),
-            rollout_id: event.rollout_id.clone(),
-            reason: event.reason.clone(),
-            resources: event.resources.clone(),
-            at: jiff::Timestamp::now(),
-            elapsed_ms: u64::try_from(event.elapsed.as_millis()).ok(),
-        };
+    pub(crate) async fn report(
+        &self,
+        outcome: &Outcome,
+        about: &About,
+        traceparent: Option<&str>,
+    ) -> bool {
         let policy = ExponentialBuilder::default()
             .with_min_delay(Duration::from_millis(50))
             .with_max_delay(Duration::from_secs(5))
             .without_max_times();
         let publish = || {
-            bus::publish_outcome(
-                &self.js,
-                &outcome,
-                self.content_type,
-                traceparent.map(str::to_owned),
-            )
+            self.bus
+                .publish_outcome(outcome, self.content_type, traceparent.map(str::to_owned))
         };
         let stored = publish
             .retry(policy)
@@ -95,45 +106,41 @@ impl Reporter {
             result = stored => result,
         };
         match published {
-            Ok(p) => {
-                tracing::info!(phase = %outcome.phase, release = outcome.release, intent = outcome.intent_id,
-                revision = ?outcome.revision, duplicate = p.duplicate, "outcome event stored")
-            }
+            Ok(p) => tracing::info!(phase = %outcome.phase, release = outcome.release,
+                intent = outcome.intent_id, revision = ?outcome.revision,
+                duplicate = p.duplicate, "outcome event stored"),
             // Unreachable with unlimited retries; kept so a future limit cannot drop silently.
             Err(error) => {
                 tracing::error!(%error, phase = %outcome.phase, "outcome event could not be stored");
                 return false;
             }
         }
-        if event.terminal {
-            self.metrics.finished(event.phase.as_str(), event.elapsed);
+        if outcome.terminal {
+            self.metrics
+                .finished(outcome.phase.as_str(), about.received.elapsed());
         }
-        self.put_state(event).await;
+        self.put_state(outcome, about).await;
         true
     }
 
-    async fn put_state(&self, event: &Event) {
+    async fn put_state(&self, outcome: &Outcome, about: &About) {
         let state = ReleaseState {
             schema_version: SCHEMA_VERSION,
-            cluster: self.cluster.clone(),
-            release: event.release.clone(),
-            namespace: event.namespace.clone(),
-            intent_id: event.intent_id.clone(),
-            version: event.version.clone(),
-            revision: event.revision,
-            phase: event.phase,
-            reason: event.reason.clone(),
+            cluster: outcome.cluster.clone(),
+            release: outcome.release.clone(),
+            namespace: about.namespace.clone(),
+            intent_id: outcome.intent_id.clone(),
+            version: outcome.version.clone().unwrap_or_default(),
+            revision: outcome.revision,
+            phase: outcome.phase,
+            reason: outcome.reason.clone(),
             updated_at: jiff::Timestamp::now(),
         };
-        let Ok(bytes) = proto::encode(ContentType::Json, &state) else {
-            return;
-        };
-        let key = format!("{}.{}", self.cluster, event.release);
         for attempt in 1..=5u32 {
-            match self.state.put(&key, bytes.clone().into()).await {
+            match self.states.put(&state).await {
                 Ok(_) => return,
                 Err(error) => {
-                    tracing::warn!(%error, key, attempt, "cannot update the release state");
+                    tracing::warn!(%error, attempt, "cannot update the release state");
                     tokio::time::sleep(Duration::from_millis(100) * attempt).await;
                 }
             }

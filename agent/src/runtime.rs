@@ -1,134 +1,234 @@
-//! The agent's main loop: one owner (this task) for the map of running releases; workers are
-//! spawned per intent and report back when done. SIGTERM stops the pulling, lets in-flight
-//! work finish within the grace period, then hands the rest back.
+//! The agent's main loop, in three steps: `setup` (topology, registry heartbeat, consumer,
+//! metrics), the dispatch loop (one owner, this task, for the map of running releases;
+//! workers are spawned per intent and report back when done), and `drain`: SIGTERM stops the
+//! pulling, lets in-flight work finish within the grace period, then hands the rest back.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bus::{ConsumerOptions, IntentConsumer, TopologyConfig};
+use bus::{Bus, ConsumerOptions, Delivery, IntentConsumer, Registry, TopologyConfig};
 use proto::AgentStatus;
-use tokio::sync::{Mutex, Semaphore, mpsc};
+use tokio::sync::{Mutex, OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use crate::reporter::Reporter;
-use crate::worker::{self, Shared};
+use crate::worker::{self, Job, Shared};
 use crate::{AgentConfig, AgentError, registry};
 
 /// Runs the agent until `shutdown` is cancelled, then drains.
 pub async fn run(
     config: AgentConfig,
-    nats: async_nats::Client,
+    bus: Bus,
     kube: kube::Client,
     shutdown: CancellationToken,
 ) -> Result<(), AgentError> {
+    let agent = setup(config, bus, kube).await?;
+    let mut dispatcher = Dispatcher::new(&agent);
+    dispatcher.run(&agent, &shutdown).await;
+    agent.drain(dispatcher.tracker).await;
+    Ok(())
+}
+
+/// A started agent: what `setup` made and `drain` takes down.
+struct Agent {
+    config: AgentConfig,
+    consumer: IntentConsumer,
+    shared: Arc<Shared>,
+    registry: Registry,
+    heartbeat: (CancellationToken, JoinHandle<()>),
+    /// Metrics server and pending-count poller.
+    background: CancellationToken,
+    hard_stop: CancellationToken,
+}
+
+async fn setup(config: AgentConfig, bus: Bus, kube: kube::Client) -> Result<Agent, AgentError> {
     config.check()?;
-    let js = async_nats::jetstream::new(nats);
-    let topology = bus::ensure_topology(&js, &TopologyConfig::default()).await?;
-    let heartbeat = CancellationToken::new();
-    tokio::spawn(registry::heartbeat(
-        topology.clusters.clone(),
+    let topology = bus.ensure_topology(&TopologyConfig::default()).await?;
+    let stop_heartbeat = CancellationToken::new();
+    let heartbeat = tokio::spawn(registry::heartbeat(
+        topology.registry.clone(),
         config.clone(),
-        heartbeat.clone(),
+        stop_heartbeat.clone(),
     ));
     let options = ConsumerOptions {
         ack_wait: config.ack_wait,
         max_ack_pending: i64::try_from(config.max_concurrent * 4).unwrap_or(64),
     };
-    let consumer = IntentConsumer::create(&js, &config.cluster, &options).await?;
+    let consumer = IntentConsumer::create(&bus, &config.cluster, &options).await?;
     tracing::info!(
         cluster = config.cluster,
         consumer = consumer.name(),
         "agent ready"
     );
-
-    let hard_stop = CancellationToken::new();
     let metrics = Arc::new(crate::Metrics::default());
     let background = CancellationToken::new();
-    if let Some(addr) = config.metrics_addr {
-        let (m, cluster, stop) = (
-            Arc::clone(&metrics),
-            config.cluster.clone(),
-            background.clone(),
-        );
-        tokio::spawn(async move {
-            if let Err(error) = crate::metrics::serve(addr, m, cluster, stop).await {
-                tracing::error!(%error, %addr, "cannot serve metrics");
-            }
-        });
-    }
-    {
-        let (m, c, stop) = (Arc::clone(&metrics), consumer.clone(), background.clone());
-        tokio::spawn(async move {
-            loop {
-                if let Ok(n) = c.pending().await {
-                    m.pending(n);
-                }
-                tokio::select! {
-                    () = stop.cancelled() => return,
-                    () = tokio::time::sleep(Duration::from_secs(5)) => {}
-                }
-            }
-        });
-    }
+    serve_metrics(&config, &metrics, &background);
+    tokio::spawn(poll_pending(
+        consumer.clone(),
+        Arc::clone(&metrics),
+        background.clone(),
+    ));
+    let hard_stop = CancellationToken::new();
     let shared = Arc::new(Shared {
         metrics: Arc::clone(&metrics),
         reporter: Reporter {
-            metrics: Arc::clone(&metrics),
-            js: js.clone(),
-            state: topology.state.clone(),
-            cluster: config.cluster.clone(),
+            metrics,
+            bus: bus.clone(),
+            states: topology.states.clone(),
             content_type: config.content_type,
             hard_stop: hard_stop.clone(),
         },
         kube,
         bundles: topology.bundles.clone(),
-        js: js.clone(),
+        bus,
         config: config.clone(),
     });
-    let permits = Arc::new(Semaphore::new(config.max_concurrent));
-    let tracker = TaskTracker::new();
-    let (done_tx, mut done_rx) = mpsc::unbounded_channel::<(String, u64)>();
-    // Release -> (worker id, stream sequence, cancel token) of its newest worker.
-    let mut running: HashMap<String, (u64, u64, CancellationToken)> = HashMap::new();
-    let mut turns: HashMap<String, Arc<Mutex<()>>> = HashMap::new();
-    let mut next_id = 0u64;
+    Ok(Agent {
+        config,
+        consumer,
+        shared,
+        registry: topology.registry,
+        heartbeat: (stop_heartbeat, heartbeat),
+        background,
+        hard_stop,
+    })
+}
 
-    loop {
-        while let Ok((release, id)) = done_rx.try_recv() {
-            if running.get(&release).is_some_and(|(r, _, _)| *r == id) {
-                running.remove(&release);
-            }
+fn serve_metrics(config: &AgentConfig, metrics: &Arc<crate::Metrics>, stop: &CancellationToken) {
+    let Some(addr) = config.metrics_addr else {
+        return;
+    };
+    let (metrics, cluster, stop) = (Arc::clone(metrics), config.cluster.clone(), stop.clone());
+    tokio::spawn(async move {
+        if let Err(error) = crate::metrics::serve(addr, metrics, cluster, stop).await {
+            tracing::error!(%error, %addr, "cannot serve metrics");
         }
-        let permit = tokio::select! {
-            () = shutdown.cancelled() => break,
-            permit = Arc::clone(&permits).acquire_owned() => match permit {
-                Ok(p) => p,
-                Err(_) => break,
-            },
-        };
-        let next = tokio::select! {
-            () = shutdown.cancelled() => break,
-            next = consumer.next(Duration::from_secs(1)) => next,
-        };
-        let delivery = match next {
-            Ok(Some(d)) => d,
-            Ok(None) => continue,
-            Err(error) => {
-                tracing::warn!(%error, "cannot pull intents; retrying");
-                tokio::select! {
-                    () = shutdown.cancelled() => break,
-                    () = tokio::time::sleep(Duration::from_secs(1)) => continue,
+    });
+}
+
+async fn poll_pending(
+    consumer: IntentConsumer,
+    metrics: Arc<crate::Metrics>,
+    stop: CancellationToken,
+) {
+    loop {
+        if let Ok(n) = consumer.pending().await {
+            metrics.pending(n);
+        }
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(Duration::from_secs(5)) => {}
+        }
+    }
+}
+
+impl Agent {
+    /// Marks the agent draining (after the heartbeat stopped, so the last word in the
+    /// registry is `draining`), lets in-flight work finish within the grace period, then
+    /// hands the rest back.
+    async fn drain(self, tracker: TaskTracker) {
+        tracing::info!(grace = ?self.config.grace, "draining: no new intents; waiting for in-flight work");
+        let (stop_heartbeat, heartbeat) = self.heartbeat;
+        stop_heartbeat.cancel();
+        if let Err(error) = heartbeat.await {
+            tracing::warn!(%error, "the heartbeat task ended abnormally");
+        }
+        registry::put(&self.registry, &self.config, AgentStatus::Draining).await;
+        tracker.close();
+        if tokio::time::timeout(self.config.grace, tracker.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("grace period over: handing in-flight intents back for redelivery");
+            self.hard_stop.cancel();
+            tracker.wait().await;
+        }
+        self.background.cancel();
+        tracing::info!("agent stopped");
+    }
+}
+
+/// The newest worker of a release.
+struct Running {
+    worker: u64,
+    sequence: u64,
+    cancel: CancellationToken,
+}
+
+/// The one owner of what runs: pulls an intent when a permit is free and hands it to a
+/// worker, cancelling the release's older worker when a newer intent arrives.
+struct Dispatcher {
+    permits: Arc<Semaphore>,
+    tracker: TaskTracker,
+    done_tx: worker::Done,
+    done_rx: mpsc::UnboundedReceiver<(String, u64)>,
+    running: HashMap<String, Running>,
+    turns: HashMap<String, Arc<Mutex<()>>>,
+    next_id: u64,
+    supersede: bool,
+}
+
+impl Dispatcher {
+    fn new(agent: &Agent) -> Self {
+        let (done_tx, done_rx) = mpsc::unbounded_channel();
+        Self {
+            permits: Arc::new(Semaphore::new(agent.config.max_concurrent)),
+            tracker: TaskTracker::new(),
+            done_tx,
+            done_rx,
+            running: HashMap::new(),
+            turns: HashMap::new(),
+            next_id: 0,
+            supersede: agent.config.supersede,
+        }
+    }
+
+    async fn run(&mut self, agent: &Agent, shutdown: &CancellationToken) {
+        loop {
+            self.forget_finished();
+            let permit = tokio::select! {
+                () = shutdown.cancelled() => return,
+                permit = Arc::clone(&self.permits).acquire_owned() => match permit {
+                    Ok(p) => p,
+                    Err(_) => return,
+                },
+            };
+            let next = tokio::select! {
+                () = shutdown.cancelled() => return,
+                next = agent.consumer.next(Duration::from_secs(1)) => next,
+            };
+            match next {
+                Ok(Some(delivery)) => self.dispatch(agent, delivery, permit),
+                Ok(None) => {}
+                Err(error) => {
+                    tracing::warn!(%error, "cannot pull intents; retrying");
+                    tokio::select! {
+                        () = shutdown.cancelled() => return,
+                        () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    }
                 }
             }
-        };
-        next_id += 1;
+        }
+    }
+
+    fn forget_finished(&mut self) {
+        while let Ok((release, id)) = self.done_rx.try_recv() {
+            if self.running.get(&release).is_some_and(|r| r.worker == id) {
+                self.running.remove(&release);
+            }
+        }
+    }
+
+    fn dispatch(&mut self, agent: &Agent, delivery: Delivery, permit: OwnedSemaphorePermit) {
+        self.next_id += 1;
         let release = delivery.release_subject().ok().map(|s| s.release);
         let sequence = delivery.stream_sequence();
         if let Some(r) = &release
-            && running.get(r).is_some_and(|(_, seq, _)| *seq == sequence)
+            && self.running.get(r).is_some_and(|w| w.sequence == sequence)
         {
             // A redelivery of the intent a worker is still on (its acks were lost, say during a
             // NATS restart): that worker answers for it.
@@ -137,62 +237,49 @@ pub async fn run(
                 sequence,
                 "redelivery of an intent in progress; left to its worker"
             );
-            continue;
+            return;
         }
-        let cancel = CancellationToken::new();
+        let superseded = CancellationToken::new();
         if let Some(r) = &release {
-            if config.supersede
-                && let Some((_, _, older)) = running.get(r)
+            if self.supersede
+                && let Some(older) = self.running.get(r)
             {
                 tracing::info!(release = r, "a newer intent supersedes the running one");
-                older.cancel();
+                older.cancel.cancel();
             }
-            running.insert(r.clone(), (next_id, sequence, cancel.clone()));
+            let running = Running {
+                worker: self.next_id,
+                sequence,
+                cancel: superseded.clone(),
+            };
+            self.running.insert(r.clone(), running);
         }
         let turn = Arc::clone(
-            turns
+            self.turns
                 .entry(release.clone().unwrap_or_default())
                 .or_default(),
         );
         let span = tracing::info_span!(
             "intent",
-            cluster = config.cluster,
+            cluster = agent.config.cluster,
             release = release.as_deref().unwrap_or("?"),
-            sequence = delivery.stream_sequence(),
+            sequence,
             attempt = delivery.delivery_count(),
             traceparent = delivery.traceparent().unwrap_or_default(),
         );
         set_parent(&span, delivery.traceparent());
-        tracker.spawn(
-            worker::run(
-                Arc::clone(&shared),
-                delivery,
-                turn,
-                cancel,
-                permit,
-                done_tx.clone(),
-                next_id,
-                release,
-            )
-            .instrument(span),
-        );
+        let job = Job {
+            delivery,
+            turn,
+            superseded,
+            permit,
+            done: self.done_tx.clone(),
+            id: self.next_id,
+            release,
+        };
+        self.tracker
+            .spawn(worker::run(Arc::clone(&agent.shared), job).instrument(span));
     }
-
-    tracing::info!(grace = ?config.grace, "draining: no new intents; waiting for in-flight work");
-    registry::put(&topology.clusters, &config, AgentStatus::Draining).await;
-    heartbeat.cancel();
-    tracker.close();
-    if tokio::time::timeout(config.grace, tracker.wait())
-        .await
-        .is_err()
-    {
-        tracing::warn!("grace period over: handing in-flight intents back for redelivery");
-        hard_stop.cancel();
-        tracker.wait().await;
-    }
-    background.cancel();
-    tracing::info!("agent stopped");
-    Ok(())
 }
 
 /// Reads a W3C `traceparent` header.

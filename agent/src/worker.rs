@@ -4,17 +4,19 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_nats::jetstream::object_store::ObjectStore;
-use bus::Delivery;
-use deploy::{DeployError, Engine, Progress, Release, Rendered};
-use proto::{DeployIntent, Manifests, Phase, Validate};
-use tokio::io::AsyncReadExt;
+use bus::{Bundles, Bus, Delivery};
+use deploy::{DeployError, Engine, Progress, Release, Rendered, Report};
+use proto::{DeployIntent, Manifests, Phase};
 use tokio::sync::{Mutex, OwnedSemaphorePermit, mpsc};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::AgentConfig;
-use crate::reporter::{Event, Reporter};
+use crate::checks::{self, Rejection};
+use crate::reporter::{About, Reporter};
+
+/// The largest manifest bundle an agent fetches.
+pub(crate) const MAX_BUNDLE_BYTES: u64 = 64 * 1024 * 1024;
 
 /// What every worker shares.
 pub(crate) struct Shared {
@@ -22,14 +24,30 @@ pub(crate) struct Shared {
     pub(crate) config: AgentConfig,
     pub(crate) reporter: Reporter,
     pub(crate) kube: kube::Client,
-    pub(crate) bundles: ObjectStore,
-    pub(crate) js: async_nats::jetstream::Context,
+    pub(crate) bundles: Bundles,
+    pub(crate) bus: Bus,
 }
 
 /// Tells the dispatcher a worker is done: `(release, id)`.
 pub(crate) type Done = mpsc::UnboundedSender<(String, u64)>;
 
+/// What the dispatcher hands a worker: one delivery and its place among the release's work.
+pub(crate) struct Job {
+    pub(crate) delivery: Delivery,
+    /// One operation per release at a time, in order.
+    pub(crate) turn: Arc<Mutex<()>>,
+    /// Cancelled when a newer intent for the release arrives.
+    pub(crate) superseded: CancellationToken,
+    /// The concurrency slot this job holds until it is acked.
+    pub(crate) permit: OwnedSemaphorePermit,
+    /// Where to say the job is done, and as whom.
+    pub(crate) done: Done,
+    pub(crate) id: u64,
+    pub(crate) release: Option<String>,
+}
+
 /// How one intent ended, for the ack.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Ending {
     /// The final event is stored: ack.
     Reported,
@@ -41,18 +59,17 @@ enum Ending {
     HandBack,
 }
 
-/// Handles one delivery.
-#[allow(clippy::too_many_arguments, reason = "the dispatcher's hand-over")]
-pub(crate) async fn run(
-    shared: Arc<Shared>,
-    delivery: Delivery,
-    release_lock: Arc<Mutex<()>>,
-    superseded: CancellationToken,
-    permit: OwnedSemaphorePermit,
-    done: Done,
-    id: u64,
-    release_name: Option<String>,
-) {
+/// Handles one delivery, from check to ack.
+pub(crate) async fn run(shared: Arc<Shared>, job: Job) {
+    let Job {
+        delivery,
+        turn,
+        superseded,
+        permit,
+        done,
+        id,
+        release,
+    } = job;
     let received = Instant::now();
     let delivery = Arc::new(delivery);
     // Progress acks keep the message ours for as long as the work takes.
@@ -64,12 +81,26 @@ pub(crate) async fn run(
     ));
 
     shared.metrics.in_flight(1);
+    let handling = Handling {
+        shared: &shared,
+        delivery: &delivery,
+        reporter: reporter(&shared, &delivery),
+        received,
+    };
     let ending = tokio::select! {
         () = shared.reporter.hard_stop.cancelled() => Ending::HandBack,
-        ending = handle(&shared, &delivery, &release_lock, &superseded, received) => ending,
+        ending = handling.handle(&turn, &superseded) => ending,
     };
     shared.metrics.in_flight(-1);
     acking.cancel();
+    acknowledge(&delivery, ending).await;
+    drop(permit);
+    if let Some(release) = release {
+        let _ = done.send((release, id));
+    }
+}
+
+async fn acknowledge(delivery: &Delivery, ending: Ending) {
     let acked = match ending {
         Ending::Reported => delivery.double_ack().await,
         Ending::Terminate => delivery.terminate().await,
@@ -79,10 +110,6 @@ pub(crate) async fn run(
     if let Err(error) = acked {
         // The message will be redelivered; the engine's history makes that harmless.
         tracing::warn!(%error, "cannot acknowledge the intent; it will be redelivered");
-    }
-    drop(permit);
-    if let Some(release) = release_name {
-        let _ = done.send((release, id));
     }
 }
 
@@ -98,296 +125,259 @@ async fn progress_acks(delivery: Arc<Delivery>, every: Duration, stop: Cancellat
     }
 }
 
-fn event(
-    intent: &DeployIntent,
-    attempt: u32,
-    phase: Phase,
-    terminal: bool,
-    received: Instant,
-) -> Event {
-    Event {
-        intent_id: intent.id.clone(),
-        release: intent.release.clone(),
-        namespace: intent.namespace.clone(),
-        version: intent.version.clone(),
-        requested_by: Some(intent.requested_by.clone()),
-        rollout_id: intent.rollout_id.clone(),
-        phase,
-        terminal,
-        revision: None,
-        attempt,
-        reason: None,
-        resources: Vec::new(),
-        elapsed: received.elapsed(),
-    }
+/// The reporter for one delivery: events in the encoding of the intent (MessagePack when the
+/// intent's own encoding is unknown).
+fn reporter(shared: &Shared, delivery: &Delivery) -> Reporter {
+    let content_type =
+        proto::ContentType::from_header(delivery.header(proto::header::CONTENT_TYPE))
+            .unwrap_or_default();
+    shared.reporter.replying_in(content_type)
 }
 
-async fn reject(
-    shared: &Shared,
-    delivery: &Delivery,
-    intent: Option<&DeployIntent>,
-    reason: String,
+/// One delivery being handled.
+struct Handling<'a> {
+    shared: &'a Shared,
+    delivery: &'a Delivery,
+    reporter: Reporter,
     received: Instant,
-) -> Ending {
-    tracing::warn!(%reason, subject = delivery.subject(), "intent rejected");
-    let attempt = u32::try_from(delivery.delivery_count()).unwrap_or(u32::MAX);
-    let Ok(subject) = delivery.release_subject() else {
-        // No release to report on: a message that should never have matched our filter.
-        return Ending::Terminate;
-    };
-    let mut e = match intent {
-        Some(i) if i.release == subject.release => {
-            event(i, attempt, Phase::Rejected, true, received)
+}
+
+impl Handling<'_> {
+    fn attempt(&self) -> u32 {
+        u32::try_from(self.delivery.delivery_count()).unwrap_or(u32::MAX)
+    }
+
+    fn about(&self, intent: &DeployIntent) -> About {
+        About {
+            cluster: self.shared.config.cluster.clone(),
+            intent_id: intent.id.clone(),
+            release: intent.release.clone(),
+            namespace: intent.namespace.clone(),
+            version: Some(intent.version.clone()),
+            requested_by: Some(intent.requested_by.clone()),
+            rollout_id: intent.rollout_id.clone(),
+            attempt: self.attempt(),
+            received: self.received,
         }
-        _ => Event {
-            intent_id: format!("seq-{}", delivery.stream_sequence()),
-            release: subject.release.clone(),
-            namespace: String::new(),
-            version: String::new(),
-            requested_by: None,
-            rollout_id: None,
-            phase: Phase::Rejected,
-            terminal: true,
-            revision: None,
-            attempt,
-            reason: None,
-            resources: Vec::new(),
-            elapsed: received.elapsed(),
-        },
-    };
-    e.reason = Some(reason);
-    if reporter(shared, delivery)
-        .report(&e, delivery.traceparent())
-        .await
-    {
-        Ending::Terminate
-    } else {
-        Ending::HandBack
     }
-}
 
-async fn handle(
-    shared: &Shared,
-    delivery: &Delivery,
-    release_lock: &Mutex<()>,
-    superseded: &CancellationToken,
-    received: Instant,
-) -> Ending {
-    let config = &shared.config;
-    let attempt = u32::try_from(delivery.delivery_count()).unwrap_or(u32::MAX);
-    let intent: DeployIntent = match delivery.decode() {
-        Ok(intent) => intent,
-        Err(error) => {
-            return reject(
-                shared,
-                delivery,
-                None,
-                format!("undecodable intent: {error}"),
-                received,
+    /// Reports an event, then ends with `then`; hands the intent back when the event could
+    /// not be stored (the agent is stopping).
+    async fn report_then(&self, event: &proto::Outcome, about: &About, then: Ending) -> Ending {
+        if self
+            .reporter
+            .report(event, about, self.delivery.traceparent())
+            .await
+        {
+            then
+        } else {
+            Ending::HandBack
+        }
+    }
+
+    async fn handle(&self, turn: &Mutex<()>, superseded: &CancellationToken) -> Ending {
+        let subject = self.delivery.release_subject();
+        let admitted = checks::admit(
+            self.delivery.decode(),
+            &subject,
+            self.delivery.subject(),
+            &self.shared.config,
+        );
+        let intent = match admitted {
+            Ok(intent) => intent,
+            Err(rejection) => return self.reject(rejection).await,
+        };
+        let about = self.about(&intent);
+        if self
+            .report_then(
+                &about.outcome(Phase::Received, false),
+                &about,
+                Ending::Reported,
             )
+            .await
+            == Ending::HandBack
+        {
+            return Ending::HandBack;
+        }
+        // One operation per release at a time, in order; a newer intent may cancel us meanwhile.
+        let _turn = tokio::select! {
+            turn = turn.lock() => turn,
+            () = superseded.cancelled() => return self.superseded(&about).await,
+        };
+        if self.newer_intent_exists().await {
+            return self.superseded(&about).await;
+        }
+        let result = self.deploy(&intent, &about, superseded).await;
+        match result {
+            Ok(ending) => ending,
+            Err(rejection) => self.reject(rejection).await,
+        }
+    }
+
+    async fn reject(&self, rejection: Rejection) -> Ending {
+        let Rejection { reason, intent } = rejection;
+        tracing::warn!(%reason, subject = self.delivery.subject(), "intent rejected");
+        let Ok(subject) = self.delivery.release_subject() else {
+            // No release to report on: a message that should never have matched our filter.
+            return Ending::Terminate;
+        };
+        let about = match intent {
+            Some(i) if i.release == subject.release => self.about(&i),
+            _ => About {
+                cluster: self.shared.config.cluster.clone(),
+                intent_id: format!("seq-{}", self.delivery.stream_sequence()),
+                release: subject.release,
+                namespace: String::new(),
+                version: None,
+                requested_by: None,
+                rollout_id: None,
+                attempt: self.attempt(),
+                received: self.received,
+            },
+        };
+        let event = about.ended(Phase::Rejected, reason);
+        self.report_then(&event, &about, Ending::Terminate).await
+    }
+
+    async fn superseded(&self, about: &About) -> Ending {
+        let event = about.ended(Phase::Superseded, "a newer intent for this release arrived");
+        self.report_then(&event, about, Ending::Reported).await
+    }
+
+    async fn newer_intent_exists(&self) -> bool {
+        let subject = self.delivery.subject();
+        match self.shared.bus.latest_intent_sequence(subject).await {
+            Ok(Some(latest)) => latest > self.delivery.stream_sequence(),
+            Ok(None) => false,
+            Err(error) => {
+                tracing::warn!(%error, "cannot check for a newer intent; deploying this one");
+                false
+            }
+        }
+    }
+
+    /// Drives the release engine, its phases stored in order by a publisher task, and ends
+    /// the intent by how the engine ended. A rejection when the manifests cannot be had.
+    async fn deploy(
+        &self,
+        intent: &DeployIntent,
+        about: &About,
+        superseded: &CancellationToken,
+    ) -> Result<Ending, Rejection> {
+        // What to deploy: manifests, or a revision from the cluster's history (`coxswain rollback`).
+        let release = match &intent.manifests {
+            Manifests::Revision { revision } => Err(*revision),
+            _ => Ok(self.release(intent).await.map_err(|reason| Rejection {
+                reason,
+                intent: Some(Box::new(intent.clone())),
+            })?),
+        };
+        let (tx, rx) = mpsc::unbounded_channel::<Progress>();
+        let publisher = tokio::spawn(publish_progress(
+            self.reporter.clone(),
+            about.clone(),
+            self.delivery.traceparent().map(str::to_owned),
+            rx,
+        ));
+        let observe = move |p: &Progress| {
+            let _ = tx.send(p.clone());
+        };
+        let mut engine = Engine::new(self.shared.kube.clone(), self.shared.config.engine.clone());
+        let result = match release {
+            Ok(release) => engine.deploy(release, &observe, superseded).await,
+            Err(revision) => {
+                let target = deploy::Rollback {
+                    name: intent.release.clone(),
+                    namespace: intent.namespace.clone(),
+                    to: revision,
+                    intent_id: Some(intent.id.clone()),
+                    health: intent.health.clone(),
+                };
+                engine.rollback(target, &observe, superseded).await
+            }
+        };
+        drop(observe);
+        let final_stored = publisher.await.unwrap_or(false);
+        Ok(self.conclude(result, final_stored, about).await)
+    }
+
+    /// The ending of an engine run.
+    async fn conclude(
+        &self,
+        result: Result<Report, DeployError>,
+        final_stored: bool,
+        about: &About,
+    ) -> Ending {
+        match result {
+            Ok(report) if report.replayed => {
+                // Already done before (a redelivery after a crash): say so again, same event id.
+                let mut event = about.outcome(report.phase, true);
+                event.revision = report.revision;
+                event.reason = report.reason;
+                self.report_then(&event, about, Ending::Reported).await
+            }
+            Ok(_) if final_stored => Ending::Reported,
+            Ok(_) => Ending::HandBack,
+            Err(DeployError::Locked { holder, until, .. }) => {
+                tracing::info!(%holder, %until, "release locked by another operation; retrying later");
+                Ending::Retry(Duration::from_secs(5))
+            }
+            Err(DeployError::Cancelled) => self.superseded(about).await,
+            Err(error) => {
+                let event = about.ended(Phase::Failed, error.to_string());
+                self.report_then(&event, about, Ending::Reported).await
+            }
+        }
+    }
+
+    /// The release an intent with manifests deploys.
+    async fn release(&self, intent: &DeployIntent) -> Result<Release, String> {
+        Ok(Release {
+            name: intent.release.clone(),
+            namespace: intent.namespace.clone(),
+            version: intent.version.clone(),
+            intent_id: Some(intent.id.clone()),
+            rendered: manifests(&self.shared.bundles, intent).await?,
+            health: intent.health.clone(),
+            rollback: intent.rollback.clone(),
+            rollback_of: None,
+            wait: true,
+        })
+    }
+}
+
+/// Stores the engine's phase events in order; `true` when the final one was stored.
+async fn publish_progress(
+    reporter: Reporter,
+    about: About,
+    traceparent: Option<String>,
+    mut progress: mpsc::UnboundedReceiver<Progress>,
+) -> bool {
+    let mut final_stored = false;
+    while let Some(p) = progress.recv().await {
+        let mut event = about.outcome(p.phase, p.terminal);
+        event.revision = Some(p.revision);
+        event.reason = p.reason;
+        event.resources = p.resources;
+        let stored = reporter
+            .report(&event, &about, traceparent.as_deref())
             .await;
-        }
-    };
-    let traceparent = delivery.traceparent();
-    if let Err(problems) = intent.validate() {
-        return reject(
-            shared,
-            delivery,
-            Some(&intent),
-            format!("invalid intent: {problems}"),
-            received,
-        )
-        .await;
+        final_stored |= stored && p.terminal;
     }
-    let subject_ok = delivery
-        .release_subject()
-        .is_ok_and(|s| s.cluster == intent.cluster && s.release == intent.release);
-    if intent.cluster != config.cluster || !subject_ok {
-        return reject(
-            shared,
-            delivery,
-            Some(&intent),
-            format!(
-                "intent for cluster {} release {} arrived on {}; this agent serves cluster {}",
-                intent.cluster,
-                intent.release,
-                delivery.subject(),
-                config.cluster
-            ),
-            received,
-        )
-        .await;
-    }
-    if Some(intent.environment.as_str()) != config.environment() {
-        return reject(
-            shared,
-            delivery,
-            Some(&intent),
-            format!(
-                "intent for environment {} refused: cluster {} is environment {}",
-                intent.environment,
-                config.cluster,
-                config.environment().unwrap_or("?")
-            ),
-            received,
-        )
-        .await;
-    }
-    if !reporter(shared, delivery)
-        .report(
-            &event(&intent, attempt, Phase::Received, false, received),
-            traceparent,
-        )
-        .await
-    {
-        return Ending::HandBack;
-    }
-
-    // One operation per release at a time, in order; a newer intent may cancel us meanwhile.
-    let _turn = tokio::select! {
-        turn = release_lock.lock() => turn,
-        () = superseded.cancelled() => return report_superseded(shared, delivery, &intent, attempt, received, traceparent).await,
-    };
-    if newer_intent_exists(shared, delivery).await {
-        return report_superseded(shared, delivery, &intent, attempt, received, traceparent).await;
-    }
-
-    // What to deploy: manifests, or a revision from the cluster's history (`coxswain rollback`).
-    let release = match &intent.manifests {
-        Manifests::Revision { revision } => Err(*revision),
-        _ => match manifests(shared, &intent).await {
-            Ok(rendered) => Ok(Release {
-                name: intent.release.clone(),
-                namespace: intent.namespace.clone(),
-                version: intent.version.clone(),
-                intent_id: Some(intent.id.clone()),
-                rendered,
-                health: intent.health.clone(),
-                rollback: intent.rollback.clone(),
-                rollback_of: None,
-                wait: true,
-            }),
-            Err(reason) => return reject(shared, delivery, Some(&intent), reason, received).await,
-        },
-    };
-
-    // The engine reports phases synchronously; a publisher task stores them in order.
-    let (tx, mut rx) = mpsc::unbounded_channel::<Progress>();
-    let events_out = reporter(shared, delivery);
-    let (intent_for_events, tp) = (intent.clone(), traceparent.map(str::to_owned));
-    let publisher = tokio::spawn(async move {
-        let mut final_stored = false;
-        while let Some(p) = rx.recv().await {
-            let mut e = event(&intent_for_events, attempt, p.phase, p.terminal, received);
-            e.revision = Some(p.revision);
-            e.reason = p.reason;
-            e.resources = p.resources;
-            let stored = events_out.report(&e, tp.as_deref()).await;
-            final_stored |= stored && p.terminal;
-        }
-        final_stored
-    });
-    let observe = move |p: &Progress| {
-        let _ = tx.send(p.clone());
-    };
-    let mut engine = Engine::new(shared.kube.clone(), config.engine.clone());
-    let result = match release {
-        Ok(release) => engine.deploy(release, &observe, superseded).await,
-        Err(revision) => {
-            engine
-                .rollback(
-                    &intent.namespace,
-                    &intent.release,
-                    revision,
-                    Some(intent.id.clone()),
-                    intent.health.clone(),
-                    &observe,
-                    superseded,
-                )
-                .await
-        }
-    };
-    drop(observe);
-    let final_stored = publisher.await.unwrap_or(false);
-
-    match result {
-        Ok(report) if report.replayed => {
-            // Already done before (a redelivery after a crash): say so again, same event id.
-            let mut e = event(&intent, attempt, report.phase, true, received);
-            e.revision = report.revision;
-            e.reason = report.reason;
-            if reporter(shared, delivery).report(&e, traceparent).await {
-                Ending::Reported
-            } else {
-                Ending::HandBack
-            }
-        }
-        Ok(_) if final_stored => Ending::Reported,
-        Ok(_) => Ending::HandBack,
-        Err(DeployError::Locked { holder, until, .. }) => {
-            tracing::info!(%holder, %until, "release locked by another operation; retrying later");
-            Ending::Retry(Duration::from_secs(5))
-        }
-        Err(DeployError::Cancelled) => {
-            report_superseded(shared, delivery, &intent, attempt, received, traceparent).await
-        }
-        Err(error) => {
-            let mut e = event(&intent, attempt, Phase::Failed, true, received);
-            e.reason = Some(error.to_string());
-            if reporter(shared, delivery).report(&e, traceparent).await {
-                Ending::Reported
-            } else {
-                Ending::HandBack
-            }
-        }
-    }
-}
-
-async fn report_superseded(
-    shared: &Shared,
-    delivery: &Delivery,
-    intent: &DeployIntent,
-    attempt: u32,
-    received: Instant,
-    traceparent: Option<&str>,
-) -> Ending {
-    let mut e = event(intent, attempt, Phase::Superseded, true, received);
-    e.reason = Some("a newer intent for this release arrived".into());
-    if reporter(shared, delivery).report(&e, traceparent).await {
-        Ending::Reported
-    } else {
-        Ending::HandBack
-    }
-}
-
-async fn newer_intent_exists(shared: &Shared, delivery: &Delivery) -> bool {
-    match bus::latest_intent_sequence(&shared.js, delivery.subject()).await {
-        Ok(Some(latest)) => latest > delivery.stream_sequence(),
-        Ok(None) => false,
-        Err(error) => {
-            tracing::warn!(%error, "cannot check for a newer intent; deploying this one");
-            false
-        }
-    }
+    final_stored
 }
 
 /// The intent's manifests: inline, or a bundle fetched from the object store and verified
 /// against its digest.
-async fn manifests(shared: &Shared, intent: &DeployIntent) -> Result<Rendered, String> {
+async fn manifests(bundles: &Bundles, intent: &DeployIntent) -> Result<Rendered, String> {
     let objects = match &intent.manifests {
         Manifests::Inline { objects, .. } => objects.clone(),
         Manifests::Revision { .. } => return Err("a revision is not a set of manifests".into()),
         Manifests::Bundle { digest, .. } => {
-            let mut object = shared
-                .bundles
-                .get(digest)
+            let bytes = bundles
+                .get(digest, MAX_BUNDLE_BYTES)
                 .await
                 .map_err(|e| format!("bundle {digest} cannot be fetched: {e}"))?;
-            let mut bytes = Vec::new();
-            object
-                .read_to_end(&mut bytes)
-                .await
-                .map_err(|e| format!("bundle {digest} cannot be read: {e}"))?;
             let actual = deploy::render::sha256(&bytes);
             if &actual != digest {
                 return Err(format!(
@@ -399,13 +389,4 @@ async fn manifests(shared: &Shared, intent: &DeployIntent) -> Result<Rendered, S
         }
     };
     Ok(Rendered::from_objects(objects))
-}
-
-/// The reporter for one delivery: events in the encoding of the intent (MessagePack when the
-/// intent's own encoding is unknown).
-fn reporter(shared: &Shared, delivery: &Delivery) -> Reporter {
-    let content_type =
-        proto::ContentType::from_header(delivery.header(proto::header::CONTENT_TYPE))
-            .unwrap_or_default();
-    shared.reporter.replying_in(content_type)
 }

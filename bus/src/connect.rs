@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::BusError;
+use crate::{Bus, BusError};
 
 /// How to reach NATS. The binary fills it from flags and `COXSWAIN_NATS_*` variables.
 #[derive(Debug, Clone, Default)]
@@ -26,7 +26,12 @@ pub struct ConnectOptions {
 
 /// Connects, retrying the first connection until the server answers, and reconnecting after
 /// any later loss of connection (async-nats buffers publishes meanwhile).
-pub async fn connect(options: &ConnectOptions) -> Result<async_nats::Client, BusError> {
+pub async fn connect(options: &ConnectOptions) -> Result<Bus, BusError> {
+    let client = connect_client(options).await?;
+    Ok(Bus::new(client))
+}
+
+async fn connect_client(options: &ConnectOptions) -> Result<async_nats::Client, BusError> {
     let ConnectOptions {
         url,
         creds_file,

@@ -8,7 +8,7 @@ use futures::StreamExt;
 use proto::{ReleaseSubject, SubjectError, header, stream};
 use serde::de::DeserializeOwned;
 
-use crate::BusError;
+use crate::{Bus, BusError};
 
 /// Settings of a cluster's intent consumer.
 #[derive(Debug, Clone)]
@@ -42,12 +42,12 @@ pub struct IntentConsumer {
 impl IntentConsumer {
     /// Creates the consumer, or updates it when it exists.
     pub async fn create(
-        js: &jetstream::Context,
+        bus: &Bus,
         cluster: &str,
         options: &ConsumerOptions,
     ) -> Result<Self, BusError> {
         let filter = proto::intent_filter(cluster)?;
-        let name = format!("agent-{cluster}");
+        let name = proto::consumer_name(cluster)?;
         let config = consumer::pull::Config {
             durable_name: Some(name.clone()),
             description: Some(format!("coxswain agent of cluster {cluster}")),
@@ -59,7 +59,8 @@ impl IntentConsumer {
             max_ack_pending: options.max_ack_pending,
             ..Default::default()
         };
-        let consumer = js
+        let consumer = bus
+            .js()
             .create_consumer_on_stream(config, stream::INTENTS)
             .await
             .map_err(|source| BusError::Consumer {
@@ -213,25 +214,59 @@ impl Delivery {
     }
 }
 
-/// The stream sequence of the newest intent on `subject`; `None` when there is none. An
-/// intent older than that is superseded.
-pub async fn latest_intent_sequence(
-    js: &jetstream::Context,
-    subject: &str,
-) -> Result<Option<u64>, BusError> {
-    let consumer_error = |source: async_nats::Error| BusError::Consumer {
-        name: stream::INTENTS.to_owned(),
-        source,
-    };
-    let intents = js
-        .get_stream(stream::INTENTS)
-        .await
-        .map_err(|e| consumer_error(Box::new(e)))?;
-    match intents.get_last_raw_message_by_subject(subject).await {
-        Ok(message) => Ok(Some(message.sequence)),
-        Err(e) if e.kind() == jetstream::stream::LastRawMessageErrorKind::NoMessageFound => {
-            Ok(None)
+/// What a cluster's intent consumer still has to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Backlog {
+    /// Intents not yet delivered.
+    pub pending: u64,
+    /// Intents delivered and not yet acknowledged.
+    pub unacked: u64,
+}
+
+impl Bus {
+    /// The intents stream; a failure is reported as one of consumer `name`.
+    async fn intents(&self, name: &str) -> Result<jetstream::stream::Stream, BusError> {
+        self.js()
+            .get_stream(stream::INTENTS)
+            .await
+            .map_err(|e| BusError::Consumer {
+                name: name.to_owned(),
+                source: Box::new(e),
+            })
+    }
+
+    /// The stream sequence of the newest intent on `subject`; `None` when there is none. An
+    /// intent older than that is superseded.
+    pub async fn latest_intent_sequence(&self, subject: &str) -> Result<Option<u64>, BusError> {
+        let consumer_error = |source: async_nats::Error| BusError::Consumer {
+            name: stream::INTENTS.to_owned(),
+            source,
+        };
+        let intents = self.intents(stream::INTENTS).await?;
+        match intents.get_last_raw_message_by_subject(subject).await {
+            Ok(message) => Ok(Some(message.sequence)),
+            Err(e) if e.kind() == jetstream::stream::LastRawMessageErrorKind::NoMessageFound => {
+                Ok(None)
+            }
+            Err(e) => Err(consumer_error(Box::new(e))),
         }
-        Err(e) => Err(consumer_error(Box::new(e))),
+    }
+
+    /// The backlog of cluster `cluster`'s intent consumer.
+    pub async fn intent_backlog(&self, cluster: &str) -> Result<Backlog, BusError> {
+        let name = proto::consumer_name(cluster)?;
+        let consumer_error = |source: async_nats::Error| BusError::Consumer {
+            name: name.clone(),
+            source,
+        };
+        let intents = self.intents(&name).await?;
+        let info = intents
+            .consumer_info(&name)
+            .await
+            .map_err(|e| consumer_error(Box::new(e)))?;
+        Ok(Backlog {
+            pending: info.num_pending,
+            unacked: u64::try_from(info.num_ack_pending).unwrap_or(0),
+        })
     }
 }

@@ -37,7 +37,7 @@ pub enum BusError {
     },
     /// A key-value bucket could not be created or updated.
     #[error("cannot create or update key-value bucket {name}")]
-    KeyValue {
+    CreateKeyValue {
         /// Bucket name.
         name: String,
         /// Why.
@@ -102,5 +102,83 @@ pub enum BusError {
         /// Why.
         #[source]
         source: async_nats::Error,
+    },
+    /// Published messages could not be flushed to the server.
+    #[error("cannot flush published messages to nats")]
+    Flush(#[source] async_nats::Error),
+    /// A stream, bucket or store the design needs does not exist (the admin creates them).
+    #[error(
+        "{kind} {name} does not exist; run `coxswain` with admin rights once to create the topology"
+    )]
+    Missing {
+        /// `stream`, `key-value bucket` or `object store`.
+        kind: &'static str,
+        /// Its name.
+        name: &'static str,
+        /// Why it could not be opened.
+        #[source]
+        source: async_nats::Error,
+    },
+    /// A key-value read or write failed.
+    #[error("cannot {action} key {key} in bucket {bucket}")]
+    KeyValue {
+        /// The bucket.
+        bucket: &'static str,
+        /// The key.
+        key: String,
+        /// `get`, `put`, `create`, `update` or `list`.
+        action: &'static str,
+        /// Why.
+        #[source]
+        source: async_nats::Error,
+    },
+    /// A key is not one the bucket can hold (wildcards, spaces, empty).
+    #[error("{key:?} is not a valid key for bucket {bucket}")]
+    InvalidKey {
+        /// The bucket.
+        bucket: &'static str,
+        /// The key as given.
+        key: String,
+    },
+    /// A stored value could not be encoded or decoded.
+    #[error("entry {key} in bucket {bucket} cannot be encoded")]
+    EncodeEntry {
+        /// The bucket.
+        bucket: &'static str,
+        /// The key.
+        key: String,
+        /// Why.
+        #[source]
+        source: proto::EncodeError,
+    },
+    /// The event stream could not be read.
+    #[error("cannot read events matching {filter}")]
+    Events {
+        /// The subject filter.
+        filter: String,
+        /// Why.
+        #[source]
+        source: async_nats::Error,
+    },
+    /// A manifest bundle could not be stored or fetched.
+    #[error("cannot {action} bundle {digest}")]
+    Bundle {
+        /// `store` or `fetch`.
+        action: &'static str,
+        /// Its digest.
+        digest: String,
+        /// Why.
+        #[source]
+        source: async_nats::Error,
+    },
+    /// A bundle is larger than the reader accepts.
+    #[error("bundle {digest} is {size} bytes, over the limit of {limit} bytes")]
+    BundleTooLarge {
+        /// Its digest.
+        digest: String,
+        /// Its size (declared, or read so far).
+        size: u64,
+        /// The limit.
+        limit: u64,
     },
 }

@@ -1,20 +1,27 @@
-//! NATS JetStream glue for Coxswain: connect, make sure the streams and buckets of the design
-//! exist, publish messages with their headers and await the server's ack, and consume one
-//! cluster's intents one message at a time with explicit acks.
+//! NATS JetStream glue for Coxswain, and the only door to NATS: connect, make sure the streams
+//! and buckets of the design exist, publish messages with their headers and await the
+//! server's ack, consume one cluster's intents one message at a time with explicit acks, read
+//! outcome events, and read and write the buckets through typed wrappers.
 //!
-//! This crate knows the wire contract (`proto`) and NATS; it never talks to Kubernetes.
+//! Every other crate holds a `Bus` and these types; none names an `async_nats` type. This crate
+//! knows the wire contract (`proto`) and NATS; it never talks to Kubernetes.
 
+mod buckets;
+mod client;
 mod connect;
 mod consumer;
 mod error;
+pub mod events;
 mod publish;
 #[cfg(feature = "testing")]
 pub mod testing;
 mod topology;
 
-pub use async_nats::jetstream::Context as JetStream;
+pub use buckets::{Bundles, Conflict, Registry, ReleaseStates, Rollouts};
+pub use client::Bus;
 pub use connect::{ConnectOptions, connect};
-pub use consumer::{ConsumerOptions, Delivery, IntentConsumer, latest_intent_sequence};
+pub use consumer::{Backlog, ConsumerOptions, Delivery, IntentConsumer};
 pub use error::BusError;
-pub use publish::{Envelope, Published, publish, publish_intent, publish_outcome};
-pub use topology::{Topology, TopologyConfig, ensure_topology};
+pub use events::{EventFeed, EventQuery, Since};
+pub use publish::{Envelope, Published};
+pub use topology::{Topology, TopologyConfig};

@@ -2,11 +2,11 @@
 //! server's ack so nothing counts as sent before it is stored.
 
 use async_nats::HeaderMap;
-use async_nats::jetstream::{self, message::PublishMessage};
+use async_nats::jetstream::message::PublishMessage;
 use proto::{ContentType, DeployIntent, Outcome, SCHEMA_VERSION, header};
 use serde::Serialize;
 
-use crate::BusError;
+use crate::{Bus, BusError};
 
 /// One message to publish: where, under which de-duplication id, how encoded, and its body.
 #[derive(Debug)]
@@ -36,85 +36,82 @@ pub struct Published {
     pub duplicate: bool,
 }
 
-/// Encodes and publishes a message, then waits until JetStream has stored it.
-pub async fn publish<T: Serialize>(
-    js: &jetstream::Context,
-    envelope: Envelope<'_, T>,
-) -> Result<Published, BusError> {
-    let Envelope {
-        subject,
-        msg_id,
-        content_type,
-        traceparent,
-        extra_headers,
-        body,
-    } = envelope;
-    let payload = proto::encode(content_type, body).map_err(|source| BusError::Encode {
-        subject: subject.clone(),
-        source,
-    })?;
-    let mut headers = HeaderMap::new();
-    headers.insert(header::CONTENT_TYPE, content_type.as_str());
-    headers.insert(header::SCHEMA_VERSION, SCHEMA_VERSION.to_string().as_str());
-    if let Some(tp) = traceparent {
-        headers.insert(header::TRACEPARENT, tp.as_str());
+impl Bus {
+    /// Encodes and publishes a message, then waits until JetStream has stored it.
+    pub async fn publish<T: Serialize>(
+        &self,
+        envelope: Envelope<'_, T>,
+    ) -> Result<Published, BusError> {
+        let Envelope {
+            subject,
+            msg_id,
+            content_type,
+            traceparent,
+            extra_headers,
+            body,
+        } = envelope;
+        let payload = proto::encode(content_type, body).map_err(|source| BusError::Encode {
+            subject: subject.clone(),
+            source,
+        })?;
+        let mut headers = HeaderMap::new();
+        headers.insert(header::CONTENT_TYPE, content_type.as_str());
+        headers.insert(header::SCHEMA_VERSION, SCHEMA_VERSION.to_string().as_str());
+        if let Some(tp) = traceparent {
+            headers.insert(header::TRACEPARENT, tp.as_str());
+        }
+        for (name, value) in extra_headers {
+            headers.insert(name, value.as_str());
+        }
+        let message = PublishMessage::build()
+            .payload(payload.into())
+            .headers(headers)
+            .message_id(msg_id);
+        let publish_error = |source| BusError::Publish {
+            subject: subject.clone(),
+            source,
+        };
+        let ack = self
+            .js()
+            .send_publish(subject.clone(), message)
+            .await
+            .map_err(publish_error)?
+            .await
+            .map_err(publish_error)?;
+        Ok(Published {
+            stream: ack.stream,
+            sequence: ack.sequence,
+            duplicate: ack.duplicate,
+        })
     }
-    for (name, value) in extra_headers {
-        headers.insert(name, value.as_str());
-    }
-    let message = PublishMessage::build()
-        .payload(payload.into())
-        .headers(headers)
-        .message_id(msg_id);
-    let publish_error = |source| BusError::Publish {
-        subject: subject.clone(),
-        source,
-    };
-    let ack = js
-        .send_publish(subject.clone(), message)
-        .await
-        .map_err(publish_error)?
-        .await
-        .map_err(publish_error)?;
-    Ok(Published {
-        stream: ack.stream,
-        sequence: ack.sequence,
-        duplicate: ack.duplicate,
-    })
-}
 
-/// Publishes an intent on `coxswain.intent.<cluster>.<release>`, de-duplicated by its id.
-pub async fn publish_intent(
-    js: &jetstream::Context,
-    intent: &DeployIntent,
-    content_type: ContentType,
-    traceparent: Option<String>,
-) -> Result<Published, BusError> {
-    publish(
-        js,
-        Envelope {
+    /// Publishes an intent on `coxswain.intent.<cluster>.<release>`, de-duplicated by its id.
+    pub async fn publish_intent(
+        &self,
+        intent: &DeployIntent,
+        content_type: ContentType,
+        traceparent: Option<String>,
+    ) -> Result<Published, BusError> {
+        self.publish(Envelope {
             subject: proto::intent_subject(&intent.cluster, &intent.release)?,
             msg_id: format!("{}.{}", intent.cluster, intent.id),
             content_type,
             traceparent,
             extra_headers: Vec::new(),
             body: intent,
-        },
-    )
-    .await
-}
+        })
+        .await
+    }
 
-/// Publishes an outcome event on `coxswain.event.<cluster>.<release>` with its CloudEvents
-/// headers, de-duplicated by its event id.
-pub async fn publish_outcome(
-    js: &jetstream::Context,
-    outcome: &Outcome,
-    content_type: ContentType,
-    traceparent: Option<String>,
-) -> Result<Published, BusError> {
-    publish(
-        js,
-        Envelope {
+    /// Publishes an outcome event on `coxswain.event.<cluster>.<release>` with its CloudEvents
+    /// headers, de-duplicated by its event id.
+    pub async fn publish_outcome(
+        &self,
+        outcome: &Outcome,
+        content_type: ContentType,
+        traceparent: Option<String>,
+    ) -> Result<Published, BusError> {
+        self.publish(Envelope {
             subject: proto::event_subject(&outcome.cluster, &outcome.release)?,
             msg_id: outcome.event_id.clone(),
             content_type,
@@ -132,7 +129,7 @@ pub async fn publish_outcome(
                 (header::CE_ID, outcome.event_id.clone()),
             ],
             body: outcome,
-        },
-    )
-    .await
+        })
+        .await
+    }
 }

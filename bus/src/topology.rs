@@ -6,7 +6,7 @@ use std::time::Duration;
 use async_nats::jetstream::{self, kv, object_store, stream};
 use proto::{MAX_MESSAGE_BYTES, bucket, stream as names};
 
-use crate::BusError;
+use crate::{Bundles, Bus, BusError, Registry, ReleaseStates, Rollouts};
 
 /// Limits of the topology. The defaults are what production runs; tests shorten the windows.
 #[derive(Debug, Clone)]
@@ -48,101 +48,122 @@ impl Default for TopologyConfig {
     }
 }
 
-/// Handles on everything `ensure_topology` made sure of.
+/// Typed handles on the buckets and stores of the design.
 #[derive(Clone)]
 pub struct Topology {
-    /// The JetStream context they were made with.
-    pub jetstream: jetstream::Context,
-    /// The cluster registry bucket.
-    pub clusters: kv::Store,
-    /// The release state bucket.
-    pub state: kv::Store,
+    /// The cluster registry.
+    pub registry: Registry,
+    /// The latest state of each release on each cluster.
+    pub states: ReleaseStates,
     /// The manifest bundle store.
-    pub bundles: object_store::ObjectStore,
+    pub bundles: Bundles,
     /// The coordinator's rollouts.
-    pub rollouts: kv::Store,
+    pub rollouts: Rollouts,
 }
 
 impl std::fmt::Debug for Topology {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Topology")
-            .field("clusters", &self.clusters.name)
-            .field("state", &self.state.name)
-            .field("bundles", &proto::bucket::BUNDLES)
-            .finish_non_exhaustive()
+        f.debug_struct("Topology").finish_non_exhaustive()
     }
 }
 
-/// Creates or updates every stream, bucket and store of the design. Safe to call from many
-/// processes at once, and again on every start.
-pub async fn ensure_topology(
-    js: &jetstream::Context,
-    config: &TopologyConfig,
-) -> Result<Topology, BusError> {
-    for stream_config in [intents_stream(config), events_stream(config)] {
-        let name = stream_config.name.clone();
-        js.create_or_update_stream(stream_config)
-            .await
-            .map_err(|source| BusError::Stream { name, source })?;
+impl Bus {
+    /// Creates or updates every stream, bucket and store of the design. Safe to call from many
+    /// processes at once, and again on every start.
+    pub async fn ensure_topology(&self, config: &TopologyConfig) -> Result<Topology, BusError> {
+        let js = self.js();
+        for stream_config in [intents_stream(config), events_stream(config)] {
+            let name = stream_config.name.clone();
+            js.create_or_update_stream(stream_config)
+                .await
+                .map_err(|source| BusError::Stream { name, source })?;
+        }
+        let [clusters, state, rollouts] = buckets(config);
+        Ok(Topology {
+            registry: Registry::new(ensure_kv(js, clusters).await?),
+            states: ReleaseStates::new(ensure_kv(js, state).await?),
+            rollouts: Rollouts::new(ensure_kv(js, rollouts).await?),
+            bundles: Bundles::new(ensure_object_store(js, bundles(config)).await?),
+        })
     }
-    let clusters = ensure_kv(
-        js,
-        kv::Config {
-            bucket: bucket::CLUSTERS.into(),
-            description: "coxswain cluster registry: labels, agent version, heartbeat".into(),
-            history: 1,
-            max_value_size: 64 * 1024,
-            storage: stream::StorageType::File,
-            num_replicas: config.replicas,
-            ..Default::default()
-        },
-    )
-    .await?;
-    let state = ensure_kv(
-        js,
-        kv::Config {
-            bucket: bucket::STATE.into(),
-            description: "coxswain latest release state per <cluster>.<release>".into(),
-            history: config.state_history,
-            max_value_size: 64 * 1024,
-            storage: stream::StorageType::File,
-            num_replicas: config.replicas,
-            ..Default::default()
-        },
-    )
-    .await?;
-    let rollouts = ensure_kv(
-        js,
-        kv::Config {
-            bucket: bucket::ROLLOUTS.into(),
-            description: "coxswain rollouts driven by the coordinator".into(),
-            history: 5,
-            max_value_size: i32::try_from(MAX_MESSAGE_BYTES).unwrap_or(i32::MAX),
-            storage: stream::StorageType::File,
-            num_replicas: config.replicas,
-            ..Default::default()
-        },
-    )
-    .await?;
-    let bundles = ensure_object_store(
-        js,
-        object_store::Config {
-            bucket: bucket::BUNDLES.into(),
-            description: Some("coxswain rendered manifest bundles by sha256 digest".into()),
-            max_age: config.bundle_max_age,
-            storage: stream::StorageType::File,
-            num_replicas: config.replicas,
-            ..Default::default()
-        },
-    )
-    .await?;
-    Ok(Topology {
-        jetstream: js.clone(),
-        clusters,
-        state,
-        bundles,
-        rollouts,
-    })
+
+    /// Opens the topology as it is, creating nothing: what a process without admin rights
+    /// does. A missing stream, bucket or store is an error that names it.
+    pub async fn open_topology(&self) -> Result<Topology, BusError> {
+        let js = self.js();
+        for name in [names::INTENTS, names::EVENTS] {
+            js.get_stream(name).await.map_err(|e| BusError::Missing {
+                kind: "stream",
+                name,
+                source: Box::new(e),
+            })?;
+        }
+        let open_kv = |name: &'static str| async move {
+            js.get_key_value(name).await.map_err(|e| BusError::Missing {
+                kind: "key-value bucket",
+                name,
+                source: Box::new(e),
+            })
+        };
+        let bundles =
+            js.get_object_store(bucket::BUNDLES)
+                .await
+                .map_err(|e| BusError::Missing {
+                    kind: "object store",
+                    name: bucket::BUNDLES,
+                    source: Box::new(e),
+                })?;
+        Ok(Topology {
+            registry: Registry::new(open_kv(bucket::CLUSTERS).await?),
+            states: ReleaseStates::new(open_kv(bucket::STATE).await?),
+            rollouts: Rollouts::new(open_kv(bucket::ROLLOUTS).await?),
+            bundles: Bundles::new(bundles),
+        })
+    }
+}
+
+/// The registry, state and rollout buckets, in that order.
+fn buckets(config: &TopologyConfig) -> [kv::Config; 3] {
+    let bucket = |name: &str, description: &str, history: i64, max_value_size: i32| kv::Config {
+        bucket: name.into(),
+        description: description.into(),
+        history,
+        max_value_size,
+        storage: stream::StorageType::File,
+        num_replicas: config.replicas,
+        ..Default::default()
+    };
+    [
+        bucket(
+            bucket::CLUSTERS,
+            "coxswain cluster registry: labels, agent version, heartbeat",
+            1,
+            64 * 1024,
+        ),
+        bucket(
+            bucket::STATE,
+            "coxswain latest release state per <cluster>.<release>",
+            config.state_history,
+            64 * 1024,
+        ),
+        bucket(
+            bucket::ROLLOUTS,
+            "coxswain rollouts driven by the coordinator",
+            5,
+            i32::try_from(MAX_MESSAGE_BYTES).unwrap_or(i32::MAX),
+        ),
+    ]
+}
+
+fn bundles(config: &TopologyConfig) -> object_store::Config {
+    object_store::Config {
+        bucket: bucket::BUNDLES.into(),
+        description: Some("coxswain rendered manifest bundles by sha256 digest".into()),
+        max_age: config.bundle_max_age,
+        storage: stream::StorageType::File,
+        num_replicas: config.replicas,
+        ..Default::default()
+    }
 }
 
 fn intents_stream(config: &TopologyConfig) -> stream::Config {
@@ -182,7 +203,7 @@ async fn ensure_kv(js: &jetstream::Context, config: kv::Config) -> Result<kv::St
     let name = config.bucket.clone();
     js.create_or_update_key_value(config)
         .await
-        .map_err(|source| BusError::KeyValue { name, source })
+        .map_err(|source| BusError::CreateKeyValue { name, source })
 }
 
 /// async-nats cannot update an object store's settings; an existing store is opened as it is.

@@ -8,19 +8,23 @@ use bus::testing::NatsServer;
 use bus::{ConnectOptions, ConsumerOptions, IntentConsumer, TopologyConfig};
 use proto::{ContentType, DeployIntent, Manifests, SCHEMA_VERSION};
 
-async fn js(server: &NatsServer) -> bus::JetStream {
-    let client = bus::connect(&ConnectOptions {
+async fn js(server: &NatsServer) -> bus::Bus {
+    bus::connect(&ConnectOptions {
         url: server.url(),
         ..Default::default()
     })
     .await
-    .unwrap();
-    async_nats::jetstream::new(client)
+    .unwrap()
 }
 
-async fn ready(server: &NatsServer) -> bus::JetStream {
+/// A plain JetStream context, to inspect what `bus` created.
+async fn raw(server: &NatsServer) -> async_nats::jetstream::Context {
+    async_nats::jetstream::new(async_nats::connect(server.url()).await.unwrap())
+}
+
+async fn ready(server: &NatsServer) -> bus::Bus {
     let js = js(server).await;
-    bus::ensure_topology(&js, &TopologyConfig::default())
+    js.ensure_topology(&TopologyConfig::default())
         .await
         .unwrap();
     js
@@ -60,20 +64,17 @@ async fn topology_is_idempotent_sequentially_and_concurrently() {
     let server = NatsServer::start().unwrap();
     let config = TopologyConfig::default();
     let first = js(&server).await;
-    bus::ensure_topology(&first, &config).await.unwrap();
-    bus::ensure_topology(&first, &config).await.unwrap();
+    first.ensure_topology(&config).await.unwrap();
+    first.ensure_topology(&config).await.unwrap();
 
     // A fresh server, two connections racing to create everything.
     let fresh = NatsServer::start().unwrap();
     let (a, b) = (js(&fresh).await, js(&fresh).await);
-    let (ra, rb) = tokio::join!(
-        bus::ensure_topology(&a, &config),
-        bus::ensure_topology(&b, &config)
-    );
+    let (ra, rb) = tokio::join!(a.ensure_topology(&config), b.ensure_topology(&config));
     ra.unwrap();
     rb.unwrap();
 
-    for js in [&first, &a] {
+    for js in [&raw(&server).await, &raw(&fresh).await] {
         let mut intents = js.get_stream(proto::stream::INTENTS).await.unwrap();
         let info = intents.info().await.unwrap();
         assert_eq!(info.config.max_messages_per_subject, 5);
@@ -95,8 +96,12 @@ async fn topology_is_idempotent_sequentially_and_concurrently() {
         intents_per_subject: 3,
         ..config
     };
-    bus::ensure_topology(&first, &changed).await.unwrap();
-    let mut intents = first.get_stream(proto::stream::INTENTS).await.unwrap();
+    first.ensure_topology(&changed).await.unwrap();
+    let mut intents = raw(&server)
+        .await
+        .get_stream(proto::stream::INTENTS)
+        .await
+        .unwrap();
     assert_eq!(
         intents
             .info()
@@ -113,10 +118,12 @@ async fn same_msg_id_is_reported_duplicate_and_delivered_once() {
     let server = NatsServer::start().unwrap();
     let js = ready(&server).await;
     let i = intent("ci-42", "beta", "web");
-    let first = bus::publish_intent(&js, &i, ContentType::MsgPack, None)
+    let first = js
+        .publish_intent(&i, ContentType::MsgPack, None)
         .await
         .unwrap();
-    let second = bus::publish_intent(&js, &i, ContentType::Json, None)
+    let second = js
+        .publish_intent(&i, ContentType::Json, None)
         .await
         .unwrap();
     assert!(!first.duplicate);
@@ -146,14 +153,9 @@ async fn same_msg_id_is_reported_duplicate_and_delivered_once() {
 async fn progress_acks_for_three_ack_waits_prevent_redelivery() {
     let server = NatsServer::start().unwrap();
     let js = ready(&server).await;
-    bus::publish_intent(
-        &js,
-        &intent("slow", "beta", "web"),
-        ContentType::MsgPack,
-        None,
-    )
-    .await
-    .unwrap();
+    js.publish_intent(&intent("slow", "beta", "web"), ContentType::MsgPack, None)
+        .await
+        .unwrap();
     let options = short_ack_wait();
     let consumer = IntentConsumer::create(&js, "beta", &options).await.unwrap();
     let d = consumer
@@ -179,14 +181,9 @@ async fn progress_acks_for_three_ack_waits_prevent_redelivery() {
 async fn a_dropped_message_is_redelivered_with_count_two() {
     let server = NatsServer::start().unwrap();
     let js = ready(&server).await;
-    bus::publish_intent(
-        &js,
-        &intent("lost", "beta", "web"),
-        ContentType::MsgPack,
-        None,
-    )
-    .await
-    .unwrap();
+    js.publish_intent(&intent("lost", "beta", "web"), ContentType::MsgPack, None)
+        .await
+        .unwrap();
     let consumer = IntentConsumer::create(&js, "beta", &short_ack_wait())
         .await
         .unwrap();
@@ -214,16 +211,15 @@ async fn a_dropped_message_is_redelivered_with_count_two() {
 async fn an_undecodable_message_is_terminated_and_the_next_is_delivered() {
     let server = NatsServer::start().unwrap();
     let js = ready(&server).await;
-    js.publish(
+    js.publish_raw(
         "coxswain.intent.beta.web",
-        vec![0xc1, 0xff, 0x00, 0x13].into(),
+        &[],
+        vec![0xc1, 0xff, 0x00, 0x13],
     )
-    .await
-    .unwrap()
     .await
     .unwrap();
     let good = intent("good", "beta", "api");
-    bus::publish_intent(&js, &good, ContentType::Json, None)
+    js.publish_intent(&good, ContentType::Json, None)
         .await
         .unwrap();
 
@@ -255,17 +251,11 @@ async fn a_late_consumer_receives_only_the_latest_intent_per_release() {
     let server = NatsServer::start().unwrap();
     let js = ready(&server).await;
     for id in ["v1", "v2", "v3"] {
-        bus::publish_intent(
-            &js,
-            &intent(id, "prod-east", "web"),
-            ContentType::MsgPack,
-            None,
-        )
-        .await
-        .unwrap();
+        js.publish_intent(&intent(id, "prod-east", "web"), ContentType::MsgPack, None)
+            .await
+            .unwrap();
     }
-    bus::publish_intent(
-        &js,
+    js.publish_intent(
         &intent("api-1", "prod-east", "api"),
         ContentType::MsgPack,
         None,
@@ -273,14 +263,9 @@ async fn a_late_consumer_receives_only_the_latest_intent_per_release() {
     .await
     .unwrap();
     // Another cluster's intent is not this consumer's business.
-    bus::publish_intent(
-        &js,
-        &intent("other", "beta", "web"),
-        ContentType::MsgPack,
-        None,
-    )
-    .await
-    .unwrap();
+    js.publish_intent(&intent("other", "beta", "web"), ContentType::MsgPack, None)
+        .await
+        .unwrap();
 
     let consumer = IntentConsumer::create(&js, "prod-east", &ConsumerOptions::default())
         .await
@@ -292,4 +277,134 @@ async fn a_late_consumer_receives_only_the_latest_intent_per_release() {
     }
     ids.sort();
     assert_eq!(ids, ["api-1", "v3"]);
+}
+
+fn outcome(cluster: &str, intent: &str, phase: proto::Phase) -> proto::Outcome {
+    proto::Outcome {
+        schema_version: SCHEMA_VERSION,
+        event_id: proto::Outcome::event_id_for(cluster, intent, phase, 1, phase.always_terminal()),
+        intent_id: intent.into(),
+        cluster: cluster.into(),
+        release: "web".into(),
+        phase,
+        terminal: phase.always_terminal(),
+        revision: None,
+        attempt: 1,
+        version: None,
+        requested_by: None,
+        rollout_id: None,
+        reason: None,
+        resources: Vec::new(),
+        at: jiff::Timestamp::now(),
+        elapsed_ms: None,
+    }
+}
+
+#[tokio::test]
+async fn the_event_feed_filters_decodes_by_content_type_and_drops_repeats() {
+    let server = NatsServer::start().unwrap();
+    let js = ready(&server).await;
+    let query = bus::EventQuery::cluster("beta");
+    let mut live = bus::EventFeed::open(&js, &query, bus::Since::New)
+        .await
+        .unwrap();
+    let received = outcome("beta", "i1", proto::Phase::Received);
+    js.publish_outcome(&received, ContentType::MsgPack, None)
+        .await
+        .unwrap();
+    js.publish_outcome(
+        &outcome("prod", "i2", proto::Phase::Received),
+        ContentType::Json,
+        None,
+    )
+    .await
+    .unwrap();
+    // Not an event at all, then a repeat of the first with another content type: skipped.
+    js.publish_raw("coxswain.event.beta.web", &[], b"garbage".to_vec())
+        .await
+        .unwrap();
+    let mut repeat = received.clone();
+    repeat.reason = Some("sent twice".into());
+    js.publish_raw(
+        "coxswain.event.beta.web",
+        &[("Content-Type", "application/json")],
+        serde_json::to_vec(&repeat).unwrap(),
+    )
+    .await
+    .unwrap();
+    let succeeded = outcome("beta", "i1", proto::Phase::Succeeded);
+    js.publish_outcome(&succeeded, ContentType::Json, None)
+        .await
+        .unwrap();
+
+    let first = live.next().await.unwrap().unwrap();
+    assert_eq!(first.event_id, received.event_id);
+    let second = live.next().await.unwrap().unwrap();
+    assert_eq!(second.event_id, succeeded.event_id);
+
+    let stored = bus::events::stored_events(&js, &query).await.unwrap();
+    let ids: Vec<&str> = stored.iter().map(|e| e.event_id.as_str()).collect();
+    assert_eq!(
+        ids,
+        [received.event_id.as_str(), succeeded.event_id.as_str()]
+    );
+    let all = bus::events::stored_events(&js, &bus::EventQuery::default())
+        .await
+        .unwrap();
+    assert_eq!(all.len(), 3);
+    let bad = bus::EventQuery::cluster("*");
+    assert!(
+        bus::EventFeed::open(&js, &bad, bus::Since::All)
+            .await
+            .is_err()
+    );
+}
+
+#[tokio::test]
+async fn typed_buckets_round_trip_and_refuse_wildcard_keys() {
+    let server = NatsServer::start().unwrap();
+    let topology = js(&server)
+        .await
+        .ensure_topology(&TopologyConfig::default())
+        .await
+        .unwrap();
+    let record = proto::ClusterRecord {
+        schema_version: SCHEMA_VERSION,
+        name: "beta".into(),
+        labels: [("env".to_owned(), "beta".to_owned())].into(),
+        agent_version: "0".into(),
+        capabilities: Vec::new(),
+        status: proto::AgentStatus::Ready,
+        heartbeat_at: jiff::Timestamp::now(),
+    };
+    topology.registry.put(&record).await.unwrap();
+    assert_eq!(
+        topology.registry.get("beta").await.unwrap().unwrap().name,
+        "beta"
+    );
+    assert!(topology.registry.get("prod").await.unwrap().is_none());
+    assert!(topology.registry.get("*").await.is_err());
+    assert_eq!(topology.registry.all().await.unwrap().len(), 1);
+
+    let rollouts = &topology.rollouts;
+    let err = rollouts.get("a.>").await.unwrap_err();
+    assert!(matches!(err, bus::BusError::InvalidKey { .. }), "{err}");
+    let bundle = b"[{\"kind\":\"ConfigMap\"}]";
+    topology.bundles.put("sha256-x", bundle).await.unwrap();
+    assert_eq!(
+        topology.bundles.get("sha256-x", 1024).await.unwrap(),
+        bundle
+    );
+    let err = topology.bundles.get("sha256-x", 4).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            bus::BusError::BundleTooLarge {
+                size: 22,
+                limit: 4,
+                ..
+            }
+        ),
+        "{err}"
+    );
 }

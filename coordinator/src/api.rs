@@ -6,16 +6,15 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::extract::{Path, Query, Request, State};
+use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
 use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
+use bus::{Bundles, Bus, BusError, Registry, ReleaseStates};
 use jiff::Timestamp;
-use proto::{
-    ClusterProgress, RevertTarget, Rollout, RolloutRequest, RolloutStatus, SCHEMA_VERSION, Validate,
-};
+use proto::{RolloutRequest, RolloutStatus, Validate};
 use serde::Deserialize;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
@@ -23,7 +22,10 @@ use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use crate::driver::{self, Context};
-use crate::{CoordinatorError, plan, store};
+use crate::{CoordinatorError, plan};
+
+/// The largest manifest bundle `POST /v1/bundles` accepts.
+pub const MAX_BUNDLE_BYTES: usize = 64 * 1024 * 1024;
 
 /// How the coordinator runs.
 #[derive(Debug, Clone)]
@@ -41,8 +43,9 @@ pub struct CoordinatorConfig {
 #[derive(Clone)]
 struct AppState {
     ctx: Arc<Context>,
-    clusters: async_nats::jetstream::kv::Store,
-    states: async_nats::jetstream::kv::Store,
+    registry: Registry,
+    states: ReleaseStates,
+    bundles: Bundles,
     token: Option<Arc<str>>,
     tasks: TaskTracker,
     shutdown: CancellationToken,
@@ -51,13 +54,12 @@ struct AppState {
 /// Serves the API and drives rollouts until `shutdown`.
 pub async fn run(
     config: CoordinatorConfig,
-    nats: async_nats::Client,
+    bus: Bus,
     shutdown: CancellationToken,
 ) -> Result<(), CoordinatorError> {
-    let js = async_nats::jetstream::new(nats);
-    let topology = bus::ensure_topology(&js, &bus::TopologyConfig::default()).await?;
+    let topology = bus.ensure_topology(&bus::TopologyConfig::default()).await?;
     let ctx = Arc::new(Context {
-        js,
+        bus,
         rollouts: topology.rollouts.clone(),
         instance: config.instance.clone(),
         claim: config.claim,
@@ -65,22 +67,15 @@ pub async fn run(
     });
     let tasks = TaskTracker::new();
     let state = AppState {
-        ctx: Arc::clone(&ctx),
-        clusters: topology.clusters.clone(),
-        states: topology.state.clone(),
+        ctx,
+        registry: topology.registry,
+        states: topology.states,
+        bundles: topology.bundles,
         token: config.token.map(Arc::from),
         tasks: tasks.clone(),
         shutdown: shutdown.clone(),
     };
     tasks.spawn(resume(state.clone()));
-    let api = Router::new()
-        .route("/v1/rollouts", get(list_rollouts).post(submit))
-        .route("/v1/rollouts/{id}", get(get_rollout))
-        .route("/v1/clusters", get(clusters))
-        .route("/v1/releases", get(releases))
-        .layer(middleware::from_fn_with_state(state.clone(), authenticate))
-        .route("/healthz", get(|| async { "ok" }))
-        .with_state(state);
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|source| CoordinatorError::Listen {
@@ -95,7 +90,7 @@ pub async fn run(
         })?;
     tracing::info!(%addr, instance = config.instance, "coordinator listening");
     let stop = shutdown.clone();
-    let served = axum::serve(listener, api)
+    let served = axum::serve(listener, router(state))
         .with_graceful_shutdown(async move { stop.cancelled().await })
         .await;
     if let Err(error) = served {
@@ -107,8 +102,33 @@ pub async fn run(
     Ok(())
 }
 
+fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/v1/rollouts", get(list_rollouts).post(submit))
+        .route("/v1/rollouts/{id}", get(get_rollout))
+        .route(
+            "/v1/bundles",
+            post(put_bundle).layer(DefaultBodyLimit::max(MAX_BUNDLE_BYTES)),
+        )
+        .route("/v1/clusters", get(clusters))
+        .route("/v1/releases", get(releases))
+        .layer(middleware::from_fn_with_state(state.clone(), authenticate))
+        .route("/healthz", get(|| async { "ok" }))
+        .with_state(state)
+}
+
 fn error(code: StatusCode, message: impl Into<String>) -> Response {
     (code, Json(json!({"error": message.into()}))).into_response()
+}
+
+/// A NATS failure as an answer: a bad key is the caller's mistake (400), anything else an
+/// outage worth retrying (503).
+fn bus_error(e: &BusError) -> Response {
+    let code = match e {
+        BusError::InvalidKey { .. } | BusError::Subject(_) => StatusCode::BAD_REQUEST,
+        _ => StatusCode::SERVICE_UNAVAILABLE,
+    };
+    error(code, e.to_string())
 }
 
 /// Constant-time comparison, so the token cannot be guessed byte by byte from timings.
@@ -129,17 +149,6 @@ async fn authenticate(State(state): State<AppState>, request: Request, next: Nex
         }
     }
     next.run(request).await
-}
-
-fn rollout_id(key: &str) -> String {
-    let digest = ring::digest::digest(&ring::digest::SHA256, key.as_bytes());
-    let hex: String = digest
-        .as_ref()
-        .iter()
-        .take(10)
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    format!("r{hex}")
 }
 
 fn spawn_driver(state: &AppState, id: &str) {
@@ -184,122 +193,71 @@ async fn submit(State(state): State<AppState>, body: axum::body::Bytes) -> Respo
         )
             .into_response();
     }
-    let id = rollout_id(&request.idempotency_key);
-    match store::rollout(&state.ctx.rollouts, &id).await {
+    let id = plan::rollout_id(&request.idempotency_key);
+    match state.ctx.rollouts.get(&id).await {
         Ok(Some((existing, _))) => return (StatusCode::OK, Json(existing)).into_response(),
         Ok(None) => {}
-        Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+        Err(e) => return bus_error(&e),
     }
-    let registry = match store::clusters(&state.clusters).await {
-        Ok(c) => c,
-        Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+    let (registry, history) = match (state.registry.all().await, state.ctx.rollouts.all().await) {
+        (Ok(registry), Ok(history)) => (registry, history),
+        (Err(e), _) | (_, Err(e)) => return bus_error(&e),
     };
-    let targets = plan::targets(&registry, &request.selector);
-    if targets.is_empty() {
-        let selector: Vec<String> = request
-            .selector
-            .iter()
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect();
-        return error(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            format!(
-                "selector {} matches no registered cluster; nothing would be deployed",
-                selector.join(",")
-            ),
-        );
-    }
-    let history = match store::rollouts(&state.ctx.rollouts).await {
-        Ok(h) => h,
-        Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
-    };
-    for required in &request.requires {
-        let passed = history.iter().any(|r| {
-            r.request.release == request.release
-                && r.request.environment == *required
-                && r.request.version == request.version
-                && r.status == RolloutStatus::Succeeded
-        });
-        if !passed {
-            return error(
-                StatusCode::PRECONDITION_FAILED,
-                format!(
-                    "promotion gate: version {} of {} has not succeeded in {required}; deploy it there first",
-                    request.version, request.release
-                ),
-            );
+    match plan::new_rollout(request, &registry, &history, Timestamp::now()) {
+        Ok(rollout) => create(&state, rollout).await,
+        Err(refusal @ plan::Refusal::NoTargets(_)) => {
+            error(StatusCode::UNPROCESSABLE_ENTITY, refusal.to_string())
+        }
+        Err(refusal @ plan::Refusal::Gate(_)) => {
+            error(StatusCode::PRECONDITION_FAILED, refusal.to_string())
         }
     }
-    let revert_to = history
-        .iter()
-        .filter(|r| {
-            r.request.release == request.release
-                && r.request.environment == request.environment
-                && r.status == RolloutStatus::Succeeded
-        })
-        .max_by_key(|r| r.created_at)
-        .map(|r| RevertTarget {
-            rollout_id: r.id.clone(),
-            version: r.request.version.clone(),
-            manifests: r.request.manifests.clone(),
-        });
-    let waves = plan::waves(&registry, &targets, &request.waves);
-    let clusters = waves
-        .iter()
-        .enumerate()
-        .flat_map(|(i, wave)| wave.iter().map(move |c| (c.clone(), i)))
-        .map(|(c, wave)| {
-            (
-                c,
-                ClusterProgress {
-                    wave,
-                    intent_id: None,
-                    phase: None,
-                    terminal: false,
-                    reason: None,
-                    revert_intent_id: None,
-                    revert_phase: None,
-                },
-            )
-        })
-        .collect();
-    let now = Timestamp::now();
-    let rollout = Rollout {
-        schema_version: SCHEMA_VERSION,
-        id: id.clone(),
-        request,
-        waves,
-        clusters,
-        current_wave: 0,
-        status: RolloutStatus::Running,
-        reason: None,
-        revert_to,
-        owner: String::new(),
-        owner_until: None,
-        created_at: now,
-        updated_at: now,
-    };
-    match store::create(&state.ctx.rollouts, &rollout).await {
+}
+
+/// Stores a new rollout and starts its driver; a rollout of the same key that raced in
+/// first is answered instead.
+async fn create(state: &AppState, rollout: proto::Rollout) -> Response {
+    let id = rollout.id.clone();
+    match state.ctx.rollouts.create(&rollout).await {
         Ok(true) => {
             tracing::info!(rollout = id, release = rollout.request.release, environment = rollout.request.environment,
                 version = rollout.request.version, waves = ?rollout.waves, "rollout accepted");
-            spawn_driver(&state, &id);
+            spawn_driver(state, &id);
             (StatusCode::CREATED, Json(rollout)).into_response()
         }
-        // The same key raced in from another request: answer with what is stored.
-        Ok(false) => match store::rollout(&state.ctx.rollouts, &id).await {
+        Ok(false) => match state.ctx.rollouts.get(&id).await {
             Ok(Some((existing, _))) => (StatusCode::OK, Json(existing)).into_response(),
             _ => error(StatusCode::CONFLICT, "rollout created concurrently; retry"),
         },
-        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+        Err(e) => bus_error(&e),
+    }
+}
+
+/// Stores a manifest bundle (a JSON list of objects) under its sha256 digest and answers the
+/// digest, so CI never needs NATS.
+async fn put_bundle(State(state): State<AppState>, body: axum::body::Bytes) -> Response {
+    if let Err(e) = serde_json::from_slice::<Vec<serde_json::Value>>(&body) {
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!("a bundle is a JSON list of objects: {e}"),
+        );
+    }
+    let digest = proto::sha256_digest(&body);
+    match state.bundles.put(&digest, &body).await {
+        Ok(()) => (
+            StatusCode::CREATED,
+            Json(json!({"digest": digest, "size": body.len()})),
+        )
+            .into_response(),
+        Err(e) => bus_error(&e),
     }
 }
 
 async fn get_rollout(State(state): State<AppState>, Path(id): Path<String>) -> Response {
-    match store::rollout(&state.ctx.rollouts, &id).await {
+    match state.ctx.rollouts.get(&id).await {
         Ok(Some((r, _))) => Json(r).into_response(),
         Ok(None) => error(StatusCode::NOT_FOUND, format!("no rollout {id}")),
-        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+        Err(e) => bus_error(&e),
     }
 }
 
@@ -313,7 +271,7 @@ async fn list_rollouts(
     State(state): State<AppState>,
     Query(filter): Query<RolloutFilter>,
 ) -> Response {
-    match store::rollouts(&state.ctx.rollouts).await {
+    match state.ctx.rollouts.all().await {
         Ok(mut all) => {
             all.retain(|r| {
                 filter
@@ -328,21 +286,21 @@ async fn list_rollouts(
             all.sort_by_key(|r| r.created_at);
             Json(all).into_response()
         }
-        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+        Err(e) => bus_error(&e),
     }
 }
 
 async fn clusters(State(state): State<AppState>) -> Response {
-    match store::clusters(&state.clusters).await {
+    match state.registry.all().await {
         Ok(c) => Json(c).into_response(),
-        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+        Err(e) => bus_error(&e),
     }
 }
 
 async fn releases(State(state): State<AppState>) -> Response {
-    match store::states(&state.states).await {
+    match state.states.all().await {
         Ok(s) => Json(s).into_response(),
-        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+        Err(e) => bus_error(&e),
     }
 }
 
@@ -350,7 +308,7 @@ async fn releases(State(state): State<AppState>) -> Response {
 /// the instance that claimed one stopped renewing its claim.
 async fn resume(state: AppState) {
     loop {
-        match store::rollouts(&state.ctx.rollouts).await {
+        match state.ctx.rollouts.all().await {
             Ok(all) => {
                 let now = Timestamp::now();
                 for r in all.iter().filter(|r| r.status == RolloutStatus::Running) {

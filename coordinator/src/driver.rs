@@ -2,29 +2,27 @@
 //! (publish intents, advance, revert, finish), and write the record back with compare-and-set
 //! so only the claiming coordinator moves it.
 
-use std::collections::HashMap;
-use std::sync::Arc;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use async_nats::jetstream::{self, consumer};
-use futures::StreamExt;
+use bus::{Bus, BusError, EventFeed, EventQuery, Rollouts, Since};
 use jiff::{SignedDuration, Timestamp};
 use proto::{ContentType, DeployIntent, Outcome, Rollout, RolloutStatus, SCHEMA_VERSION};
 use tokio_util::sync::CancellationToken;
 
 use crate::plan::{self, Step};
-use crate::store::{self, StoreError};
 
 /// What every driver shares.
 pub(crate) struct Context {
-    pub(crate) js: jetstream::Context,
-    pub(crate) rollouts: async_nats::jetstream::kv::Store,
+    pub(crate) bus: Bus,
+    pub(crate) rollouts: Rollouts,
     /// This coordinator instance.
     pub(crate) instance: String,
     /// How long a claim on a rollout lasts without renewal.
     pub(crate) claim: Duration,
     /// Rollouts this instance drives now.
-    pub(crate) driving: std::sync::Mutex<std::collections::HashSet<String>>,
+    pub(crate) driving: Mutex<HashSet<String>>,
 }
 
 /// Latest event per intent id.
@@ -78,161 +76,225 @@ fn apply_events(r: &mut Rollout, seen: &Seen) -> bool {
     changed
 }
 
+/// Remembers an event; `true` when it is a final one (worth a new decision at once). A final
+/// event is never replaced by a later, non-final one.
+fn remember(seen: &mut Seen, event: Outcome) -> bool {
+    if seen.get(&event.intent_id).is_some_and(|old| old.terminal) {
+        return false;
+    }
+    let terminal = event.terminal;
+    seen.insert(event.intent_id.clone(), event);
+    terminal
+}
+
 /// Drives the rollout until it is final, another instance owns it, or `shutdown`.
 pub(crate) async fn drive(ctx: Arc<Context>, id: String, shutdown: CancellationToken) {
-    let result = run(&ctx, &id, &shutdown).await;
-    if let Err(error) = result {
-        tracing::warn!(rollout = id, %error, "rollout driver stopped; another pass resumes it");
+    let result = Driver::start(&ctx, &id).await;
+    match result {
+        Ok(Some(mut driver)) => {
+            if let Err(error) = driver.run(&shutdown).await {
+                tracing::warn!(rollout = id, %error, "rollout driver stopped; another pass resumes it");
+            }
+        }
+        Ok(None) => {}
+        Err(error) => {
+            tracing::warn!(rollout = id, %error, "rollout driver stopped; another pass resumes it");
+        }
     }
     if let Ok(mut driving) = ctx.driving.lock() {
         driving.remove(&id);
     }
 }
 
-async fn run(ctx: &Context, id: &str, shutdown: &CancellationToken) -> Result<(), String> {
-    let Some((first, _)) = store::rollout(&ctx.rollouts, id)
-        .await
-        .map_err(|e| e.to_string())?
-    else {
-        return Ok(());
-    };
-    // Every event of this release since the rollout began, as it arrives.
-    let events = ctx
-        .js
-        .get_stream(proto::stream::EVENTS)
-        .await
-        .map_err(|e| e.to_string())?;
-    let since = first
-        .created_at
-        .checked_sub(SignedDuration::from_secs(5))
-        .unwrap_or(first.created_at);
-    let start =
-        async_nats::datetime::parse_rfc3339(&since.to_string()).map_err(|e| e.to_string())?;
-    let feed = events
-        .create_consumer(consumer::pull::OrderedConfig {
-            filter_subject: format!("coxswain.event.*.{}", first.request.release),
-            deliver_policy: consumer::DeliverPolicy::ByStartTime { start_time: start },
-            ..Default::default()
-        })
-        .await
-        .map_err(|e| e.to_string())?;
-    let mut messages = feed.messages().await.map_err(|e| e.to_string())?;
-    let mut seen = Seen::new();
+/// One rollout being driven by this instance: what it acts with, and what it has heard.
+struct Driver<'a> {
+    actor: Actor<'a>,
+    feed: EventFeed,
+    seen: Seen,
+}
 
-    loop {
-        if shutdown.is_cancelled() {
-            return Ok(());
-        }
-        let Some((mut r, revision)) = store::rollout(&ctx.rollouts, id)
-            .await
-            .map_err(|e| e.to_string())?
-        else {
-            return Ok(());
+/// The acting half of a driver (claims, publishes, record changes); it holds no feed, so it
+/// can be shared across awaits.
+struct Actor<'a> {
+    ctx: &'a Context,
+    id: &'a str,
+}
+
+/// What one pass over the record ended with.
+enum Pass {
+    /// Nothing to do until events arrive.
+    Wait,
+    /// Decide again at once.
+    Again,
+    /// Final, or someone else's: stop driving.
+    Stop,
+}
+
+impl<'a> Driver<'a> {
+    /// Opens the feed of every event of the rollout's release since it began; `None` when
+    /// there is no such rollout.
+    async fn start(ctx: &'a Context, id: &'a str) -> Result<Option<Self>, BusError> {
+        let Some((first, _)) = ctx.rollouts.get(id).await? else {
+            return Ok(None);
         };
-        if r.status.is_final() {
-            return Ok(());
+        let since = first
+            .created_at
+            .checked_sub(SignedDuration::from_secs(5))
+            .unwrap_or(first.created_at);
+        let query = EventQuery::release(&first.request.release);
+        let feed = EventFeed::open(&ctx.bus, &query, Since::Time(since)).await?;
+        Ok(Some(Self {
+            actor: Actor { ctx, id },
+            feed,
+            seen: Seen::new(),
+        }))
+    }
+
+    async fn run(&mut self, shutdown: &CancellationToken) -> Result<(), BusError> {
+        loop {
+            if shutdown.is_cancelled() {
+                return Ok(());
+            }
+            match self.pass().await? {
+                Pass::Stop => return Ok(()),
+                Pass::Again => {}
+                Pass::Wait => {
+                    if !self.take_events(shutdown).await {
+                        return Ok(());
+                    }
+                }
+            }
         }
+    }
+
+    /// Reads the record, claims it, decides, acts, and writes it back.
+    async fn pass(&mut self) -> Result<Pass, BusError> {
+        let actor = &self.actor;
+        let Some((mut r, revision)) = actor.ctx.rollouts.get(actor.id).await? else {
+            return Ok(Pass::Stop);
+        };
+        if r.status.is_final() || !actor.claim(&mut r) {
+            return Ok(Pass::Stop);
+        }
+        apply_events(&mut r, &self.seen);
+        let step = plan::decide(&r);
+        tracing::debug!(
+            rollout = actor.id,
+            ?step,
+            wave = r.current_wave,
+            "rollout step"
+        );
+        let wait = step == Step::Wait;
+        actor.act(step, &mut r).await?;
+        r.updated_at = Timestamp::now();
+        match actor.ctx.rollouts.update(&r, revision).await? {
+            Ok(_) if wait => Ok(Pass::Wait),
+            Ok(_) | Err(bus::Conflict) => Ok(Pass::Again),
+        }
+    }
+
+    /// Takes in events until a final one arrives, or for at most a second (to renew the
+    /// claim); `false` on shutdown.
+    async fn take_events(&mut self, shutdown: &CancellationToken) -> bool {
+        let until = tokio::time::Instant::now() + Duration::from_secs(1);
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return false,
+                next = tokio::time::timeout_at(until, self.feed.next()) => match next {
+                    Ok(Ok(Some(event))) => {
+                        if remember(&mut self.seen, event) {
+                            return true;
+                        }
+                    }
+                    Ok(Err(error)) => {
+                        tracing::warn!(%error, "event feed error");
+                        return true;
+                    }
+                    Ok(Ok(None)) | Err(_) => return true,
+                },
+            }
+        }
+    }
+}
+
+impl Actor<'_> {
+    /// Takes or renews this instance's claim; `false` when another live instance holds it.
+    fn claim(&self, r: &mut Rollout) -> bool {
         let now = Timestamp::now();
-        if r.owner != ctx.instance && r.owner_until.is_some_and(|until| until > now) {
+        if r.owner != self.ctx.instance && r.owner_until.is_some_and(|until| until > now) {
             tracing::info!(
-                rollout = id,
+                rollout = self.id,
                 owner = r.owner,
                 "another coordinator drives this rollout"
             );
-            return Ok(());
+            return false;
         }
-        r.owner = ctx.instance.clone();
-        r.owner_until = now
-            .checked_add(
-                SignedDuration::try_from(ctx.claim).unwrap_or(SignedDuration::from_secs(15)),
-            )
-            .ok();
-        apply_events(&mut r, &seen);
-        let step = plan::decide(&r);
-        tracing::debug!(rollout = id, ?step, wave = r.current_wave, "rollout step");
-        let mut wait = false;
-        match &step {
-            Step::Publish(clusters) => {
-                for cluster in clusters {
-                    let intent_id = plan::intent_id(&r.id, cluster);
-                    let i = intent(&r, cluster, intent_id.clone(), false);
-                    bus::publish_intent(&ctx.js, &i, ContentType::MsgPack, None)
-                        .await
-                        .map_err(|e| e.to_string())?;
-                    if let Some(c) = r.clusters.get_mut(cluster) {
-                        c.intent_id = Some(intent_id);
-                    }
-                    tracing::info!(
-                        rollout = id,
-                        cluster,
-                        wave = r.current_wave,
-                        "intent published"
-                    );
-                }
-            }
+        r.owner = self.ctx.instance.clone();
+        let claim =
+            SignedDuration::try_from(self.ctx.claim).unwrap_or(SignedDuration::from_secs(15));
+        r.owner_until = now.checked_add(claim).ok();
+        true
+    }
+
+    async fn act(&self, step: Step, r: &mut Rollout) -> Result<(), BusError> {
+        match step {
+            Step::Publish(clusters) => self.publish(r, &clusters, false).await?,
+            Step::Revert(clusters) => self.publish(r, &clusters, true).await?,
             Step::Advance => r.current_wave += 1,
             Step::Succeed => {
                 r.status = RolloutStatus::Succeeded;
-                tracing::info!(rollout = id, "rollout succeeded");
-            }
-            Step::Revert(clusters) => {
-                for cluster in clusters {
-                    let intent_id = plan::revert_intent_id(&r.id, cluster);
-                    let i = intent(&r, cluster, intent_id.clone(), true);
-                    bus::publish_intent(&ctx.js, &i, ContentType::MsgPack, None)
-                        .await
-                        .map_err(|e| e.to_string())?;
-                    if let Some(c) = r.clusters.get_mut(cluster) {
-                        c.revert_intent_id = Some(intent_id);
-                    }
-                    tracing::warn!(
-                        rollout = id,
-                        cluster,
-                        "reverting a cluster an earlier wave updated"
-                    );
-                }
+                tracing::info!(rollout = self.id, "rollout succeeded");
             }
             Step::Finish(status, reason) => {
-                r.status = *status;
-                r.reason = Some(reason.clone());
-                tracing::warn!(rollout = id, status = ?status, reason, "rollout halted");
+                tracing::warn!(rollout = self.id, status = ?status, reason, "rollout halted");
+                r.status = status;
+                r.reason = Some(reason);
             }
-            Step::Wait => wait = true,
+            Step::Wait => {}
         }
-        r.updated_at = Timestamp::now();
-        match store::update(&ctx.rollouts, &r, revision).await {
-            Ok(_) => {}
-            Err(StoreError::Conflict) => continue,
-            Err(e) => return Err(e.to_string()),
-        }
-        if wait {
-            // Take in what arrived; wake at least every second to renew the claim.
-            let until = tokio::time::Instant::now() + Duration::from_secs(1);
-            loop {
-                tokio::select! {
-                    () = shutdown.cancelled() => return Ok(()),
-                    next = tokio::time::timeout_at(until, messages.next()) => match next {
-                        Ok(Some(Ok(m))) => {
-                            let ct = m.headers.as_ref().and_then(|h| h.get(proto::header::CONTENT_TYPE)).map(|v| v.as_str().to_owned());
-                            if let Ok(o) = proto::decode::<Outcome>(ct.as_deref(), &m.payload) {
-                                let keep = seen.get(&o.intent_id).is_some_and(|old| old.terminal);
-                                if !keep {
-                                    let terminal = o.terminal;
-                                    seen.insert(o.intent_id.clone(), o);
-                                    if terminal {
-                                        break;
-                                    }
-                                }
-                            }
-                        }
-                        Ok(Some(Err(error))) => {
-                            tracing::warn!(%error, "event feed error");
-                            break;
-                        }
-                        Ok(None) | Err(_) => break,
-                    },
+        Ok(())
+    }
+
+    /// Publishes a deploy (or revert) intent to each cluster and records its id.
+    async fn publish(
+        &self,
+        r: &mut Rollout,
+        clusters: &[String],
+        revert: bool,
+    ) -> Result<(), BusError> {
+        for cluster in clusters {
+            let intent_id = if revert {
+                plan::revert_intent_id(&r.id, cluster)
+            } else {
+                plan::intent_id(&r.id, cluster)
+            };
+            let i = intent(r, cluster, intent_id.clone(), revert);
+            self.ctx
+                .bus
+                .publish_intent(&i, ContentType::MsgPack, None)
+                .await?;
+            if let Some(c) = r.clusters.get_mut(cluster) {
+                if revert {
+                    c.revert_intent_id = Some(intent_id);
+                } else {
+                    c.intent_id = Some(intent_id);
                 }
             }
+            if revert {
+                tracing::warn!(
+                    rollout = self.id,
+                    cluster,
+                    "reverting a cluster an earlier wave updated"
+                );
+            } else {
+                tracing::info!(
+                    rollout = self.id,
+                    cluster,
+                    wave = r.current_wave,
+                    "intent published"
+                );
+            }
         }
+        Ok(())
     }
 }

@@ -11,9 +11,8 @@ mod api;
 pub mod appconfig;
 mod driver;
 pub mod plan;
-mod store;
 
-pub use api::{CoordinatorConfig, run};
+pub use api::{CoordinatorConfig, MAX_BUNDLE_BYTES, run};
 pub use appconfig::{AppConfig, Loaded};
 
 /// The coordinator could not start or stopped on an error.

@@ -1,9 +1,14 @@
-//! Pure rollout planning: which clusters an environment targets, how they split into waves,
-//! and the next step of a rollout given what its clusters reported.
+//! Pure rollout planning and policy: which clusters an environment targets, how they split
+//! into waves, the promotion gate, what a failure reverts to, the new rollout record, and the
+//! next step of a rollout given what its clusters reported. Nothing here does IO.
 
 use std::collections::BTreeMap;
 
-use proto::{ClusterRecord, Phase, Rollout, RolloutStatus};
+use jiff::Timestamp;
+use proto::{
+    ClusterProgress, ClusterRecord, Phase, RevertTarget, Rollout, RolloutRequest, RolloutStatus,
+    SCHEMA_VERSION,
+};
 
 /// Does a cluster carry every label of the selector?
 pub fn matches(labels: &BTreeMap<String, String>, selector: &BTreeMap<String, String>) -> bool {
@@ -50,6 +55,128 @@ pub fn waves(
         out.push(left);
     }
     out
+}
+
+/// The rollout id of an idempotency key: the same key always names the same rollout.
+pub fn rollout_id(idempotency_key: &str) -> String {
+    let digest = proto::sha256_digest(idempotency_key.as_bytes());
+    let hex = digest.strip_prefix("sha256:").unwrap_or(&digest);
+    format!("r{}", &hex[..20.min(hex.len())])
+}
+
+/// Why a rollout request is refused before anything is published.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// The selector matches no registered cluster.
+    NoTargets(String),
+    /// A required environment has not seen this version succeed.
+    Gate(String),
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::NoTargets(m) | Self::Gate(m) => f.write_str(m),
+        }
+    }
+}
+
+/// The promotion gate: every environment the request requires must have a succeeded rollout
+/// of the same release and version.
+pub fn gate(history: &[Rollout], request: &RolloutRequest) -> Result<(), Refusal> {
+    for required in &request.requires {
+        let passed = history.iter().any(|r| {
+            r.request.release == request.release
+                && r.request.environment == *required
+                && r.request.version == request.version
+                && r.status == RolloutStatus::Succeeded
+        });
+        if !passed {
+            return Err(Refusal::Gate(format!(
+                "promotion gate: version {} of {} has not succeeded in {required}; deploy it there first",
+                request.version, request.release
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// What a failed rollout reverts to: the newest succeeded rollout of the same release to the
+/// same environment.
+pub fn revert_target(history: &[Rollout], request: &RolloutRequest) -> Option<RevertTarget> {
+    history
+        .iter()
+        .filter(|r| {
+            r.request.release == request.release
+                && r.request.environment == request.environment
+                && r.status == RolloutStatus::Succeeded
+        })
+        .max_by_key(|r| r.created_at)
+        .map(|r| RevertTarget {
+            rollout_id: r.id.clone(),
+            version: r.request.version.clone(),
+            manifests: r.request.manifests.clone(),
+        })
+}
+
+/// Every cluster of the waves, with nothing sent yet.
+pub fn fresh_progress(waves: &[Vec<String>]) -> BTreeMap<String, ClusterProgress> {
+    waves
+        .iter()
+        .enumerate()
+        .flat_map(|(wave, names)| names.iter().map(move |c| (c.clone(), wave)))
+        .map(|(c, wave)| {
+            let progress = ClusterProgress {
+                wave,
+                intent_id: None,
+                phase: None,
+                terminal: false,
+                reason: None,
+                revert_intent_id: None,
+                revert_phase: None,
+            };
+            (c, progress)
+        })
+        .collect()
+}
+
+/// The rollout a valid request starts, or why it must not start: targets from the registry,
+/// the gate against the history, waves, and the revert target.
+pub fn new_rollout(
+    request: RolloutRequest,
+    registry: &[ClusterRecord],
+    history: &[Rollout],
+    now: Timestamp,
+) -> Result<Rollout, Refusal> {
+    let found = targets(registry, &request.selector);
+    if found.is_empty() {
+        let selector: Vec<String> = request
+            .selector
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        return Err(Refusal::NoTargets(format!(
+            "selector {} matches no registered cluster; nothing would be deployed",
+            selector.join(",")
+        )));
+    }
+    gate(history, &request)?;
+    let waves = waves(registry, &found, &request.waves);
+    Ok(Rollout {
+        schema_version: SCHEMA_VERSION,
+        id: rollout_id(&request.idempotency_key),
+        revert_to: revert_target(history, &request),
+        clusters: fresh_progress(&waves),
+        request,
+        waves,
+        current_wave: 0,
+        status: RolloutStatus::Running,
+        reason: None,
+        owner: String::new(),
+        owner_until: None,
+        created_at: now,
+        updated_at: now,
+    })
 }
 
 /// Intent id of a cluster's deploy in a rollout.
@@ -171,7 +298,7 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
-    use proto::{ClusterProgress, Manifests, RevertTarget, RolloutRequest};
+    use proto::Manifests;
 
     fn cluster(name: &str, labels: &[(&str, &str)]) -> ClusterRecord {
         ClusterRecord {
@@ -242,32 +369,16 @@ mod tests {
             rollback: Default::default(),
             requested_by: "ci".into(),
         };
-        let mut clusters = BTreeMap::new();
-        for (i, wave) in waves.iter().enumerate() {
-            for c in wave {
-                clusters.insert(
-                    (*c).to_owned(),
-                    ClusterProgress {
-                        wave: i,
-                        intent_id: None,
-                        phase: None,
-                        terminal: false,
-                        reason: None,
-                        revert_intent_id: None,
-                        revert_phase: None,
-                    },
-                );
-            }
-        }
+        let waves: Vec<Vec<String>> = waves
+            .iter()
+            .map(|w| w.iter().map(|c| (*c).to_owned()).collect())
+            .collect();
         Rollout {
             schema_version: 1,
             id: "r1".into(),
             request,
-            waves: waves
-                .iter()
-                .map(|w| w.iter().map(|c| (*c).to_owned()).collect())
-                .collect(),
-            clusters,
+            clusters: fresh_progress(&waves),
+            waves,
             current_wave: 0,
             status: RolloutStatus::Running,
             reason: None,
@@ -336,5 +447,98 @@ mod tests {
         r.revert_to = None;
         report(&mut r, "a", Phase::Rejected, true);
         assert!(matches!(decide(&r), Step::Finish(RolloutStatus::Failed, _)));
+    }
+
+    fn done(env: &str, version: &str, status: RolloutStatus, at: i64) -> Rollout {
+        let mut r = rollout(vec![vec!["a"]], true);
+        r.id = format!("{env}-{version}-{at}");
+        r.request.environment = env.into();
+        r.request.version = version.into();
+        r.status = status;
+        r.created_at = jiff::Timestamp::from_second(at).unwrap();
+        r
+    }
+
+    #[test]
+    fn the_gate_needs_the_same_version_succeeded_in_every_required_environment() {
+        let history = [
+            done("beta", "1", RolloutStatus::Succeeded, 1),
+            done("beta", "2", RolloutStatus::Failed, 2),
+            done("qa", "1", RolloutStatus::Reverted, 3),
+        ];
+        let cases: [(&[&str], &str, bool); 6] = [
+            (&[], "2", true),
+            (&["beta"], "1", true),
+            (&["beta"], "2", false),
+            (&["beta"], "3", false),
+            (&["beta", "qa"], "1", false),
+            (&["qa"], "1", false),
+        ];
+        for (requires, version, passes) in cases {
+            let mut request = rollout(vec![vec!["a"]], true).request;
+            request.requires = requires.iter().map(|e| (*e).to_owned()).collect();
+            request.version = version.into();
+            assert_eq!(
+                gate(&history, &request).is_ok(),
+                passes,
+                "{requires:?} {version}"
+            );
+        }
+        let mut request = rollout(vec![vec!["a"]], true).request;
+        request.requires = vec!["beta".into()];
+        assert_eq!(
+            gate(&history, &request).unwrap_err().to_string(),
+            "promotion gate: version 2 of web has not succeeded in beta; deploy it there first"
+        );
+    }
+
+    #[test]
+    fn a_revert_goes_to_the_newest_success_in_the_same_environment() {
+        let request = rollout(vec![vec!["a"]], true).request;
+        let cases = [
+            (vec![], None),
+            (vec![done("beta", "1", RolloutStatus::Succeeded, 5)], None),
+            (vec![done("prod", "1", RolloutStatus::Failed, 5)], None),
+            (
+                vec![
+                    done("prod", "1", RolloutStatus::Succeeded, 1),
+                    done("prod", "3", RolloutStatus::Succeeded, 3),
+                    done("prod", "4", RolloutStatus::Reverted, 4),
+                ],
+                Some("3"),
+            ),
+        ];
+        for (history, version) in cases {
+            let target = revert_target(&history, &request);
+            assert_eq!(target.map(|t| t.version).as_deref(), version);
+        }
+    }
+
+    #[test]
+    fn a_new_rollout_has_its_waves_its_clusters_and_its_id_or_a_refusal() {
+        let fleet = [
+            cluster("p1", &[("env", "prod"), ("region", "east")]),
+            cluster("p2", &[("env", "prod"), ("region", "west")]),
+        ];
+        let mut request = rollout(vec![vec!["a"]], true).request;
+        request.waves = vec![sel(&[("region", "east")])];
+        let r = new_rollout(request.clone(), &fleet, &[], jiff::Timestamp::UNIX_EPOCH).unwrap();
+        assert_eq!(r.waves, [vec!["p1".to_owned()], vec!["p2".to_owned()]]);
+        assert_eq!(r.clusters["p2"].wave, 1);
+        assert_eq!(r.id, rollout_id("k"));
+        assert_eq!(r.id.len(), 21);
+        assert!(r.revert_to.is_none());
+
+        request.selector = sel(&[("env", "nowhere")]);
+        assert!(matches!(
+            new_rollout(request.clone(), &fleet, &[], jiff::Timestamp::UNIX_EPOCH),
+            Err(Refusal::NoTargets(m)) if m == "selector env=nowhere matches no registered cluster; nothing would be deployed"
+        ));
+        request.selector = sel(&[("env", "prod")]);
+        request.requires = vec!["beta".into()];
+        assert!(matches!(
+            new_rollout(request, &fleet, &[], jiff::Timestamp::UNIX_EPOCH),
+            Err(Refusal::Gate(_))
+        ));
     }
 }

@@ -8,6 +8,7 @@
 
 mod cluster;
 mod codec;
+mod digest;
 mod headers;
 mod intent;
 mod outcome;
@@ -19,6 +20,7 @@ mod validate;
 
 pub use cluster::{AgentStatus, ClusterRecord};
 pub use codec::{ContentType, DecodeError, EncodeError, MAX_MESSAGE_BYTES, decode, encode};
+pub use digest::sha256_digest;
 pub use headers::header;
 pub use intent::{
     DeployIntent, HealthPolicy, HttpProbe, MAX_INLINE_MANIFEST_BYTES, Manifests, RollbackPolicy,
@@ -28,8 +30,9 @@ pub use rollout::{ClusterProgress, RevertTarget, Rollout, RolloutRequest, Rollou
 pub use schema::{Schema, schema_for};
 pub use state::ReleaseState;
 pub use subject::{
-    ReleaseSubject, SubjectError, bucket, event_subject, intent_filter, intent_subject,
-    parse_event_subject, parse_intent_subject, stream,
+    ReleaseSubject, SubjectError, bucket, cluster_key, consumer_name, event_filter, event_subject,
+    intent_filter, intent_subject, is_valid_key, parse_event_subject, parse_intent_subject,
+    state_key, stream,
 };
 pub use validate::{Problem, ProblemKind, Validate, ValidationErrors, check_dns_label};
 

@@ -101,6 +101,53 @@ pub fn event_subject(cluster: &str, release: &str) -> Result<String, SubjectErro
     build(EVENT_PREFIX, cluster, release)
 }
 
+/// A filter over event subjects: `coxswain.event.<cluster|*>.<release|*>`; `None` matches any.
+pub fn event_filter(cluster: Option<&str>, release: Option<&str>) -> Result<String, SubjectError> {
+    if let Some(c) = cluster {
+        token("cluster", c)?;
+    }
+    if let Some(r) = release {
+        token("release", r)?;
+    }
+    Ok(format!(
+        "{EVENT_PREFIX}.{}.{}",
+        cluster.unwrap_or("*"),
+        release.unwrap_or("*")
+    ))
+}
+
+/// The durable name of one cluster's intent consumer: `agent-<cluster>`.
+pub fn consumer_name(cluster: &str) -> Result<String, SubjectError> {
+    token("cluster", cluster)?;
+    Ok(format!("agent-{cluster}"))
+}
+
+/// The key of a release's state in `coxswain-state`: `<cluster>.<release>`.
+pub fn state_key(cluster: &str, release: &str) -> Result<String, SubjectError> {
+    token("cluster", cluster)?;
+    token("release", release)?;
+    Ok(format!("{cluster}.{release}"))
+}
+
+/// The key of a cluster's record in `coxswain-clusters`: its name.
+pub fn cluster_key(cluster: &str) -> Result<String, SubjectError> {
+    token("cluster", cluster)?;
+    Ok(cluster.to_owned())
+}
+
+/// Is `key` usable as a key-value key? Letters, digits, `-`, `_`, `=`, `/` and inner dots;
+/// never a wildcard, so a caller-supplied id cannot address more than one entry.
+pub fn is_valid_key(key: &str) -> bool {
+    !key.is_empty()
+        && key.len() <= 256
+        && !key.starts_with('.')
+        && !key.ends_with('.')
+        && !key.contains("..")
+        && key
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'=' | b'/' | b'.'))
+}
+
 /// The filter of one cluster's intent consumer: `coxswain.intent.<cluster>.>`.
 pub fn intent_filter(cluster: &str) -> Result<String, SubjectError> {
     token("cluster", cluster)?;
@@ -151,6 +198,30 @@ mod tests {
                 .cluster,
             "prod-east"
         );
+    }
+
+    #[test]
+    fn filters_and_keys() {
+        assert_eq!(event_filter(None, None).unwrap(), "coxswain.event.*.*");
+        assert_eq!(
+            event_filter(None, Some("web")).unwrap(),
+            "coxswain.event.*.web"
+        );
+        assert_eq!(
+            event_filter(Some("beta"), None).unwrap(),
+            "coxswain.event.beta.*"
+        );
+        assert!(event_filter(Some(">"), None).is_err());
+        assert_eq!(consumer_name("beta").unwrap(), "agent-beta");
+        assert_eq!(state_key("beta", "web").unwrap(), "beta.web");
+        assert!(state_key("beta", "w.b").is_err());
+        assert_eq!(cluster_key("beta").unwrap(), "beta");
+        for good in ["r0a1b2", "a.b", "x-y_z"] {
+            assert!(is_valid_key(good), "{good}");
+        }
+        for bad in ["", "*", ">", "a.*", ".a", "a.", "a..b", "a b", "a\nb"] {
+            assert!(!is_valid_key(bad), "{bad}");
+        }
     }
 
     #[test]

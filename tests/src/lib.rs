@@ -378,30 +378,29 @@ impl CoordinatorProcess {
     }
 }
 
-/// Every outcome event on `subject` so far (`coxswain.event.>` for all), in stream order.
-pub async fn events(
-    js: &async_nats::jetstream::Context,
-    subject: &str,
-) -> anyhow::Result<Vec<proto::Outcome>> {
-    use futures::StreamExt;
-    let stream = js.get_stream(proto::stream::EVENTS).await?;
-    let consumer = stream
-        .create_consumer(async_nats::jetstream::consumer::pull::OrderedConfig {
-            filter_subject: subject.to_owned(),
-            ..Default::default()
-        })
-        .await?;
-    let mut messages = consumer.messages().await?;
-    let mut out = Vec::new();
-    while let Ok(Some(Ok(m))) =
-        tokio::time::timeout(std::time::Duration::from_millis(300), messages.next()).await
-    {
-        let ct = m
-            .headers
-            .as_ref()
-            .and_then(|h| h.get("Content-Type"))
-            .map(|v| v.as_str().to_owned());
-        out.push(proto::decode::<proto::Outcome>(ct.as_deref(), &m.payload)?);
+/// Polls `check` every 20 ms until it gives `Ok`, and returns that; panics after `within`
+/// with `what` and the last `Err`, which says how far things got.
+pub async fn eventually<T, E, F, Fut>(within: std::time::Duration, what: &str, mut check: F) -> T
+where
+    E: std::fmt::Debug,
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, E>>,
+{
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let last = match check().await {
+            Ok(value) => return value,
+            Err(last) => last,
+        };
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what}: not within {within:?}; last seen: {last:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
-    Ok(out)
+}
+
+/// Every outcome event of a cluster so far, in stream order, each once.
+pub async fn cluster_events(bus: &bus::Bus, cluster: &str) -> anyhow::Result<Vec<proto::Outcome>> {
+    Ok(bus::events::stored_events(bus, &bus::EventQuery::cluster(cluster)).await?)
 }

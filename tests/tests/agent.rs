@@ -4,11 +4,9 @@
 
 use std::time::Duration;
 
-use async_nats::jetstream;
 use proto::{ContentType, DeployIntent, Manifests, Outcome, Phase, SCHEMA_VERSION};
 use serde_json::{Value, json};
-use tests::{AgentProcess, NatsServer, SimProcess, kubectl_bin};
-use tokio::time::Instant;
+use tests::{AgentProcess, NatsServer, SimProcess, eventually, kubectl_bin};
 
 fn deployment(image: &str) -> Value {
     json!({
@@ -53,23 +51,29 @@ fn intent(id: &str, cluster: &str, env: &str, image: &str) -> DeployIntent {
 struct Fixture {
     nats: NatsServer,
     sim: SimProcess,
-    js: jetstream::Context,
+    bus: bus::Bus,
+    topology: bus::Topology,
 }
 
 async fn fixture(clusters: &[&str]) -> Fixture {
     let nats = NatsServer::start().unwrap();
     let sim = SimProcess::start(clusters).unwrap();
-    let client = bus::connect(&bus::ConnectOptions {
+    let bus = bus::connect(&bus::ConnectOptions {
         url: nats.url(),
         ..Default::default()
     })
     .await
     .unwrap();
-    let js = jetstream::new(client);
-    bus::ensure_topology(&js, &bus::TopologyConfig::default())
+    let topology = bus
+        .ensure_topology(&bus::TopologyConfig::default())
         .await
         .unwrap();
-    Fixture { nats, sim, js }
+    Fixture {
+        nats,
+        sim,
+        bus,
+        topology,
+    }
 }
 
 impl Fixture {
@@ -89,54 +93,67 @@ impl Fixture {
     }
 
     async fn publish(&self, intent: &DeployIntent) {
-        bus::publish_intent(&self.js, intent, ContentType::MsgPack, None)
+        self.bus
+            .publish_intent(intent, ContentType::MsgPack, None)
             .await
             .unwrap();
     }
 
     /// Every outcome event of a cluster so far, in order.
     async fn events(&self, cluster: &str) -> Vec<Outcome> {
-        tests::events(&self.js, &format!("coxswain.event.{cluster}.>"))
-            .await
-            .unwrap()
+        tests::cluster_events(&self.bus, cluster).await.unwrap()
     }
 
-    /// Polls until the intent has a terminal event; returns the intent's events in order.
+    /// Waits until the intent has a terminal event; returns the intent's events in order.
     async fn until_final(&self, cluster: &str, intent_id: &str, within: Duration) -> Vec<Outcome> {
-        let deadline = Instant::now() + within;
-        loop {
-            let events: Vec<Outcome> = self
-                .events(cluster)
-                .await
-                .into_iter()
-                .filter(|e| e.intent_id == intent_id)
-                .collect();
-            if events.iter().any(|e| e.terminal) {
-                return events;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no final outcome for {intent_id} within {within:?}: {events:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        eventually(
+            within,
+            &format!("a final outcome for {intent_id}"),
+            || async {
+                let events: Vec<Outcome> = self
+                    .events(cluster)
+                    .await
+                    .into_iter()
+                    .filter(|e| e.intent_id == intent_id)
+                    .collect();
+                if events.iter().any(|e| e.terminal) {
+                    Ok(events)
+                } else {
+                    Err(events)
+                }
+            },
+        )
+        .await
     }
 
-    /// Polls until the cluster's consumer has nothing pending and nothing unacked.
+    /// Waits until the cluster's events include `phase`; returns them.
+    async fn until_phase(&self, cluster: &str, phase: Phase) -> Vec<Outcome> {
+        eventually(
+            Duration::from_secs(30),
+            &format!("{phase} on {cluster}"),
+            || async {
+                let events = self.events(cluster).await;
+                if phases(&events).contains(&phase) {
+                    Ok(events)
+                } else {
+                    Err(phases(&events))
+                }
+            },
+        )
+        .await
+    }
+
+    /// Waits until the cluster's consumer has nothing pending and nothing unacked.
     async fn until_consumer_idle(&self, cluster: &str) {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let stream = self.js.get_stream(proto::stream::INTENTS).await.unwrap();
-            let info = stream
-                .consumer_info(format!("agent-{cluster}"))
-                .await
-                .unwrap();
-            if info.num_pending == 0 && info.num_ack_pending == 0 {
-                return;
+        eventually(Duration::from_secs(30), "an idle consumer", || async {
+            let backlog = self.bus.intent_backlog(cluster).await.unwrap();
+            if backlog.pending == 0 && backlog.unacked == 0 {
+                Ok(())
+            } else {
+                Err(backlog)
             }
-            assert!(Instant::now() < deadline, "consumer never idle: {info:?}");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        })
+        .await
     }
 
     fn kubectl(&self, cluster: &str, args: &[&str]) -> String {
@@ -186,19 +203,12 @@ async fn a_good_intent_succeeds_and_a_broken_one_rolls_back() {
     );
     assert_eq!(events.last().unwrap().revision, Some(1));
 
-    let state = f.js.get_key_value(proto::bucket::STATE).await.unwrap();
-    let entry = state.get("beta.web").await.unwrap().unwrap();
-    let current: proto::ReleaseState = proto::decode(Some("application/json"), &entry).unwrap();
+    let current = f.topology.states.get("beta", "web").await.unwrap().unwrap();
     assert_eq!(
         (current.intent_id.as_str(), current.phase),
         ("v1", Phase::Succeeded)
     );
-    let clusters = f.js.get_key_value(proto::bucket::CLUSTERS).await.unwrap();
-    let record: proto::ClusterRecord = proto::decode(
-        Some("application/json"),
-        &clusters.get("beta").await.unwrap().unwrap(),
-    )
-    .unwrap();
+    let record = f.topology.registry.get("beta").await.unwrap().unwrap();
     assert_eq!(record.labels["env"], "beta");
 
     f.publish(&intent("v2", "beta", "beta", "web:2.0-broken"))
@@ -288,14 +298,14 @@ async fn the_wrong_environment_is_rejected_and_garbage_does_not_block_the_queue(
     );
 
     // Garbage on an intent subject: rejected and terminated; the next valid intent proceeds.
-    f.js.publish(
-        "coxswain.intent.prod.web",
-        vec![0xde, 0xad, 0xbe, 0xef].into(),
-    )
-    .await
-    .unwrap()
-    .await
-    .unwrap();
+    f.bus
+        .publish_raw(
+            "coxswain.intent.prod.web",
+            &[],
+            vec![0xde, 0xad, 0xbe, 0xef],
+        )
+        .await
+        .unwrap();
     f.publish(&intent("good", "prod", "prod", "web:1.0")).await;
     let events = f.until_final("prod", "good", Duration::from_secs(60)).await;
     assert_eq!(events.last().unwrap().phase, Phase::Succeeded);
@@ -352,11 +362,7 @@ async fn a_newer_intent_cancels_a_slow_rollout() {
     let _agent = f.agent("beta", "beta");
     f.publish(&intent("slow", "beta", "beta", "web:1-slow"))
         .await;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !phases(&f.events("beta").await).contains(&Phase::Progressing) {
-        assert!(Instant::now() < deadline, "the slow rollout never started");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    f.until_phase("beta", Phase::Progressing).await;
     f.publish(&intent("fast", "beta", "beta", "web:2")).await;
     let slow = f.until_final("beta", "slow", Duration::from_secs(30)).await;
     assert_eq!(slow.last().unwrap().phase, Phase::Superseded);
@@ -374,18 +380,11 @@ async fn kill_9_during_progressing_then_restart_gives_exactly_one_final_outcome(
         .set_faults("beta", &json!({"latency_ms": 150}))
         .unwrap();
     f.publish(&intent("crash", "beta", "beta", "web:1.0")).await;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let events = f.events("beta").await;
-        if phases(&events).contains(&Phase::Progressing) {
-            assert!(
-                !events.iter().any(|e| e.terminal),
-                "finished before the kill: {events:?}"
-            );
-            break;
-        }
-        assert!(Instant::now() < deadline, "never progressing: {events:?}");
-    }
+    let events = f.until_phase("beta", Phase::Progressing).await;
+    assert!(
+        !events.iter().any(|e| e.terminal),
+        "finished before the kill: {events:?}"
+    );
     agent.kill();
     let lease = f.kubectl(
         "beta",
@@ -458,11 +457,7 @@ async fn a_nats_restart_during_a_rollout_loses_nothing() {
         .unwrap();
     f.publish(&intent("through-outage", "beta", "beta", "web:1.0"))
         .await;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !phases(&f.events("beta").await).contains(&Phase::Applying) {
-        assert!(Instant::now() < deadline);
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    f.until_phase("beta", Phase::Applying).await;
     f.nats.restart().unwrap();
     let restarted = jiff::Timestamp::now();
     let events = f
@@ -560,14 +555,14 @@ async fn the_intent_span_continues_its_traceparent_and_is_exported_over_otlp() {
     .unwrap();
     let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
     let traceparent = format!("00-{trace_id}-00f067aa0ba902b7-01");
-    bus::publish_intent(
-        &f.js,
-        &intent("traced", "beta", "beta", "web:1.0"),
-        ContentType::Json,
-        Some(traceparent),
-    )
-    .await
-    .unwrap();
+    f.bus
+        .publish_intent(
+            &intent("traced", "beta", "beta", "web:1.0"),
+            ContentType::Json,
+            Some(traceparent),
+        )
+        .await
+        .unwrap();
     f.until_final("beta", "traced", Duration::from_secs(60))
         .await;
     assert!(agent.stop().unwrap().success());
@@ -596,10 +591,7 @@ async fn sigterm_finishes_in_flight_work_within_the_grace_period_and_exits_0() {
         .unwrap();
     f.publish(&intent("draining", "beta", "beta", "web:1.0"))
         .await;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !phases(&f.events("beta").await).contains(&Phase::Applying) {
-        assert!(Instant::now() < deadline);
-    }
+    f.until_phase("beta", Phase::Applying).await;
     assert!(agent.stop().unwrap().success(), "exit 0 after draining");
     let events: Vec<Outcome> = f
         .events("beta")
@@ -612,12 +604,7 @@ async fn sigterm_finishes_in_flight_work_within_the_grace_period_and_exits_0() {
         Some(Phase::Succeeded),
         "{events:?}"
     );
-    let clusters = f.js.get_key_value(proto::bucket::CLUSTERS).await.unwrap();
-    let record: proto::ClusterRecord = proto::decode(
-        Some("application/json"),
-        &clusters.get("beta").await.unwrap().unwrap(),
-    )
-    .unwrap();
+    let record = f.topology.registry.get("beta").await.unwrap().unwrap();
     assert_eq!(record.status, proto::AgentStatus::Draining);
 }
 
@@ -625,14 +612,11 @@ async fn sigterm_finishes_in_flight_work_within_the_grace_period_and_exits_0() {
 async fn bundled_manifests_are_fetched_and_verified() {
     let f = fixture(&["beta"]).await;
     let _agent = f.agent("beta", "beta");
-    let store = f.js.get_object_store(proto::bucket::BUNDLES).await.unwrap();
+    let store = &f.topology.bundles;
     let objects = vec![deployment("web:bundled")];
     let bytes = serde_json::to_vec(&objects).unwrap();
     let digest = deploy::render::sha256(&bytes);
-    store
-        .put(digest.as_str(), &mut bytes.as_slice())
-        .await
-        .unwrap();
+    store.put(&digest, &bytes).await.unwrap();
 
     let mut good = intent("bundled", "beta", "beta", "web:bundled");
     good.manifests = Manifests::Bundle {
@@ -648,10 +632,7 @@ async fn bundled_manifests_are_fetched_and_verified() {
 
     // A bundle whose bytes do not match the digest is refused, not applied.
     let forged = format!("sha256:{}", "ab".repeat(32));
-    store
-        .put(forged.as_str(), &mut b"[]".as_slice())
-        .await
-        .unwrap();
+    store.put(&forged, b"[]").await.unwrap();
     let mut bad = intent("forged", "beta", "beta", "web:forged");
     bad.manifests = Manifests::Bundle {
         digest: forged,

@@ -6,10 +6,11 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::time::Duration;
 
-use async_nats::jetstream;
 use proto::{Outcome, Phase, Rollout, RolloutStatus};
 use serde_json::json;
-use tests::{AgentProcess, CoordinatorProcess, NatsServer, SimProcess, coxswain_bin, kubectl_bin};
+use tests::{
+    AgentProcess, CoordinatorProcess, NatsServer, SimProcess, coxswain_bin, eventually, kubectl_bin,
+};
 
 const TOKEN: &str = "test-token";
 
@@ -19,7 +20,8 @@ struct Fleet {
     _agents: Vec<AgentProcess>,
     coordinator: CoordinatorProcess,
     config: tempfile::TempDir,
-    js: jetstream::Context,
+    bus: bus::Bus,
+    topology: bus::Topology,
 }
 
 fn example(path: &str) -> PathBuf {
@@ -64,35 +66,38 @@ async fn fleet(timeout_secs: u64) -> Fleet {
         ),
     )
     .unwrap();
-    let client = bus::connect(&bus::ConnectOptions {
+    let bus = bus::connect(&bus::ConnectOptions {
         url: nats.url(),
         ..Default::default()
     })
     .await
     .unwrap();
-    let js = jetstream::new(client);
-    // Every agent registered before anything is deployed.
-    let clusters = bus::ensure_topology(&js, &bus::TopologyConfig::default())
+    let topology = bus
+        .ensure_topology(&bus::TopologyConfig::default())
         .await
-        .unwrap()
-        .clusters;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    for c in ["beta", "prod-east", "prod-west"] {
-        while clusters.get(c).await.unwrap().is_none() {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "agent {c} never registered"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
+        .unwrap();
+    // Every agent registered before anything is deployed.
+    eventually(
+        Duration::from_secs(30),
+        "every agent registered",
+        || async {
+            let registered = topology.registry.all().await.unwrap();
+            if registered.len() == 3 {
+                Ok(())
+            } else {
+                Err(registered.into_iter().map(|c| c.name).collect::<Vec<_>>())
+            }
+        },
+    )
+    .await;
     Fleet {
         nats,
         sim,
         _agents: agents,
         coordinator,
         config,
-        js,
+        bus,
+        topology,
     }
 }
 
@@ -117,7 +122,7 @@ impl Fleet {
                 "--token",
                 TOKEN,
             ])
-            .args(["--nats", &self.nats.url(), "--requested-by", "ci-job-42"])
+            .args(["--requested-by", "ci-job-42"])
             .args(extra)
             .env("COXSWAIN_LOG", "warn")
             .output()
@@ -147,20 +152,13 @@ impl Fleet {
     }
 
     async fn events(&self) -> Vec<Outcome> {
-        tests::events(&self.js, "coxswain.event.>").await.unwrap()
+        bus::events::stored_events(&self.bus, &bus::EventQuery::default())
+            .await
+            .unwrap()
     }
 
     async fn rollout(&self, id: &str) -> Rollout {
-        let kv = self
-            .js
-            .get_key_value(proto::bucket::ROLLOUTS)
-            .await
-            .unwrap();
-        proto::decode(
-            Some("application/json"),
-            &kv.get(id).await.unwrap().unwrap(),
-        )
-        .unwrap()
+        self.topology.rollouts.get(id).await.unwrap().unwrap().0
     }
 }
 
@@ -274,27 +272,28 @@ async fn a_restarted_coordinator_resumes_the_rollout() {
     let (code, out, err) = f.deploy("prod", "1.0", &[]);
     assert_eq!(code, 0, "{err}");
     let id = rollout_id(&out);
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while f.rollout(&id).await.clusters["prod-east"]
-        .intent_id
-        .is_none()
-    {
-        assert!(tokio::time::Instant::now() < deadline);
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually(Duration::from_secs(30), "wave 1 published", || async {
+        let r = f.rollout(&id).await;
+        r.clusters["prod-east"]
+            .intent_id
+            .as_ref()
+            .map(drop)
+            .ok_or(r.current_wave)
+    })
+    .await;
     f.coordinator.kill();
     assert_eq!(f.rollout(&id).await.status, RolloutStatus::Running);
     f.coordinator = CoordinatorProcess::start(&f.nats.url(), TOKEN).unwrap();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
-    loop {
-        let r = f.rollout(&id).await;
-        if r.status.is_final() {
-            assert_eq!(r.status, RolloutStatus::Succeeded, "{r:?}");
-            break;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "not resumed: {r:?}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let r = eventually(
+        Duration::from_secs(90),
+        "the rollout resumed and finished",
+        || async {
+            let r = f.rollout(&id).await;
+            if r.status.is_final() { Ok(r) } else { Err(r) }
+        },
+    )
+    .await;
+    assert_eq!(r.status, RolloutStatus::Succeeded, "{r:?}");
     assert_eq!(f.image("prod-west"), "registry.example.com/shop/web:1.0");
 }
 
@@ -325,14 +324,14 @@ async fn two_coordinators_drive_each_rollout_once() {
             TOKEN,
             "--wait",
         ])
-        .args(["--nats", &f.nats.url()])
         .env("COXSWAIN_LOG", "warn")
         .output()
         .unwrap();
     assert!(
         out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
     );
     let events = f.events().await;
     for cluster in ["beta", "prod-east", "prod-west"] {
