@@ -1,6 +1,7 @@
 //! `coxswain agent`: the per-cluster agent.
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -36,6 +37,35 @@ pub(crate) struct AgentArgs {
     /// Serve Prometheus metrics on this address (`127.0.0.1:9464`); off when absent.
     #[arg(long, env = "COXSWAIN_METRICS_ADDR")]
     metrics_addr: Option<std::net::SocketAddr>,
+    /// A public key (file with one nkey, e.g. the coordinator's `signing.pub`) whose
+    /// signatures this agent accepts; repeat it during a key rotation. Unsigned, forged,
+    /// expired, replayed and cross-cluster intents are rejected before the cluster is touched.
+    #[arg(long = "trust-key", env = "COXSWAIN_TRUST_KEYS", value_delimiter = ',')]
+    trust_keys: Vec<PathBuf>,
+    /// Accept unsigned intents (a warning is logged). For local experiments only: anyone who
+    /// can publish on NATS can then deploy anything to this cluster.
+    #[arg(
+        long,
+        env = "COXSWAIN_INSECURE_ACCEPT_UNSIGNED",
+        conflicts_with = "trust_keys"
+    )]
+    insecure_accept_unsigned: bool,
+    /// A namespace releases may use besides their own (repeatable). Objects in any other
+    /// namespace are refused, whoever signed the intent.
+    #[arg(
+        long = "allow-namespace",
+        env = "COXSWAIN_ALLOW_NAMESPACES",
+        value_delimiter = ','
+    )]
+    allow_namespaces: Vec<String>,
+    /// A cluster-scoped kind releases may create (`ClusterRole`, `CustomResourceDefinition`;
+    /// repeatable). None by default; a Namespace of an allowed name is always fine.
+    #[arg(
+        long = "allow-cluster-kind",
+        env = "COXSWAIN_ALLOW_CLUSTER_KINDS",
+        value_delimiter = ','
+    )]
+    allow_cluster_kinds: Vec<String>,
     #[command(flatten)]
     nats: NatsArgs,
     #[command(flatten)]
@@ -53,6 +83,10 @@ impl AgentArgs {
             ack_wait_seconds,
             lock_lease_seconds,
             metrics_addr,
+            trust_keys,
+            insecure_accept_unsigned,
+            allow_namespaces,
+            allow_cluster_kinds,
             nats,
             kube,
         } = self;
@@ -71,6 +105,11 @@ impl AgentArgs {
         config.ack_wait = Duration::from_secs(ack_wait_seconds);
         config.engine.lease = Duration::from_secs(lock_lease_seconds);
         config.metrics_addr = metrics_addr;
+        config.trust = trust(&trust_keys, insecure_accept_unsigned)?;
+        config.allow = deploy::Allowlist {
+            namespaces: allow_namespaces.into_iter().collect(),
+            cluster_kinds: allow_cluster_kinds.into_iter().collect(),
+        };
         config.engine.holder = format!("agent-{cluster}/{}/{}", hostname(), std::process::id());
 
         let bus = nats.connect(format!("coxswain-agent-{cluster}")).await?;
@@ -78,4 +117,24 @@ impl AgentArgs {
         agent::run(config, bus, kube, cancel_on_signal()).await?;
         Ok(ExitCode::SUCCESS)
     }
+}
+
+/// The keys an agent trusts, read from their files; or insecure, said loudly.
+fn trust(files: &[PathBuf], insecure: bool) -> anyhow::Result<agent::Trust> {
+    if insecure {
+        tracing::warn!(
+            "accepting unsigned intents (--insecure-accept-unsigned): anyone who can publish on \
+             NATS can deploy to this cluster"
+        );
+        return Ok(agent::Trust::InsecureAcceptUnsigned);
+    }
+    let mut keys = Vec::new();
+    for file in files {
+        let text = std::fs::read_to_string(file)
+            .with_context(|| format!("cannot read trust key {}", file.display()))?;
+        keys.push(text.trim().to_owned());
+    }
+    let trusted = proto::TrustedKeys::new(keys.iter().map(String::as_str))
+        .context("a --trust-key file does not hold a public nkey")?;
+    Ok(agent::Trust::Signed(std::sync::Arc::new(trusted)))
 }

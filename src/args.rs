@@ -20,6 +20,11 @@ pub(crate) struct NatsArgs {
     /// NATS credentials file (JWT + nkey seed).
     #[arg(long, env = "COXSWAIN_NATS_CREDS")]
     creds: Option<PathBuf>,
+    /// File holding the nkey seed of this process's role, one of those `coxswain auth init`
+    /// writes (`coordinator.nk`, `agent-<cluster>.nk`, `observer.nk`, `admin.nk`). Without it
+    /// (and without other credentials) the server must run without authorization.
+    #[arg(long, env = "COXSWAIN_NATS_NKEY")]
+    nats_nkey: Option<PathBuf>,
     /// NATS user (with --nats-password).
     #[arg(long, env = "COXSWAIN_NATS_USER")]
     nats_user: Option<String>,
@@ -39,11 +44,13 @@ impl NatsArgs {
         let options = bus::ConnectOptions {
             url: self.url.clone(),
             creds_file: self.creds.clone(),
+            nkey_seed_file: self.nats_nkey.clone(),
             user: self.nats_user.clone(),
             password: self.nats_password.clone(),
             token: self.nats_token.clone(),
             tls_ca: self.nats_tls_ca.clone(),
             name: Some(name),
+            request_timeout: None,
         };
         Ok(bus::connect(&options).await?)
     }

@@ -5,7 +5,9 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
-use crate::{agent, coordinate, deploy, observe, release, rollback, schema, simulate};
+use crate::{
+    agent, auth, coordinate, deploy, observe, release, rollback, schema, simulate, topology,
+};
 
 /// Coxswain: automatic, fast and safe Kubernetes deploys over NATS JetStream.
 ///
@@ -60,6 +62,12 @@ enum Command {
     Agent(agent::AgentArgs),
     /// Run the coordinator: the HTTP API for CI, targeting, waves, promotion gates.
     Coordinator(coordinate::CoordinatorArgs),
+    /// Create or update the streams, buckets and object store on NATS (admin key; once per
+    /// installation and after upgrades): every other process only opens them.
+    Topology(topology::TopologyArgs),
+    /// Keys for every role and the nats-server configuration enforcing their permissions.
+    #[command(subcommand)]
+    Auth(auth::AuthCommand),
     /// Deploy a release to an environment through the coordinator (what CI runs).
     Deploy(deploy::DeployArgs),
     /// Stream outcome events live (Ctrl-C stops).
@@ -89,6 +97,8 @@ impl Args {
             Command::Sim(args) => runtime()?.block_on(args.run()),
             Command::Agent(args) => runtime()?.block_on(args.run()),
             Command::Coordinator(args) => runtime()?.block_on(args.run()),
+            Command::Topology(args) => runtime()?.block_on(args.run()),
+            Command::Auth(command) => command.run(),
             Command::Deploy(args) => runtime()?.block_on(args.run()),
             Command::Watch(args) => runtime()?.block_on(args.run()),
             Command::History(args) => runtime()?.block_on(args.run()),

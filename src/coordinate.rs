@@ -1,10 +1,13 @@
 //! `coxswain coordinator`: the service CI talks to.
 
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::bail;
+use anyhow::{Context, anyhow, bail};
+use coordinator::Policy;
+use coordinator::policy::EXAMPLE;
 
 use crate::args::{NatsArgs, cancel_on_signal, hostname};
 
@@ -26,6 +29,31 @@ pub(crate) struct CoordinatorArgs {
     /// Seconds a claim on a rollout lasts without renewal (another instance takes over after).
     #[arg(long, env = "COXSWAIN_CLAIM_SECONDS", default_value_t = 10)]
     claim_seconds: u64,
+    /// The platform policy (YAML): environments, their cluster selectors, waves, promotion
+    /// gates, and the releases and namespaces each may receive. Required.
+    #[arg(long, env = "COXSWAIN_POLICY")]
+    policy: Option<PathBuf>,
+    /// The nkey seed (e.g. `signing.nk` from `coxswain auth init`) every per-cluster intent is
+    /// signed with; agents accept only intents signed by a key they trust.
+    #[arg(long, env = "COXSWAIN_SIGNING_KEY")]
+    signing_key: Option<PathBuf>,
+    /// Publish unsigned intents (no --signing-key). Only agents run with
+    /// --insecure-accept-unsigned take them: for local experiments only.
+    #[arg(
+        long,
+        env = "COXSWAIN_INSECURE_UNSIGNED_INTENTS",
+        conflicts_with = "signing_key"
+    )]
+    insecure_unsigned_intents: bool,
+    /// How long a published intent stays valid (`30m`, `1h`, `2d`); an agent refuses it after
+    /// that, so a cluster offline for longer gets the next rollout instead.
+    #[arg(long, env = "COXSWAIN_INTENT_TTL", default_value = "24h", value_parser = crate::duration::parse)]
+    intent_ttl: Duration,
+    /// Create or update the topology first, as `coxswain topology` does: for a single-user
+    /// setup without roles, or with the admin key. Without it, the coordinator waits until
+    /// the admin created the topology.
+    #[arg(long, env = "COXSWAIN_CREATE_TOPOLOGY")]
+    create_topology: bool,
     #[command(flatten)]
     nats: NatsArgs,
 }
@@ -38,21 +66,80 @@ impl CoordinatorArgs {
             no_auth,
             instance,
             claim_seconds,
+            policy,
+            signing_key,
+            insecure_unsigned_intents,
+            intent_ttl,
+            create_topology,
             nats,
         } = self;
+        let policy = load_policy(policy.as_deref())?;
+        let signer = signer(signing_key.as_deref(), insecure_unsigned_intents)?;
         if token.is_none() && !no_auth {
             bail!("set --token (or COXSWAIN_TOKEN), or --no-auth to serve without authentication");
         }
         let instance = instance
             .unwrap_or_else(|| format!("coordinator-{}-{}", hostname(), std::process::id()));
         let bus = nats.connect(format!("coxswain-{instance}")).await?;
+        if create_topology {
+            bus.ensure_topology(&bus::TopologyConfig::default()).await?;
+        }
         let config = coordinator::CoordinatorConfig {
             listen,
             token: if no_auth { None } else { token },
             instance,
             claim: Duration::from_secs(claim_seconds),
+            policy,
+            signer,
+            intent_ttl,
         };
         coordinator::run(config, bus, cancel_on_signal()).await?;
         Ok(ExitCode::SUCCESS)
     }
+}
+
+/// The intent-signing key, or nothing when asked to run insecure.
+fn signer(
+    path: Option<&Path>,
+    insecure: bool,
+) -> anyhow::Result<Option<std::sync::Arc<proto::Signer>>> {
+    let Some(path) = path else {
+        if insecure {
+            tracing::warn!(
+                "publishing unsigned intents (--insecure-unsigned-intents): only agents that \
+                 accept unsigned intents will deploy them"
+            );
+            return Ok(None);
+        }
+        bail!(
+            "set --signing-key FILE (the signing.nk written by `coxswain auth init`), or \
+             --insecure-unsigned-intents for a local experiment"
+        );
+    };
+    let seed = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read the signing key {}", path.display()))?;
+    let signer = proto::Signer::from_seed(&seed)
+        .with_context(|| format!("{} does not hold an nkey seed", path.display()))?;
+    tracing::info!(key = signer.key_id(), "signing intents");
+    Ok(Some(std::sync::Arc::new(signer)))
+}
+
+/// The platform policy, or an error that says what to write.
+fn load_policy(path: Option<&Path>) -> anyhow::Result<Policy> {
+    let Some(path) = path else {
+        bail!(
+            "set --policy FILE (or COXSWAIN_POLICY): the platform policy, a YAML file with \
+             `environments:`, each with a `selector` (cluster labels), optional `waves` and \
+             `requires`, and the `releases` and `namespaces` it may receive ([\"*\"] for any); \
+             start from {EXAMPLE}"
+        );
+    };
+    Policy::load(path).map_err(|problems| {
+        anyhow!(
+            "the platform policy is invalid ({} problem(s)); fix them and start again \
+             (see {EXAMPLE}):\n  - {}",
+            problems.len(),
+            problems.join("\n  - ")
+        )
+    })
 }

@@ -1,6 +1,8 @@
 //! `coxswain deploy`: what CI runs. Renders the release for the environment from
-//! `coxswain.yaml`, submits it to the coordinator with an idempotency key, and with `--wait`
-//! follows it to the end, exiting 0 only when every targeted cluster succeeded.
+//! `coxswain.yaml`, computes its content digest (templates and defaults, before environment
+//! values), submits it to the coordinator with an idempotency key, and with `--wait` follows
+//! it to the end, exiting 0 only when every targeted cluster succeeded. Which clusters, waves
+//! and gates apply is the coordinator's platform policy, never this request's.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -8,6 +10,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use coordinator::Loaded;
+use coordinator::appconfig::ReleaseConfig;
 use proto::{Manifests, Phase, Rollout, RolloutRequest, RolloutStatus, SCHEMA_VERSION};
 use serde_json::{Value, json};
 
@@ -32,7 +36,7 @@ pub(crate) struct CoordinatorClientArgs {
 }
 
 impl CoordinatorClientArgs {
-    fn request(
+    pub(crate) fn request(
         &self,
         client: &reqwest::Client,
         method: reqwest::Method,
@@ -46,7 +50,11 @@ impl CoordinatorClientArgs {
         request
     }
 
-    async fn rollout(&self, client: &reqwest::Client, id: &str) -> anyhow::Result<Rollout> {
+    pub(crate) async fn rollout(
+        &self,
+        client: &reqwest::Client,
+        id: &str,
+    ) -> anyhow::Result<Rollout> {
         let response = self
             .request(client, reqwest::Method::GET, &format!("/v1/rollouts/{id}"))
             .send()
@@ -100,7 +108,8 @@ pub(crate) struct DeployArgs {
     /// The application's deploy configuration.
     #[arg(long, env = "COXSWAIN_CONFIG", default_value = "coxswain.yaml")]
     config: PathBuf,
-    /// Environment to deploy to (as named in the configuration).
+    /// Environment to deploy to (as named in the coordinator's platform policy; its values
+    /// come from the configuration).
     #[arg(long, env = "COXSWAIN_ENV")]
     env: String,
     /// Release to deploy (as named in the configuration).
@@ -109,7 +118,8 @@ pub(crate) struct DeployArgs {
     /// `key.path=value` overrides, layered last (repeatable).
     #[arg(long = "set")]
     set: Vec<String>,
-    /// Version deployed (the promotion gate compares it); default: the `image.tag` value.
+    /// Version deployed (the promotion gate compares it, with the content digest); default:
+    /// the `image.tag` value.
     #[arg(long, env = "COXSWAIN_APP_VERSION")]
     app_version: Option<String>,
     /// Idempotency key; a CI retry with the same key never deploys twice. Default: derived
@@ -122,9 +132,9 @@ pub(crate) struct DeployArgs {
     /// Follow the rollout to its end; exit 0 only when every cluster succeeded.
     #[arg(long)]
     wait: bool,
-    /// With --wait: give up after this many seconds (exit 3).
-    #[arg(long, default_value_t = 1800)]
-    timeout: u64,
+    /// With --wait: give up after this long (`90s`, `30m`, `1h`, or seconds; exit 3).
+    #[arg(long, default_value = "30m", value_parser = crate::duration::parse)]
+    timeout: Duration,
     /// Output format.
     #[arg(long, short = 'o', value_enum, default_value_t = Output::Text)]
     output: Output,
@@ -137,8 +147,33 @@ fn lookup<'a>(values: &'a Value, dotted: &str) -> Option<&'a Value> {
 }
 
 impl DeployArgs {
+    /// The values for the environment: the release's defaults < the environment's values file
+    /// < the release's values file for the environment < `--set`s.
+    fn values(&self, loaded: &Loaded, release: &ReleaseConfig) -> anyhow::Result<Value> {
+        let dir = loaded.path(&release.manifests);
+        let env_file = loaded
+            .config
+            .environments
+            .get(&self.env)
+            .and_then(|e| e.values.as_ref())
+            .map(|f| loaded.path(f));
+        let mut values = deploy::render::layered_values(&dir, env_file.as_deref(), &[])?;
+        if let Some(file) = release.values.get(&self.env) {
+            let text = std::fs::read_to_string(loaded.path(file))?;
+            let extra: Value = serde_saphyr::from_str(&text)
+                .with_context(|| format!("{} is not YAML", file.display()))?;
+            deploy::render::merge_values(&mut values, &extra);
+        }
+        for expr in &self.set {
+            deploy::render::apply_set(&mut values, expr)?;
+        }
+        Ok(values)
+    }
+
+    /// Renders the release for the environment; the request (which names no clusters, waves
+    /// or gates: those are the platform policy's) and the manifest bytes.
     fn build(&self) -> anyhow::Result<(RolloutRequest, Vec<u8>)> {
-        let loaded = coordinator::Loaded::load(&self.config).map_err(|problems| {
+        let loaded = Loaded::load(&self.config).map_err(|problems| {
             anyhow::anyhow!(
                 "{} is invalid ({} problem(s)):\n  - {}",
                 self.config.display(),
@@ -153,25 +188,9 @@ impl DeployArgs {
                 self.release
             )
         })?;
-        let env = loaded.config.environments.get(&self.env).with_context(|| {
-            format!(
-                "{} has no environment {:?}",
-                self.config.display(),
-                self.env
-            )
-        })?;
         let dir = loaded.path(&release.manifests);
-        let env_file = env.values.as_ref().map(|f| loaded.path(f));
-        let mut values = deploy::render::layered_values(&dir, env_file.as_deref(), &[])?;
-        if let Some(file) = release.values.get(&self.env) {
-            let text = std::fs::read_to_string(loaded.path(file))?;
-            let extra: Value = serde_saphyr::from_str(&text)
-                .with_context(|| format!("{} is not YAML", file.display()))?;
-            deploy::render::merge_values(&mut values, &extra);
-        }
-        for expr in &self.set {
-            deploy::render::apply_set(&mut values, expr)?;
-        }
+        let content_digest = deploy::render::content_digest(&dir)?;
+        let values = self.values(&loaded, release)?;
         let meta =
             json!({"name": self.release, "namespace": release.namespace, "environment": self.env});
         let rendered = deploy::render::render(&dir, &values, &meta)?;
@@ -209,10 +228,7 @@ impl DeployArgs {
             namespace: release.namespace.clone(),
             environment: self.env.clone(),
             version,
-            selector: env.selector.clone(),
-            waves: env.waves.clone(),
-            requires: env.requires.clone(),
-            revert_on_failure: env.revert_on_failure,
+            content_digest,
             manifests,
             health: release.health.clone(),
             rollback: release.rollback.clone(),
@@ -255,10 +271,12 @@ impl DeployArgs {
         if !self.wait {
             return Ok(ExitCode::SUCCESS);
         }
-        let Some(rollout) = self.follow(&http, rollout).await else {
+        let Some(rollout) =
+            follow(&self.coordinator, &http, rollout, self.timeout, self.output).await
+        else {
             return Ok(ExitCode::from(3));
         };
-        self.summarize(&rollout)
+        summarize(&rollout, self.output)
     }
 
     /// Submits the request; the rollout and whether it existed already, or `None` (after
@@ -295,68 +313,74 @@ impl DeployArgs {
         let rollout: Rollout = response.json().await?;
         Ok(Some((rollout, status == reqwest::StatusCode::OK)))
     }
+}
 
-    /// Polls the rollout until it is final, printing each cluster's changes; `None` when the
-    /// timeout passed first.
-    async fn follow(&self, http: &reqwest::Client, mut rollout: Rollout) -> Option<Rollout> {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(self.timeout);
-        let mut shown: BTreeMap<String, String> = BTreeMap::new();
-        loop {
-            if self.output == Output::Text {
-                show_changes(&rollout, &mut shown);
-            }
-            if rollout.status.is_final() {
-                return Some(rollout);
-            }
-            if tokio::time::Instant::now() >= deadline {
-                eprintln!(
-                    "error: rollout {} still running after {} s",
-                    rollout.id, self.timeout
-                );
-                return None;
-            }
-            tokio::time::sleep(Duration::from_millis(500)).await;
-            match self.coordinator.rollout(http, &rollout.id).await {
-                Ok(r) => rollout = r,
-                Err(error) => tracing::warn!(%error, "cannot read the rollout; retrying"),
-            }
+/// Polls the rollout until it is final, printing each cluster's changes; `None` when
+/// `timeout` passed first.
+pub(crate) async fn follow(
+    coordinator: &CoordinatorClientArgs,
+    http: &reqwest::Client,
+    mut rollout: Rollout,
+    timeout: Duration,
+    output: Output,
+) -> Option<Rollout> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut shown: BTreeMap<String, String> = BTreeMap::new();
+    loop {
+        if output == Output::Text {
+            show_changes(&rollout, &mut shown);
+        }
+        if rollout.status.is_final() {
+            return Some(rollout);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            eprintln!(
+                "error: rollout {} still running after {timeout:?}",
+                rollout.id
+            );
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        match coordinator.rollout(http, &rollout.id).await {
+            Ok(r) => rollout = r,
+            Err(error) => tracing::warn!(%error, "cannot read the rollout; retrying"),
         }
     }
+}
 
-    /// Prints how the rollout ended; exit 0 only when every cluster succeeded.
-    fn summarize(&self, rollout: &Rollout) -> anyhow::Result<ExitCode> {
-        if self.output == Output::Json {
-            println!("{}", serde_json::to_string_pretty(rollout)?);
-        } else {
-            let reason = rollout.reason.as_deref().unwrap_or("?");
-            let how = match rollout.status {
-                RolloutStatus::Succeeded => "succeeded on every cluster".to_owned(),
-                RolloutStatus::Failed => format!("failed: {reason}"),
-                RolloutStatus::Reverted => format!("failed and reverted: {reason}"),
-                RolloutStatus::Running => "running".to_owned(),
-            };
-            println!("rollout {}: {how}", rollout.id);
-            let untouched: Vec<&str> = rollout
-                .clusters
-                .iter()
-                .filter(|(_, c)| c.intent_id.is_none())
-                .map(|(n, _)| n.as_str())
-                .collect();
-            if !untouched.is_empty() {
-                println!("  not deployed (halted): {}", untouched.join(", "));
-            }
+/// Prints how the rollout ended; exit 0 only when every cluster succeeded.
+pub(crate) fn summarize(rollout: &Rollout, output: Output) -> anyhow::Result<ExitCode> {
+    if output == Output::Json {
+        println!("{}", serde_json::to_string_pretty(rollout)?);
+    } else {
+        let reason = rollout.reason.as_deref().unwrap_or("?");
+        let how = match rollout.status {
+            RolloutStatus::Succeeded => "succeeded on every cluster".to_owned(),
+            RolloutStatus::Failed => format!("failed: {reason}"),
+            RolloutStatus::Reverted => format!("failed and reverted: {reason}"),
+            RolloutStatus::Running => "running".to_owned(),
+        };
+        println!("rollout {}: {how}", rollout.id);
+        let untouched: Vec<&str> = rollout
+            .clusters
+            .iter()
+            .filter(|(_, c)| c.intent_id.is_none())
+            .map(|(n, _)| n.as_str())
+            .collect();
+        if !untouched.is_empty() {
+            println!("  not deployed (halted): {}", untouched.join(", "));
         }
-        let ok = rollout.status == RolloutStatus::Succeeded
-            && rollout
-                .clusters
-                .values()
-                .all(|c| c.phase == Some(Phase::Succeeded));
-        Ok(if ok {
-            ExitCode::SUCCESS
-        } else {
-            ExitCode::FAILURE
-        })
     }
+    let ok = rollout.status == RolloutStatus::Succeeded
+        && rollout
+            .clusters
+            .values()
+            .all(|c| c.phase == Some(Phase::Succeeded));
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 /// Prints each cluster whose line changed since last shown.

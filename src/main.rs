@@ -2,9 +2,11 @@
 
 mod agent;
 mod args;
+mod auth;
 mod cli;
 mod coordinate;
 mod deploy;
+mod duration;
 mod observe;
 mod release;
 mod rollback;
@@ -12,6 +14,7 @@ mod schema;
 mod shutdown;
 mod simulate;
 mod telemetry;
+mod topology;
 
 use clap::Parser;
 

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use bus::{EventFeed, EventQuery, Since};
 use proto::Outcome;
 
@@ -29,25 +29,6 @@ impl EventFilter {
             release: self.release.clone(),
         }
     }
-}
-
-/// Parses `90s`, `15m`, `2h`, `7d`.
-fn parse_age(text: &str) -> anyhow::Result<Duration> {
-    let (number, unit) = text.split_at(
-        text.find(|c: char| !c.is_ascii_digit())
-            .unwrap_or(text.len()),
-    );
-    let n: u64 = number
-        .parse()
-        .with_context(|| format!("{text:?} is not a duration like 15m"))?;
-    let seconds = match unit {
-        "s" | "" => n,
-        "m" => n * 60,
-        "h" => n * 3600,
-        "d" => n * 86_400,
-        _ => bail!("{text:?}: use s, m, h or d"),
-    };
-    Ok(Duration::from_secs(seconds))
 }
 
 async fn observer(nats: &NatsArgs) -> anyhow::Result<bus::Bus> {
@@ -81,8 +62,8 @@ pub(crate) struct WatchArgs {
     #[command(flatten)]
     filter: EventFilter,
     /// Also show events from this long ago (`15m`, `2h`); default: only new ones.
-    #[arg(long)]
-    since: Option<String>,
+    #[arg(long, value_parser = crate::duration::parse)]
+    since: Option<Duration>,
     /// Output format: text lines, or one JSON event per line.
     #[arg(long, short = 'o', value_enum, default_value_t = Output::Text)]
     output: Output,
@@ -100,9 +81,7 @@ impl WatchArgs {
         } = self;
         let bus = observer(&nats).await?;
         let since = match since {
-            Some(age) => Since::Time(
-                jiff::Timestamp::now() - jiff::SignedDuration::try_from(parse_age(&age)?)?,
-            ),
+            Some(age) => Since::Time(jiff::Timestamp::now() - jiff::SignedDuration::try_from(age)?),
             None => Since::New,
         };
         let mut feed = EventFeed::open(&bus, &filter.query(), since)

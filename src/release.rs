@@ -3,6 +3,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::Subcommand;
@@ -60,9 +61,9 @@ pub(crate) enum ReleaseCommand {
         /// Wait for health, run tests and probes, roll back automatically when they fail.
         #[arg(long)]
         wait: bool,
-        /// Deadline for the whole release, in seconds.
-        #[arg(long, default_value_t = 300)]
-        timeout: u64,
+        /// Deadline for the whole release (`60s`, `5m`, `1h30m`, or seconds).
+        #[arg(long, default_value = "5m", value_parser = crate::duration::parse)]
+        timeout: Duration,
         #[command(flatten)]
         kube: KubeArgs,
     },
@@ -89,9 +90,9 @@ pub(crate) enum ReleaseCommand {
         /// Revision to return to.
         #[arg(long)]
         to: Option<u32>,
-        /// Deadline in seconds.
-        #[arg(long, default_value_t = 300)]
-        timeout: u64,
+        /// Deadline (`60s`, `5m`, `1h30m`, or seconds).
+        #[arg(long, default_value = "5m", value_parser = crate::duration::parse)]
+        timeout: Duration,
         #[command(flatten)]
         kube: KubeArgs,
     },
@@ -157,7 +158,7 @@ impl ReleaseCommand {
             } => {
                 let mut engine = Engine::new(kube.client().await?, engine_config());
                 let health = HealthPolicy {
-                    timeout_secs: timeout,
+                    timeout_secs: timeout.as_secs().max(1),
                     ..Default::default()
                 };
                 let target = deploy::Rollback {
@@ -178,7 +179,7 @@ async fn apply(
     render: RenderArgs,
     version: String,
     wait: bool,
-    timeout: u64,
+    timeout: Duration,
     kube: KubeArgs,
     cancel: &CancellationToken,
 ) -> anyhow::Result<ExitCode> {
@@ -191,7 +192,7 @@ async fn apply(
         intent_id: None,
         rendered,
         health: HealthPolicy {
-            timeout_secs: timeout,
+            timeout_secs: timeout.as_secs().max(1),
             ..Default::default()
         },
         rollback: RollbackPolicy::default(),

@@ -44,7 +44,7 @@ fn intent(cluster: &str) -> DeployIntent {
         version: "1.0".into(),
         images: Default::default(),
         manifests: Manifests::Inline {
-            digest: deploy::render::digest_of(&objects, &[]),
+            digest: proto::manifests_digest(&objects),
             objects,
         },
         health: Default::default(),
@@ -52,6 +52,7 @@ fn intent(cluster: &str) -> DeployIntent {
         requested_by: "bench".into(),
         created_at: jiff::Timestamp::now(),
         rollout_id: None,
+        expires_at: None,
     }
 }
 

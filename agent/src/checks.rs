@@ -1,9 +1,25 @@
 //! The checks an intent passes before the agent touches the cluster, as pure functions: each
 //! returns the reason for a rejection, so each can be tested alone.
 
-use proto::{DecodeError, DeployIntent, ReleaseSubject, SubjectError, Validate};
+use jiff::Timestamp;
+use proto::{
+    DecodeError, DeployIntent, Manifests, ReleaseSubject, Signature, SubjectError, Validate,
+};
 
-use crate::AgentConfig;
+use crate::{AgentConfig, Trust};
+
+/// How an intent arrived: what the checks need besides the intent and the agent's config.
+#[derive(Debug)]
+pub(crate) struct Arrival<'a> {
+    /// The subject it was published on, parsed.
+    pub(crate) subject: &'a Result<ReleaseSubject, SubjectError>,
+    /// The subject as given.
+    pub(crate) subject_text: &'a str,
+    /// Its `Coxswain-Signature` and `Coxswain-Key-Id` headers.
+    pub(crate) signature: Option<&'a Signature>,
+    /// Now, for the expiry.
+    pub(crate) now: Timestamp,
+}
 
 /// Why an intent is refused: the reason, and the intent when it could be read at all.
 #[derive(Debug, Clone, PartialEq)]
@@ -13,7 +29,7 @@ pub(crate) struct Rejection {
 }
 
 impl Rejection {
-    fn of(intent: DeployIntent, reason: String) -> Self {
+    pub(crate) fn of(intent: DeployIntent, reason: String) -> Self {
         Self {
             reason,
             intent: Some(Box::new(intent)),
@@ -73,17 +89,66 @@ pub(crate) fn same_environment(intent: &DeployIntent, config: &AgentConfig) -> R
     }
 }
 
+/// The intent must carry a valid signature by a trusted key (unless the agent runs insecure).
+pub(crate) fn signed(
+    intent: &DeployIntent,
+    signature: Option<&Signature>,
+    trust: &Trust,
+) -> Result<(), String> {
+    match trust {
+        Trust::InsecureAcceptUnsigned => Ok(()),
+        Trust::Signed(keys) => keys.verify(intent, signature).map_err(|e| e.to_string()),
+    }
+}
+
+/// A signed intent must say until when it is valid, and that time must not have passed.
+pub(crate) fn unexpired(
+    intent: &DeployIntent,
+    now: Timestamp,
+    trust: &Trust,
+) -> Result<(), String> {
+    match (intent.expires_at, trust) {
+        (Some(at), _) if at <= now => Err(format!("intent expired at {at}")),
+        (None, Trust::Signed(_)) => Err("signed intent has no expiry (expires_at)".into()),
+        _ => Ok(()),
+    }
+}
+
+/// Inline manifests must be what their digest says, since the signature covers the digest.
+pub(crate) fn manifests_match(intent: &DeployIntent) -> Result<(), String> {
+    let Manifests::Inline { digest, objects } = &intent.manifests else {
+        return Ok(());
+    };
+    let actual = proto::manifests_digest(objects);
+    if &actual == digest {
+        Ok(())
+    } else {
+        Err(format!(
+            "inline manifests do not match their digest: stated {digest}, computed {actual}"
+        ))
+    }
+}
+
 /// Every check in order; the intent when all pass.
 pub(crate) fn admit(
     raw: Result<DeployIntent, DecodeError>,
-    subject: &Result<ReleaseSubject, SubjectError>,
-    subject_text: &str,
+    arrival: &Arrival<'_>,
     config: &AgentConfig,
 ) -> Result<DeployIntent, Rejection> {
     let intent = decoded(raw)?;
     let verdict = valid(&intent)
-        .and_then(|()| addressed_here(&intent, subject, subject_text, &config.cluster))
-        .and_then(|()| same_environment(&intent, config));
+        .and_then(|()| signed(&intent, arrival.signature, &config.trust))
+        .and_then(|()| {
+            addressed_here(
+                &intent,
+                arrival.subject,
+                arrival.subject_text,
+                &config.cluster,
+            )
+        })
+        .and_then(|()| same_environment(&intent, config))
+        .and_then(|()| unexpired(&intent, arrival.now, &config.trust))
+        .and_then(|()| manifests_match(&intent));
     match verdict {
         Ok(()) => Ok(intent),
         Err(reason) => Err(Rejection::of(intent, reason)),
@@ -101,7 +166,30 @@ mod tests {
     fn config() -> AgentConfig {
         let mut config = AgentConfig::new("beta");
         config.labels.insert("env".into(), "beta".into());
+        config.trust = Trust::InsecureAcceptUnsigned;
         config
+    }
+
+    fn signed_config() -> (AgentConfig, proto::Signer) {
+        let pair = nkeys::KeyPair::new_account();
+        let signer = proto::Signer::from_seed(&pair.seed().unwrap()).unwrap();
+        let keys = proto::TrustedKeys::new([pair.public_key().as_str()]).unwrap();
+        let mut config = config();
+        config.trust = Trust::Signed(std::sync::Arc::new(keys));
+        (config, signer)
+    }
+
+    fn arrival<'a>(
+        subject: &'a Result<ReleaseSubject, SubjectError>,
+        text: &'a str,
+        signature: Option<&'a Signature>,
+    ) -> Arrival<'a> {
+        Arrival {
+            subject,
+            subject_text: text,
+            signature,
+            now: Timestamp::now(),
+        }
     }
 
     fn intent(cluster: &str, environment: &str) -> DeployIntent {
@@ -114,17 +202,21 @@ mod tests {
             environment: environment.into(),
             version: "1.0".into(),
             images: Default::default(),
-            manifests: Manifests::Inline {
-                digest: format!("sha256:{}", "0".repeat(64)),
-                objects: vec![serde_json::json!({
+            manifests: {
+                let objects = vec![serde_json::json!({
                     "apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "web"}
-                })],
+                })];
+                Manifests::Inline {
+                    digest: proto::manifests_digest(&objects),
+                    objects,
+                }
             },
             health: Default::default(),
             rollback: Default::default(),
             requested_by: "test".into(),
             created_at: jiff::Timestamp::now(),
             rollout_id: None,
+            expires_at: None,
         }
     }
 
@@ -133,7 +225,7 @@ mod tests {
     }
 
     fn admit_on(intent: DeployIntent, on: &str) -> Result<DeployIntent, Rejection> {
-        admit(Ok(intent), &subject(on), on, &config())
+        admit(Ok(intent), &arrival(&subject(on), on, None), &config())
     }
 
     #[test]
@@ -183,9 +275,109 @@ mod tests {
     #[test]
     fn undecodable_bytes_are_refused_without_an_intent() {
         let raw = proto::decode::<DeployIntent>(Some("application/json"), b"{not json");
-        let rejection =
-            admit(raw, &subject("coxswain.intent.beta.web"), "s", &config()).unwrap_err();
+        let on = subject("coxswain.intent.beta.web");
+        let rejection = admit(raw, &arrival(&on, "s", None), &config()).unwrap_err();
         assert!(rejection.reason.starts_with("undecodable intent: "));
         assert!(rejection.intent.is_none());
+    }
+
+    /// Admits `intent` signed as `signature` (after `edit`) on the beta agent that trusts
+    /// `signer`; the reason when refused.
+    fn verdict(edit: fn(&mut DeployIntent), sign: bool, on: &str) -> Result<(), String> {
+        let (config, signer) = signed_config();
+        let mut i = intent("beta", "beta");
+        i.expires_at = Some(Timestamp::now() + jiff::SignedDuration::from_secs(60));
+        let signature = signer.sign(&i).unwrap();
+        edit(&mut i);
+        let parsed = subject(on);
+        let signature = sign.then_some(&signature);
+        admit(Ok(i), &arrival(&parsed, on, signature), &config)
+            .map(drop)
+            .map_err(|r| r.reason)
+    }
+
+    /// A row: name, edit after signing, signed at all, subject, expected refusal.
+    type Row<'a> = (
+        &'a str,
+        fn(&mut DeployIntent),
+        bool,
+        &'a str,
+        Option<&'a str>,
+    );
+
+    #[test]
+    fn signatures_expiry_and_digests_are_checked() {
+        let here = "coxswain.intent.beta.web";
+        let cases: [Row<'_>; 6] = [
+            ("signed", |_| {}, true, here, None),
+            ("unsigned", |_| {}, false, here, Some("unsigned intent")),
+            (
+                "payload edited, headers kept",
+                |i| i.version = "6.6.6".into(),
+                true,
+                here,
+                Some("signature does not match the intent"),
+            ),
+            (
+                "replayed on another cluster's subject",
+                |_| {},
+                true,
+                "coxswain.intent.prod.web",
+                Some("arrived on coxswain.intent.prod.web"),
+            ),
+            (
+                "expiry moved after signing",
+                |i| i.expires_at = Some(Timestamp::UNIX_EPOCH),
+                true,
+                here,
+                Some("signature does not match"),
+            ),
+            (
+                "objects swapped under a signed digest",
+                |i| {
+                    if let Manifests::Inline { objects, .. } = &mut i.manifests {
+                        objects.push(
+                            serde_json::json!({"apiVersion": "rbac.authorization.k8s.io/v1",
+                            "kind": "ClusterRoleBinding", "metadata": {"name": "pwn"}}),
+                        );
+                    }
+                },
+                true,
+                here,
+                Some("inline manifests do not match their digest"),
+            ),
+        ];
+        for (name, edit, sign, on, refused) in cases {
+            match (verdict(edit, sign, on), refused) {
+                (Ok(()), None) => {}
+                (Err(reason), Some(wanted)) => {
+                    assert!(reason.contains(wanted), "{name}: {reason}");
+                }
+                (got, wanted) => panic!("{name}: got {got:?}, wanted a refusal {wanted:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn an_expired_or_undated_signed_intent_is_refused() {
+        let (config, _) = signed_config();
+        let mut i = intent("beta", "beta");
+        let now = Timestamp::now();
+        assert_eq!(
+            unexpired(&i, now, &config.trust),
+            Err("signed intent has no expiry (expires_at)".into())
+        );
+        i.expires_at = Some(now - jiff::SignedDuration::from_secs(1));
+        assert!(
+            unexpired(&i, now, &config.trust)
+                .unwrap_err()
+                .starts_with("intent expired at ")
+        );
+        i.expires_at = Some(now + jiff::SignedDuration::from_secs(1));
+        assert_eq!(unexpired(&i, now, &config.trust), Ok(()));
+        assert_eq!(
+            unexpired(&intent("beta", "beta"), now, &Trust::InsecureAcceptUnsigned),
+            Ok(())
+        );
     }
 }

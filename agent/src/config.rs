@@ -1,10 +1,11 @@
 //! What an agent needs to know about itself.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
-use deploy::EngineConfig;
-use proto::ContentType;
+use deploy::{Allowlist, EngineConfig};
+use proto::{ContentType, TrustedKeys};
 
 use crate::AgentError;
 
@@ -31,6 +32,19 @@ pub struct AgentConfig {
     pub engine: EngineConfig,
     /// Where to serve Prometheus metrics, if anywhere.
     pub metrics_addr: Option<std::net::SocketAddr>,
+    /// Whose signatures make an intent acceptable.
+    pub trust: Trust,
+    /// Namespaces and cluster-scoped kinds intents may touch, whoever signed them.
+    pub allow: Allowlist,
+}
+
+/// Which intents an agent accepts.
+#[derive(Debug, Clone)]
+pub enum Trust {
+    /// Only intents signed by one of these keys (several during a key rotation).
+    Signed(Arc<TrustedKeys>),
+    /// Unsigned intents too: for local experiments only.
+    InsecureAcceptUnsigned,
 }
 
 impl AgentConfig {
@@ -50,6 +64,8 @@ impl AgentConfig {
                 ..EngineConfig::default()
             },
             metrics_addr: None,
+            trust: Trust::Signed(Arc::new(TrustedKeys::default())),
+            allow: Allowlist::default(),
         }
     }
 
@@ -64,6 +80,13 @@ impl AgentConfig {
         if self.environment().is_none() {
             return Err(AgentError::Config(
                 "the agent needs an env label (--label env=prod): intents are checked against it"
+                    .into(),
+            ));
+        }
+        if matches!(&self.trust, Trust::Signed(keys) if keys.is_empty()) {
+            return Err(AgentError::Config(
+                "the agent accepts only signed intents: give --trust-key FILE (the coordinator's \
+                 signing.pub), or --insecure-accept-unsigned for a local experiment"
                     .into(),
             ));
         }

@@ -13,7 +13,7 @@ mod reporter;
 mod runtime;
 mod worker;
 
-pub use config::AgentConfig;
+pub use config::{AgentConfig, Trust};
 pub use metrics::Metrics;
 pub use runtime::run;
 

@@ -32,6 +32,8 @@ pub(crate) struct About {
     pub(crate) rollout_id: Option<String>,
     pub(crate) attempt: u32,
     pub(crate) received: Instant,
+    /// When the intent was issued; `None` for one that was refused (it changes no state).
+    pub(crate) issued_at: Option<jiff::Timestamp>,
 }
 
 impl About {
@@ -119,17 +121,31 @@ impl Reporter {
             self.metrics
                 .finished(outcome.phase.as_str(), about.received.elapsed());
         }
-        self.put_state(outcome, about).await;
+        // A refused intent says nothing about the release: the audit trail has it, the
+        // state keeps describing what the cluster runs.
+        if about.issued_at.is_some() {
+            self.put_state(outcome, about).await;
+        }
         true
     }
 
+    /// Writes the release state, unless it already describes an intent issued after this
+    /// one: the state (and the replay watermark in it) never goes back to an older intent,
+    /// whose superseded or refused ending the audit trail keeps.
     async fn put_state(&self, outcome: &Outcome, about: &About) {
+        if let Ok(Some(current)) = self.states.get(&outcome.cluster, &outcome.release).await
+            && current.intent_id != outcome.intent_id
+            && current.intent_issued_at > about.issued_at
+        {
+            return;
+        }
         let state = ReleaseState {
             schema_version: SCHEMA_VERSION,
             cluster: outcome.cluster.clone(),
             release: outcome.release.clone(),
             namespace: about.namespace.clone(),
             intent_id: outcome.intent_id.clone(),
+            intent_issued_at: about.issued_at,
             version: outcome.version.clone().unwrap_or_default(),
             revision: outcome.revision,
             phase: outcome.phase,

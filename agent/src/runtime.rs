@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bus::{Bus, ConsumerOptions, Delivery, IntentConsumer, Registry, TopologyConfig};
+use bus::{Bus, ConsumerOptions, Delivery, IntentConsumer, Registry};
 use proto::AgentStatus;
 use tokio::sync::{Mutex, OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::task::JoinHandle;
@@ -26,7 +26,7 @@ pub async fn run(
     kube: kube::Client,
     shutdown: CancellationToken,
 ) -> Result<(), AgentError> {
-    let agent = setup(config, bus, kube).await?;
+    let agent = setup(config, bus, kube, &shutdown).await?;
     let mut dispatcher = Dispatcher::new(&agent);
     dispatcher.run(&agent, &shutdown).await;
     agent.drain(dispatcher.tracker).await;
@@ -45,9 +45,14 @@ struct Agent {
     hard_stop: CancellationToken,
 }
 
-async fn setup(config: AgentConfig, bus: Bus, kube: kube::Client) -> Result<Agent, AgentError> {
+async fn setup(
+    config: AgentConfig,
+    bus: Bus,
+    kube: kube::Client,
+    shutdown: &CancellationToken,
+) -> Result<Agent, AgentError> {
     config.check()?;
-    let topology = bus.ensure_topology(&TopologyConfig::default()).await?;
+    let topology = bus.wait_for_topology(shutdown.cancelled()).await?;
     let stop_heartbeat = CancellationToken::new();
     let heartbeat = tokio::spawn(registry::heartbeat(
         topology.registry.clone(),

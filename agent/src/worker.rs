@@ -46,6 +46,14 @@ pub(crate) struct Job {
     pub(crate) release: Option<String>,
 }
 
+/// Why a release could not be prepared.
+enum Unready {
+    /// The intent is unacceptable (bad bundle, outside the allowlist): rejected.
+    Refused(String),
+    /// The cluster could not be asked (an outage): the intent failed.
+    Failed(String),
+}
+
 /// How one intent ended, for the ack.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Ending {
@@ -158,6 +166,7 @@ impl Handling<'_> {
             rollout_id: intent.rollout_id.clone(),
             attempt: self.attempt(),
             received: self.received,
+            issued_at: Some(intent.created_at),
         }
     }
 
@@ -177,12 +186,14 @@ impl Handling<'_> {
 
     async fn handle(&self, turn: &Mutex<()>, superseded: &CancellationToken) -> Ending {
         let subject = self.delivery.release_subject();
-        let admitted = checks::admit(
-            self.delivery.decode(),
-            &subject,
-            self.delivery.subject(),
-            &self.shared.config,
-        );
+        let signature = self.delivery.signature();
+        let arrival = checks::Arrival {
+            subject: &subject,
+            subject_text: self.delivery.subject(),
+            signature: signature.as_ref(),
+            now: jiff::Timestamp::now(),
+        };
+        let admitted = checks::admit(self.delivery.decode(), &arrival, &self.shared.config);
         let intent = match admitted {
             Ok(intent) => intent,
             Err(rejection) => return self.reject(rejection).await,
@@ -206,6 +217,9 @@ impl Handling<'_> {
         };
         if self.newer_intent_exists().await {
             return self.superseded(&about).await;
+        }
+        if let Some(reason) = self.replay_of_older(&intent).await {
+            return self.reject(Rejection::of(intent, reason)).await;
         }
         let result = self.deploy(&intent, &about, superseded).await;
         match result {
@@ -233,7 +247,12 @@ impl Handling<'_> {
                 rollout_id: None,
                 attempt: self.attempt(),
                 received: self.received,
+                issued_at: None,
             },
+        };
+        let about = About {
+            issued_at: None,
+            ..about
         };
         let event = about.ended(Phase::Rejected, reason);
         self.report_then(&event, &about, Ending::Terminate).await
@@ -242,6 +261,29 @@ impl Handling<'_> {
     async fn superseded(&self, about: &About) -> Ending {
         let event = about.ended(Phase::Superseded, "a newer intent for this release arrived");
         self.report_then(&event, about, Ending::Reported).await
+    }
+
+    /// Why the intent is a replay: an intent issued after it already ran on this release.
+    /// An unreadable state does not block the intent (supersession by sequence still holds).
+    async fn replay_of_older(&self, intent: &DeployIntent) -> Option<String> {
+        let states = &self.shared.reporter.states;
+        let state = match states
+            .get(&self.shared.config.cluster, &intent.release)
+            .await
+        {
+            Ok(state) => state?,
+            Err(error) => {
+                tracing::warn!(%error, "cannot read the release state to check for a replay");
+                return None;
+            }
+        };
+        let newer = state
+            .intent_issued_at
+            .filter(|at| *at > intent.created_at && state.intent_id != intent.id)?;
+        Some(format!(
+            "replay refused: intent {} (issued {newer}) already ran on release {}; this intent was issued earlier, at {}",
+            state.intent_id, intent.release, intent.created_at
+        ))
     }
 
     async fn newer_intent_exists(&self) -> bool {
@@ -267,10 +309,16 @@ impl Handling<'_> {
         // What to deploy: manifests, or a revision from the cluster's history (`coxswain rollback`).
         let release = match &intent.manifests {
             Manifests::Revision { revision } => Err(*revision),
-            _ => Ok(self.release(intent).await.map_err(|reason| Rejection {
-                reason,
-                intent: Some(Box::new(intent.clone())),
-            })?),
+            _ => match self.release(intent).await {
+                Ok(release) => Ok(release),
+                Err(Unready::Refused(reason)) => {
+                    return Err(Rejection::of(intent.clone(), reason));
+                }
+                Err(Unready::Failed(reason)) => {
+                    let event = about.ended(Phase::Failed, reason);
+                    return Ok(self.report_then(&event, about, Ending::Reported).await);
+                }
+            },
         };
         let (tx, rx) = mpsc::unbounded_channel::<Progress>();
         let publisher = tokio::spawn(publish_progress(
@@ -330,14 +378,40 @@ impl Handling<'_> {
         }
     }
 
-    /// The release an intent with manifests deploys.
-    async fn release(&self, intent: &DeployIntent) -> Result<Release, String> {
+    /// The release an intent with manifests deploys, once every object is inside the
+    /// agent's allowlist.
+    async fn release(&self, intent: &DeployIntent) -> Result<Release, Unready> {
+        let rendered = manifests(&self.shared.bundles, intent)
+            .await
+            .map_err(Unready::Refused)?;
+        let engine = Engine::new(self.shared.kube.clone(), self.shared.config.engine.clone());
+        let refused = match engine
+            .disallowed(&rendered, &intent.namespace, &self.shared.config.allow)
+            .await
+        {
+            Ok(refused) => refused,
+            // A kind no one serves is the intent's problem; anything else is the cluster's.
+            Err(e @ DeployError::UnknownKind { .. }) => {
+                return Err(Unready::Refused(e.to_string()));
+            }
+            Err(e) => {
+                return Err(Unready::Failed(format!(
+                    "cannot check the manifests against the allowlist: {e}"
+                )));
+            }
+        };
+        if !refused.is_empty() {
+            return Err(Unready::Refused(format!(
+                "outside this agent's allowlist: {}",
+                refused.join("; ")
+            )));
+        }
         Ok(Release {
             name: intent.release.clone(),
             namespace: intent.namespace.clone(),
             version: intent.version.clone(),
             intent_id: Some(intent.id.clone()),
-            rendered: manifests(&self.shared.bundles, intent).await?,
+            rendered,
             health: intent.health.clone(),
             rollback: intent.rollback.clone(),
             rollback_of: None,

@@ -241,8 +241,18 @@ impl Bundles {
         Self(store)
     }
 
-    /// Stores a bundle under its digest.
+    /// Stores a bundle under its digest. A bundle already stored with that digest and size is
+    /// left as it is (same digest, same bytes): rewriting it would purge its old chunks, a
+    /// right the coordinator does not hold because a purge cannot be limited to one object.
+    /// A bundle therefore lives `bundle_max_age` from its first upload.
     pub async fn put(&self, digest: &str, bytes: &[u8]) -> Result<(), BusError> {
+        if let Ok(info) = self.0.info(digest).await
+            && !info.deleted
+            && info.size == bytes.len()
+        {
+            tracing::debug!(digest, "bundle already stored");
+            return Ok(());
+        }
         let mut reader = bytes;
         self.0
             .put(digest, &mut reader)

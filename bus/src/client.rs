@@ -21,8 +21,15 @@ impl std::fmt::Debug for Bus {
 }
 
 impl Bus {
-    pub(crate) fn new(client: async_nats::Client) -> Self {
-        let js = jetstream::new(client.clone());
+    /// A bus over `client`; `timeout` bounds JetStream requests and publish acks (async-nats'
+    /// defaults when `None`).
+    pub(crate) fn new(client: async_nats::Client, timeout: Option<std::time::Duration>) -> Self {
+        let js = match timeout {
+            Some(t) => jetstream::ContextBuilder::new()
+                .timeout(t)
+                .build(client.clone()),
+            None => jetstream::new(client.clone()),
+        };
         Self { client, js }
     }
 
@@ -55,6 +62,27 @@ impl Bus {
             .await
             .map_err(publish_error)?;
         Ok(ack.sequence)
+    }
+
+    /// Sends a raw request (a JetStream API call such as `$JS.API.STREAM.DELETE.<stream>`) and
+    /// returns the raw answer, with no checks: for tests and fault campaigns that must try
+    /// what a misbehaving client would. A request the server's permissions refuse gets no
+    /// answer and fails by timeout.
+    pub async fn request_raw(&self, subject: &str, payload: Vec<u8>) -> Result<Vec<u8>, BusError> {
+        let answer = tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            self.client.request(subject.to_owned(), payload.into()),
+        )
+        .await
+        .map_err(|e| BusError::Request {
+            subject: subject.to_owned(),
+            source: Box::new(e),
+        })?
+        .map_err(|e| BusError::Request {
+            subject: subject.to_owned(),
+            source: Box::new(e),
+        })?;
+        Ok(answer.payload.to_vec())
     }
 
     /// Waits until everything published so far has reached the server.

@@ -1,7 +1,10 @@
-//! Connecting to NATS: URL, credentials, TLS, retry on the first connect, reconnect forever.
+//! Connecting to NATS: URL, credentials (a `.creds` file, an nkey seed, user and password, a
+//! token), TLS, retry on the first connect, reconnect forever.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
+
+use backon::{ExponentialBuilder, Retryable};
 
 use crate::{Bus, BusError};
 
@@ -12,6 +15,11 @@ pub struct ConnectOptions {
     pub url: String,
     /// A `.creds` file (JWT + nkey seed).
     pub creds_file: Option<PathBuf>,
+    /// A file holding the nkey user seed (`SU...`) of this process's role, as
+    /// `coxswain auth init` writes them. Replies then come to the role's own inbox prefix
+    /// ([`crate::auth::inbox_prefix`] of its public key), the one subject its permissions let
+    /// it subscribe to.
+    pub nkey_seed_file: Option<PathBuf>,
     /// User name, with `password`.
     pub user: Option<String>,
     /// Password, with `user`.
@@ -22,29 +30,123 @@ pub struct ConnectOptions {
     pub tls_ca: Option<PathBuf>,
     /// Connection name shown by the server's monitoring (`coxswain-agent-beta`).
     pub name: Option<String>,
+    /// How long a request or a publish's ack is awaited; async-nats' defaults when `None`. A
+    /// request the user may not make is dropped by the server without an answer, so a denial
+    /// ends with this timeout.
+    pub request_timeout: Option<Duration>,
 }
 
-/// Connects, retrying the first connection until the server answers, and reconnecting after
-/// any later loss of connection (async-nats buffers publishes meanwhile).
+/// A user's nkey: its seed, and the public key derived from it. Never logged.
+struct Nkey {
+    seed: String,
+    public_key: String,
+}
+
+/// Connects, trying again until a server answers, and reconnecting after any later loss of
+/// connection (async-nats buffers publishes meanwhile). A server that refuses the credentials
+/// or TLS ends the first connect at once with the reason.
 pub async fn connect(options: &ConnectOptions) -> Result<Bus, BusError> {
     let client = connect_client(options).await?;
-    Ok(Bus::new(client))
+    Ok(Bus::new(client, options.request_timeout))
 }
 
 async fn connect_client(options: &ConnectOptions) -> Result<async_nats::Client, BusError> {
+    let nkey = match &options.nkey_seed_file {
+        Some(path) => Some(read_nkey(path).await?),
+        None => None,
+    };
+    let policy = ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(100))
+        .with_max_delay(Duration::from_secs(5))
+        .with_jitter()
+        .without_max_times();
+    let url = options.url.as_str();
+    (|| async {
+        nats_options(options, nkey.as_ref())
+            .await?
+            .connect(url)
+            .await
+            .map_err(|source| BusError::Connect {
+                url: url.to_owned(),
+                source,
+            })
+    })
+    .retry(policy)
+    .sleep(tokio::time::sleep)
+    .when(|error| match error {
+        BusError::Connect { source, .. } => matches!(
+            source.kind(),
+            async_nats::ConnectErrorKind::Io
+                | async_nats::ConnectErrorKind::TimedOut
+                | async_nats::ConnectErrorKind::Dns
+        ),
+        _ => false,
+    })
+    .notify(|error, wait| {
+        tracing::warn!(error = %crate::error::chain(error), ?wait, "nats not reachable yet; retrying");
+    })
+    .await
+}
+
+/// Reads and checks a user seed; neither the seed nor any part of it reaches an error.
+async fn read_nkey(path: &Path) -> Result<Nkey, BusError> {
+    let text = tokio::fs::read_to_string(path)
+        .await
+        .map_err(|source| BusError::Credentials {
+            path: path.to_owned(),
+            source,
+        })?;
+    let seed = text.trim();
+    let invalid = |reason: String| BusError::Nkey {
+        path: path.to_owned(),
+        reason,
+    };
+    let pair = nkeys::KeyPair::from_seed(seed).map_err(|e| invalid(e.kind().to_string()))?;
+    if pair.key_pair_type() != nkeys::KeyPairType::User {
+        return Err(invalid(format!(
+            "its type is {:?}, not User: nats-server logs in user keys only",
+            pair.key_pair_type()
+        )));
+    }
+    Ok(Nkey {
+        seed: seed.to_owned(),
+        public_key: pair.public_key(),
+    })
+}
+
+/// The async-nats options for one connection attempt.
+async fn nats_options(
+    options: &ConnectOptions,
+    nkey: Option<&Nkey>,
+) -> Result<async_nats::ConnectOptions, BusError> {
     let ConnectOptions {
-        url,
+        url: _,
         creds_file,
+        nkey_seed_file: _,
         user,
         password,
         token,
         tls_ca,
         name,
+        request_timeout,
     } = options;
     let mut nats = async_nats::ConnectOptions::new()
-        .retry_on_initial_connect()
         .connection_timeout(Duration::from_secs(5))
         .max_reconnects(None);
+    if let Some(timeout) = request_timeout {
+        nats = nats.request_timeout(Some(*timeout));
+    }
+    if nkey.is_some() && (creds_file.is_some() || user.is_some() || token.is_some()) {
+        return Err(BusError::Options(
+            "an nkey seed file is the whole login: give no creds file, user or token with it"
+                .into(),
+        ));
+    }
+    if let Some(Nkey { seed, public_key }) = nkey {
+        nats = nats
+            .nkey(seed.clone())
+            .custom_inbox_prefix(crate::auth::inbox_prefix(public_key));
+    }
     if let Some(path) = creds_file {
         nats = nats
             .credentials_file(path)
@@ -78,18 +180,12 @@ async fn connect_client(options: &ConnectOptions) -> Result<async_nats::Client, 
     if let Some(name) = name {
         nats = nats.name(name.clone());
     }
-    nats.event_callback(|event| async move {
+    Ok(nats.event_callback(|event| async move {
         match event {
             async_nats::Event::Connected | async_nats::Event::Closed => {
                 tracing::info!(%event, "nats connection event");
             }
             _ => tracing::warn!(%event, "nats connection event"),
         }
-    })
-    .connect(url.as_str())
-    .await
-    .map_err(|source| BusError::Connect {
-        url: url.clone(),
-        source,
-    })
+    }))
 }

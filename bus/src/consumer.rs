@@ -160,6 +160,15 @@ impl Delivery {
             .map(|v| v.as_str())
     }
 
+    /// The signature it carries (`Coxswain-Signature` and `Coxswain-Key-Id`), if both are
+    /// there.
+    pub fn signature(&self) -> Option<proto::Signature> {
+        Some(proto::Signature {
+            value: self.header(header::SIGNATURE)?.to_owned(),
+            key_id: self.header(header::KEY_ID)?.to_owned(),
+        })
+    }
+
     /// The W3C `traceparent` it carries.
     pub fn traceparent(&self) -> Option<&str> {
         self.header(header::TRACEPARENT)
@@ -237,17 +246,19 @@ impl Bus {
 
     /// The stream sequence of the newest intent on `subject`; `None` when there is none. An
     /// intent older than that is superseded.
+    ///
+    /// A direct get with the subject in the request's subject
+    /// (`$JS.API.DIRECT.GET.COXSWAIN_INTENTS.<subject>`), so an agent's permissions can let it
+    /// read its own cluster's intents and no other's.
     pub async fn latest_intent_sequence(&self, subject: &str) -> Result<Option<u64>, BusError> {
         let consumer_error = |source: async_nats::Error| BusError::Consumer {
             name: stream::INTENTS.to_owned(),
             source,
         };
         let intents = self.intents(stream::INTENTS).await?;
-        match intents.get_last_raw_message_by_subject(subject).await {
+        match intents.direct_get_last_for_subject(subject).await {
             Ok(message) => Ok(Some(message.sequence)),
-            Err(e) if e.kind() == jetstream::stream::LastRawMessageErrorKind::NoMessageFound => {
-                Ok(None)
-            }
+            Err(e) if e.kind() == jetstream::stream::DirectGetErrorKind::NotFound => Ok(None),
             Err(e) => Err(consumer_error(Box::new(e))),
         }
     }

@@ -8,7 +8,7 @@ pub enum BusError {
     /// The connection options are unusable (for example a TLS CA file that does not exist).
     #[error("invalid nats connection options: {0}")]
     Options(String),
-    /// The credentials file could not be read.
+    /// The credentials file (or nkey seed file) could not be read.
     #[error("cannot read nats credentials file {path}")]
     Credentials {
         /// The file.
@@ -16,6 +16,14 @@ pub enum BusError {
         /// Why.
         #[source]
         source: std::io::Error,
+    },
+    /// The nkey seed file holds no usable user seed. The message never contains the seed.
+    #[error("{path} holds no nkey user seed (SU...): {reason}")]
+    Nkey {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
     },
     /// The server could not be reached.
     #[error("cannot connect to nats at {url}")]
@@ -103,12 +111,21 @@ pub enum BusError {
         #[source]
         source: async_nats::Error,
     },
+    /// A raw request got no answer.
+    #[error("request on {subject} got no answer")]
+    Request {
+        /// The subject.
+        subject: String,
+        /// Why.
+        #[source]
+        source: async_nats::Error,
+    },
     /// Published messages could not be flushed to the server.
     #[error("cannot flush published messages to nats")]
     Flush(#[source] async_nats::Error),
     /// A stream, bucket or store the design needs does not exist (the admin creates them).
     #[error(
-        "{kind} {name} does not exist; run `coxswain` with admin rights once to create the topology"
+        "{kind} {name} does not exist; run `coxswain topology` with the admin key to create the topology"
     )]
     Missing {
         /// `stream`, `key-value bucket` or `object store`.
@@ -118,6 +135,33 @@ pub enum BusError {
         /// Why it could not be opened.
         #[source]
         source: async_nats::Error,
+    },
+    /// A stream, bucket or store could not be opened for another reason than its absence
+    /// (an outage, or a user not allowed to read it: a denied request looks like a timeout).
+    #[error("cannot open {kind} {name}")]
+    Open {
+        /// `stream`, `key-value bucket` or `object store`.
+        kind: &'static str,
+        /// Its name.
+        name: &'static str,
+        /// Why.
+        #[source]
+        source: async_nats::Error,
+    },
+    /// A setting of an existing stream could not be changed.
+    #[error("cannot turn off rollup headers on stream {name}")]
+    StreamSettings {
+        /// The stream.
+        name: String,
+        /// Why.
+        #[source]
+        source: async_nats::Error,
+    },
+    /// Shutdown came while waiting.
+    #[error("stopped while waiting for {waiting_for}")]
+    Stopped {
+        /// What was awaited.
+        waiting_for: &'static str,
     },
     /// A key-value read or write failed.
     #[error("cannot {action} key {key} in bucket {bucket}")]
@@ -181,4 +225,16 @@ pub enum BusError {
         /// The limit.
         limit: u64,
     },
+}
+
+/// An error and its sources, `: `-separated, for one log field.
+pub(crate) fn chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = error.to_string();
+    let mut next = error.source();
+    while let Some(e) = next {
+        out.push_str(": ");
+        out.push_str(&e.to_string());
+        next = e.source();
+    }
+    out
 }

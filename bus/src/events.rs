@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer};
 use futures::StreamExt;
-use proto::{Outcome, header, stream};
+use proto::{Outcome, ReleaseSubject, header, stream};
 
 use crate::{Bus, BusError};
 
@@ -91,6 +91,10 @@ pub struct EventFeed {
     messages: consumer::pull::Ordered,
     seen: Seen,
     pending_at_open: u64,
+    /// The stream and the consumer's first name, to delete it once a backlog is read (the
+    /// server would keep an idle ordered consumer for 30 s, and they count against limits).
+    stream: jetstream::stream::Stream,
+    consumer: String,
 }
 
 impl std::fmt::Debug for EventFeed {
@@ -135,6 +139,7 @@ impl EventFeed {
             .await
             .map_err(|e| events_error(Box::new(e)))?;
         let pending_at_open = feed.cached_info().num_pending;
+        let consumer = feed.cached_info().name.clone();
         let messages = feed
             .messages()
             .await
@@ -144,12 +149,23 @@ impl EventFeed {
             messages,
             seen: Seen::default(),
             pending_at_open,
+            stream: events,
+            consumer,
         })
     }
 
     /// The next event not seen before; `Ok(None)` when the feed ended. Messages that are
     /// not outcome events, and repeats, are skipped.
     pub async fn next(&mut self) -> Result<Option<Outcome>, BusError> {
+        Ok(self.next_with_subject().await?.map(|(_, event)| event))
+    }
+
+    /// Like `next`, with the cluster and release of the subject the event was published on:
+    /// NATS permissions let an agent publish only on its own cluster's subjects, so this is
+    /// the one cluster name in an event that its publisher cannot choose.
+    pub async fn next_with_subject(
+        &mut self,
+    ) -> Result<Option<(ReleaseSubject, Outcome)>, BusError> {
         loop {
             match self.next_message().await? {
                 None => return Ok(None),
@@ -159,27 +175,41 @@ impl EventFeed {
         }
     }
 
-    /// The next message: `Some(None)` when it is a repeat or no outcome event.
-    async fn next_message(&mut self) -> Result<Option<Option<Outcome>>, BusError> {
+    /// The next message: `Some(None)` when it is a repeat, no outcome event, or on a subject
+    /// that is not an event subject.
+    async fn next_message(
+        &mut self,
+    ) -> Result<Option<Option<(ReleaseSubject, Outcome)>>, BusError> {
         match self.messages.next().await {
             None => Ok(None),
             Some(Err(e)) => Err(BusError::Events {
                 filter: self.filter.clone(),
                 source: Box::new(e),
             }),
-            Some(Ok(message)) => Ok(Some(
-                decode(&message).filter(|e| self.seen.first(&e.event_id)),
-            )),
+            Some(Ok(message)) => {
+                let subject = proto::parse_event_subject(message.subject.as_str()).ok();
+                let event = decode(&message).filter(|e| self.seen.first(&e.event_id));
+                Ok(Some(subject.zip(event)))
+            }
         }
     }
 
     /// Every event stored when the feed opened, in stream order: reads exactly the backlog
     /// the server counted, waiting at most `patience` for any one message.
     pub async fn backlog(mut self, patience: Duration) -> Result<Vec<Outcome>, BusError> {
+        let read = self.read_backlog(patience).await;
+        // The consumer has served its purpose; a failure here only leaves it to expire.
+        if let Err(error) = self.stream.delete_consumer(&self.consumer).await {
+            tracing::debug!(%error, consumer = self.consumer, "backlog consumer left to expire");
+        }
+        read
+    }
+
+    async fn read_backlog(&mut self, patience: Duration) -> Result<Vec<Outcome>, BusError> {
         let mut out = Vec::new();
         for _ in 0..self.pending_at_open {
             match tokio::time::timeout(patience, self.next_message()).await {
-                Ok(Ok(Some(event))) => out.extend(event),
+                Ok(Ok(Some(event))) => out.extend(event.map(|(_, e)| e)),
                 Ok(Ok(None)) => break,
                 Ok(Err(error)) => return Err(error),
                 Err(_) => {

@@ -4,8 +4,10 @@
 //! outcome events, and read and write the buckets through typed wrappers.
 //!
 //! Every other crate holds a `Bus` and these types; none names an `async_nats` type. This crate
-//! knows the wire contract (`proto`) and NATS; it never talks to Kubernetes.
+//! knows the wire contract (`proto`) and NATS; it never talks to Kubernetes. `auth` holds who
+//! may do what: the permissions nats-server enforces for each role.
 
+pub mod auth;
 mod buckets;
 mod client;
 mod connect;

@@ -3,7 +3,7 @@
 
 use async_nats::HeaderMap;
 use async_nats::jetstream::message::PublishMessage;
-use proto::{ContentType, DeployIntent, Outcome, SCHEMA_VERSION, header};
+use proto::{ContentType, DeployIntent, Outcome, SCHEMA_VERSION, Signature, header};
 use serde::Serialize;
 
 use crate::{Bus, BusError};
@@ -92,12 +92,33 @@ impl Bus {
         content_type: ContentType,
         traceparent: Option<String>,
     ) -> Result<Published, BusError> {
+        self.publish_signed_intent(intent, None, content_type, traceparent)
+            .await
+    }
+
+    /// Publishes an intent with its signature in the `Coxswain-Signature` and `Coxswain-Key-Id`
+    /// headers.
+    pub async fn publish_signed_intent(
+        &self,
+        intent: &DeployIntent,
+        signature: Option<&Signature>,
+        content_type: ContentType,
+        traceparent: Option<String>,
+    ) -> Result<Published, BusError> {
+        let extra_headers = signature
+            .map(|s| {
+                vec![
+                    (header::SIGNATURE, s.value.clone()),
+                    (header::KEY_ID, s.key_id.clone()),
+                ]
+            })
+            .unwrap_or_default();
         self.publish(Envelope {
             subject: proto::intent_subject(&intent.cluster, &intent.release)?,
             msg_id: format!("{}.{}", intent.cluster, intent.id),
             content_type,
             traceparent,
-            extra_headers: Vec::new(),
+            extra_headers,
             body: intent,
         })
         .await

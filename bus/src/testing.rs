@@ -17,6 +17,7 @@ const START_DEADLINE: Duration = Duration::from_secs(20);
 pub struct NatsServer {
     binary: PathBuf,
     dir: tempfile::TempDir,
+    config: Option<PathBuf>,
     child: Option<Child>,
     port: u16,
     monitor_port: u16,
@@ -25,6 +26,17 @@ pub struct NatsServer {
 impl NatsServer {
     /// Starts a server on a random free port and waits until it listens.
     pub fn start() -> io::Result<Self> {
+        Self::start_inner(None)
+    }
+
+    /// Like [`NatsServer::start`], with a configuration file (`-c`), such as the
+    /// `authorization` block `coxswain auth init` writes; the command line still chooses the
+    /// port, store and log.
+    pub fn start_with_config(config: &Path) -> io::Result<Self> {
+        Self::start_inner(Some(config.to_owned()))
+    }
+
+    fn start_inner(config: Option<PathBuf>) -> io::Result<Self> {
         let binary = find_binary()?;
         let dir = tempfile::Builder::new()
             .prefix("coxswain-nats-")
@@ -32,12 +44,49 @@ impl NatsServer {
         let mut server = Self {
             binary,
             dir,
+            config,
             child: None,
             port: 0,
             monitor_port: 0,
         };
         server.spawn(None, None)?;
         Ok(server)
+    }
+
+    /// The server's process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Makes the running server read its configuration file again, as an operator would:
+    /// `nats-server --signal reload=<pid>`. Returns once the log says it reloaded.
+    pub fn reload(&self) -> io::Result<()> {
+        let pid = self
+            .pid()
+            .ok_or_else(|| io::Error::other("nats-server is not running"))?;
+        let reloads = || self.log().matches("Reloaded server configuration").count();
+        let before = reloads();
+        let status = Command::new(&self.binary)
+            .arg("--signal")
+            .arg(format!("reload={pid}"))
+            .stdin(Stdio::null())
+            .status()?;
+        if !status.success() {
+            return Err(io::Error::other(format!(
+                "nats-server --signal reload={pid} exited with {status}"
+            )));
+        }
+        let deadline = Instant::now() + START_DEADLINE;
+        while reloads() == before {
+            if Instant::now() > deadline {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("nats-server did not reload; log:\n{}", self.log()),
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Ok(())
     }
 
     /// `nats://127.0.0.1:<port>`.
@@ -84,7 +133,11 @@ impl NatsServer {
         std::fs::create_dir_all(&ports_dir)?;
         let port_arg = port.map_or("-1".to_owned(), |p| p.to_string());
         let monitor_arg = monitor.map_or("-1".to_owned(), |p| p.to_string());
-        let child = Command::new(&self.binary)
+        let mut command = Command::new(&self.binary);
+        if let Some(config) = &self.config {
+            command.arg("-c").arg(config);
+        }
+        let child = command
             .args([
                 "-js",
                 "-a",

@@ -1,12 +1,24 @@
-//! The streams, key-value buckets and object store of the design, created or updated
-//! idempotently by whichever process starts first.
+//! The streams, key-value buckets and object store of the design: created or updated by the
+//! admin (`coxswain topology`, idempotent and safe to race), only opened by everyone else.
 
+use std::future::Future;
 use std::time::Duration;
 
 use async_nats::jetstream::{self, kv, object_store, stream};
+use backon::{ExponentialBuilder, Retryable};
 use proto::{MAX_MESSAGE_BYTES, bucket, stream as names};
 
 use crate::{Bundles, Bus, BusError, Registry, ReleaseStates, Rollouts};
+
+/// The stream behind key-value bucket `bucket` (a NATS convention).
+pub(crate) fn kv_stream(bucket: &str) -> String {
+    format!("KV_{bucket}")
+}
+
+/// The stream behind object store `bucket` (a NATS convention).
+pub(crate) fn object_stream(bucket: &str) -> String {
+    format!("OBJ_{bucket}")
+}
 
 /// Limits of the topology. The defaults are what production runs; tests shorten the windows.
 #[derive(Debug, Clone)]
@@ -68,8 +80,13 @@ impl std::fmt::Debug for Topology {
 }
 
 impl Bus {
-    /// Creates or updates every stream, bucket and store of the design. Safe to call from many
-    /// processes at once, and again on every start.
+    /// Creates or updates every stream, bucket and store of the design: the admin's job
+    /// (`coxswain topology`). Safe to call from many processes at once, and again at any time.
+    ///
+    /// The key-value buckets refuse rollup headers (async-nats creates them allowed, so each
+    /// call turns them off again): with them, a put on one's own key with `Nats-Rollup: all`
+    /// would wipe every other key of the bucket. The intents stream allows direct get, so an
+    /// agent reads the newest intent of its own subjects with a subject-scoped grant.
     pub async fn ensure_topology(&self, config: &TopologyConfig) -> Result<Topology, BusError> {
         let js = self.js();
         for stream_config in [intents_stream(config), events_stream(config)] {
@@ -88,31 +105,23 @@ impl Bus {
     }
 
     /// Opens the topology as it is, creating nothing: what a process without admin rights
-    /// does. A missing stream, bucket or store is an error that names it.
+    /// does. A missing stream, bucket or store is `BusError::Missing`, naming it.
     pub async fn open_topology(&self) -> Result<Topology, BusError> {
         let js = self.js();
         for name in [names::INTENTS, names::EVENTS] {
-            js.get_stream(name).await.map_err(|e| BusError::Missing {
-                kind: "stream",
-                name,
-                source: Box::new(e),
-            })?;
+            js.get_stream(name)
+                .await
+                .map_err(|e| not_opened("stream", name, Box::new(e)))?;
         }
         let open_kv = |name: &'static str| async move {
-            js.get_key_value(name).await.map_err(|e| BusError::Missing {
-                kind: "key-value bucket",
-                name,
-                source: Box::new(e),
-            })
-        };
-        let bundles =
-            js.get_object_store(bucket::BUNDLES)
+            js.get_key_value(name)
                 .await
-                .map_err(|e| BusError::Missing {
-                    kind: "object store",
-                    name: bucket::BUNDLES,
-                    source: Box::new(e),
-                })?;
+                .map_err(|e| not_opened("key-value bucket", name, Box::new(e)))
+        };
+        let bundles = js
+            .get_object_store(bucket::BUNDLES)
+            .await
+            .map_err(|e| not_opened("object store", bucket::BUNDLES, Box::new(e)))?;
         Ok(Topology {
             registry: Registry::new(open_kv(bucket::CLUSTERS).await?),
             states: ReleaseStates::new(open_kv(bucket::STATE).await?),
@@ -120,6 +129,63 @@ impl Bus {
             bundles: Bundles::new(bundles),
         })
     }
+
+    /// Opens the topology, trying again (jittered backoff, up to 15 s apart, so thousands of
+    /// agents starting at once do not ask in step) until the admin has created it, or until
+    /// `stop` completes, which ends in `BusError::Stopped`. Each failed try is logged with
+    /// what is missing.
+    pub async fn wait_for_topology(
+        &self,
+        stop: impl Future<Output = ()>,
+    ) -> Result<Topology, BusError> {
+        let policy = ExponentialBuilder::default()
+            .with_min_delay(Duration::from_millis(200))
+            .with_max_delay(Duration::from_secs(15))
+            .with_jitter()
+            .without_max_times();
+        let opened = (|| self.open_topology())
+            .retry(policy)
+            .sleep(tokio::time::sleep)
+            .notify(|error, wait| match error {
+                BusError::Missing { .. } => tracing::warn!(
+                    %error, ?wait,
+                    "topology not there yet: run `coxswain topology` with the admin key"
+                ),
+                _ => tracing::warn!(
+                    error = %crate::error::chain(error), ?wait,
+                    "cannot open the topology: is NATS up, and may this user read it?"
+                ),
+            });
+        tokio::select! {
+            opened = opened => opened,
+            () = stop => Err(BusError::Stopped { waiting_for: "the topology" }),
+        }
+    }
+}
+
+/// `Missing` when the server said the stream does not exist, `Open` for anything else (an
+/// outage, or a request the user's permissions deny, which looks like a timeout).
+fn not_opened(kind: &'static str, name: &'static str, source: async_nats::Error) -> BusError {
+    if stream_not_found(source.as_ref()) {
+        BusError::Missing { kind, name, source }
+    } else {
+        BusError::Open { kind, name, source }
+    }
+}
+
+/// Does the error, or one of its sources, say "stream not found"?
+fn stream_not_found(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut next = Some(error);
+    while let Some(e) = next {
+        if let Some(e) = e.downcast_ref::<jetstream::context::GetStreamError>()
+            && let jetstream::context::GetStreamErrorKind::JetStream(e) = e.kind()
+            && e.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND
+        {
+            return true;
+        }
+        next = e.source();
+    }
+    false
 }
 
 /// The registry, state and rollout buckets, in that order.
@@ -179,6 +245,9 @@ fn intents_stream(config: &TopologyConfig) -> stream::Config {
         duplicate_window: config.intent_duplicate_window,
         discard: stream::DiscardPolicy::Old,
         num_replicas: config.replicas,
+        // `Bus::latest_intent_sequence` names the subject in the request's subject, so an
+        // agent's grant covers its own intents only (a STREAM.MSG.GET body could name any).
+        allow_direct: true,
         ..Default::default()
     }
 }
@@ -199,11 +268,38 @@ fn events_stream(config: &TopologyConfig) -> stream::Config {
     }
 }
 
+/// Creates or updates a bucket, then turns rollup headers off on its stream.
 async fn ensure_kv(js: &jetstream::Context, config: kv::Config) -> Result<kv::Store, BusError> {
     let name = config.bucket.clone();
-    js.create_or_update_key_value(config)
+    let store = js
+        .create_or_update_key_value(config)
         .await
-        .map_err(|source| BusError::CreateKeyValue { name, source })
+        .map_err(|source| BusError::CreateKeyValue {
+            name: name.clone(),
+            source,
+        })?;
+    refuse_rollups(js, &kv_stream(&name)).await?;
+    Ok(store)
+}
+
+/// Sets `allow_rollup_hdrs: false` on a stream, when it is not already.
+async fn refuse_rollups(js: &jetstream::Context, name: &str) -> Result<(), BusError> {
+    let settings_error = |source: async_nats::Error| BusError::StreamSettings {
+        name: name.to_owned(),
+        source,
+    };
+    let stream = js
+        .get_stream(name)
+        .await
+        .map_err(|e| settings_error(Box::new(e)))?;
+    let mut config = stream.cached_info().config.clone();
+    if config.allow_rollup {
+        config.allow_rollup = false;
+        js.update_stream(config)
+            .await
+            .map_err(|e| settings_error(Box::new(e)))?;
+    }
+    Ok(())
 }
 
 /// async-nats cannot update an object store's settings; an existing store is opened as it is.

@@ -49,6 +49,7 @@ fn intent(id: &str, cluster: &str, release: &str) -> DeployIntent {
         requested_by: "test".into(),
         created_at: jiff::Timestamp::now(),
         rollout_id: None,
+        expires_at: None,
     }
 }
 

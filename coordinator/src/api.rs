@@ -14,15 +14,17 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use bus::{Bundles, Bus, BusError, Registry, ReleaseStates};
 use jiff::Timestamp;
-use proto::{RolloutRequest, RolloutStatus, Validate};
+use proto::{RolloutStatus, Validate};
 use serde::Deserialize;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
+use crate::CoordinatorError;
 use crate::driver::{self, Context};
-use crate::{CoordinatorError, plan};
+use crate::plan::{self, Refusal};
+use crate::policy::{self, Policy};
 
 /// The largest manifest bundle `POST /v1/bundles` accepts.
 pub const MAX_BUNDLE_BYTES: usize = 64 * 1024 * 1024;
@@ -38,11 +40,19 @@ pub struct CoordinatorConfig {
     pub instance: String,
     /// How long a claim on a rollout lasts without renewal.
     pub claim: Duration,
+    /// The platform policy: environments, their clusters, waves, gates, what they accept.
+    pub policy: Policy,
+    /// The key every per-cluster intent is signed with; `None` publishes unsigned intents,
+    /// which only agents run with `--insecure-accept-unsigned` accept.
+    pub signer: Option<Arc<proto::Signer>>,
+    /// How long a published intent stays valid (its signed `expires_at`).
+    pub intent_ttl: Duration,
 }
 
 #[derive(Clone)]
 struct AppState {
     ctx: Arc<Context>,
+    policy: Arc<Policy>,
     registry: Registry,
     states: ReleaseStates,
     bundles: Bundles,
@@ -57,17 +67,21 @@ pub async fn run(
     bus: Bus,
     shutdown: CancellationToken,
 ) -> Result<(), CoordinatorError> {
-    let topology = bus.ensure_topology(&bus::TopologyConfig::default()).await?;
+    let topology = bus.wait_for_topology(shutdown.cancelled()).await?;
     let ctx = Arc::new(Context {
         bus,
         rollouts: topology.rollouts.clone(),
         instance: config.instance.clone(),
         claim: config.claim,
         driving: Mutex::new(HashSet::new()),
+        signer: config.signer,
+        intent_ttl: config.intent_ttl,
+        events_rejected: std::sync::atomic::AtomicU64::new(0),
     });
     let tasks = TaskTracker::new();
     let state = AppState {
         ctx,
+        policy: Arc::new(config.policy),
         registry: topology.registry,
         states: topology.states,
         bundles: topology.bundles,
@@ -88,7 +102,8 @@ pub async fn run(
             addr: config.listen,
             source,
         })?;
-    tracing::info!(%addr, instance = config.instance, "coordinator listening");
+    tracing::info!(%addr, instance = config.instance, environments = ?state.policy.environments.keys().collect::<Vec<_>>(),
+        "coordinator listening");
     let stop = shutdown.clone();
     let served = axum::serve(listener, router(state))
         .with_graceful_shutdown(async move { stop.cancelled().await })
@@ -106,6 +121,7 @@ fn router(state: AppState) -> Router {
     Router::new()
         .route("/v1/rollouts", get(list_rollouts).post(submit))
         .route("/v1/rollouts/{id}", get(get_rollout))
+        .route("/v1/rollbacks", post(rollback))
         .route(
             "/v1/bundles",
             post(put_bundle).layer(DefaultBodyLimit::max(MAX_BUNDLE_BYTES)),
@@ -114,6 +130,7 @@ fn router(state: AppState) -> Router {
         .route("/v1/releases", get(releases))
         .layer(middleware::from_fn_with_state(state.clone(), authenticate))
         .route("/healthz", get(|| async { "ok" }))
+        .route("/metrics", get(metrics))
         .with_state(state)
 }
 
@@ -171,15 +188,13 @@ fn spawn_driver(state: &AppState, id: &str) {
     }
 }
 
+/// `POST /v1/rollouts`: parse (400), validate (422), answer a known idempotency key with its
+/// rollout, admit under the platform policy (422 / 403), plan against the registry and the
+/// history (422 / 412), store and drive.
 async fn submit(State(state): State<AppState>, body: axum::body::Bytes) -> Response {
-    let request: RolloutRequest = match proto::decode(Some("application/json"), &body) {
+    let request = match policy::decode_request(&body) {
         Ok(r) => r,
-        Err(e) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                format!("invalid rollout request: {e}"),
-            );
-        }
+        Err(message) => return error(StatusCode::BAD_REQUEST, message),
     };
     if let Err(problems) = request.validate() {
         let list: Vec<String> = problems
@@ -199,19 +214,81 @@ async fn submit(State(state): State<AppState>, body: axum::body::Bytes) -> Respo
         Ok(None) => {}
         Err(e) => return bus_error(&e),
     }
+    let applied = match state.policy.admit(&request) {
+        Ok(applied) => applied,
+        Err(refusal) => return refused(&refusal),
+    };
     let (registry, history) = match (state.registry.all().await, state.ctx.rollouts.all().await) {
         (Ok(registry), Ok(history)) => (registry, history),
         (Err(e), _) | (_, Err(e)) => return bus_error(&e),
     };
-    match plan::new_rollout(request, &registry, &history, Timestamp::now()) {
+    match plan::new_rollout(request, applied, &registry, &history, Timestamp::now()) {
         Ok(rollout) => create(&state, rollout).await,
-        Err(refusal @ plan::Refusal::NoTargets(_)) => {
-            error(StatusCode::UNPROCESSABLE_ENTITY, refusal.to_string())
-        }
-        Err(refusal @ plan::Refusal::Gate(_)) => {
-            error(StatusCode::PRECONDITION_FAILED, refusal.to_string())
-        }
+        Err(refusal) => refused(&refusal),
     }
+}
+
+/// `POST /v1/rollbacks`: one cluster's release back to an earlier revision, as a one-cluster
+/// rollout whose intent the coordinator signs like any other.
+async fn rollback(State(state): State<AppState>, body: axum::body::Bytes) -> Response {
+    let request: proto::RollbackRequest = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("invalid rollback request: {e}"),
+            );
+        }
+    };
+    if let Err(problems) = request.validate() {
+        return error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!("invalid rollback request: {problems}"),
+        );
+    }
+    let cluster = match state.registry.get(&request.cluster).await {
+        Ok(c) => c,
+        Err(e) => return bus_error(&e),
+    };
+    let release_state = match state.states.get(&request.cluster, &request.release).await {
+        Ok(s) => s,
+        Err(e) => return bus_error(&e),
+    };
+    let planned = plan::rollback_rollout(
+        request,
+        cluster.as_ref(),
+        release_state.as_ref(),
+        Timestamp::now(),
+    );
+    match planned {
+        Ok(rollout) => create(&state, rollout).await,
+        Err(refusal) => refused(&refusal),
+    }
+}
+
+/// Prometheus metrics of this coordinator.
+async fn metrics(State(state): State<AppState>) -> String {
+    let rejected = state
+        .ctx
+        .events_rejected
+        .load(std::sync::atomic::Ordering::Relaxed);
+    format!(
+        "# HELP coordinator_events_rejected_total Events ignored because their subject, body, \
+         intent id and rollout target named different clusters.\n\
+         # TYPE coordinator_events_rejected_total counter\n\
+         coordinator_events_rejected_total {rejected}\n"
+    )
+}
+
+/// A refusal as an answer: an unknown environment or no target is 422, what the environment
+/// does not allow 403, the promotion gate 412.
+fn refused(refusal: &Refusal) -> Response {
+    let code = match refusal {
+        Refusal::UnknownEnvironment(_) | Refusal::NoTargets(_) => StatusCode::UNPROCESSABLE_ENTITY,
+        Refusal::NotAllowed(_) => StatusCode::FORBIDDEN,
+        Refusal::Gate(_) => StatusCode::PRECONDITION_FAILED,
+    };
+    error(code, refusal.to_string())
 }
 
 /// Stores a new rollout and starts its driver; a rollout of the same key that raced in
@@ -221,7 +298,8 @@ async fn create(state: &AppState, rollout: proto::Rollout) -> Response {
     match state.ctx.rollouts.create(&rollout).await {
         Ok(true) => {
             tracing::info!(rollout = id, release = rollout.request.release, environment = rollout.request.environment,
-                version = rollout.request.version, waves = ?rollout.waves, "rollout accepted");
+                version = rollout.request.version, content = rollout.request.content_digest,
+                waves = ?rollout.waves, "rollout accepted");
             spawn_driver(state, &id);
             (StatusCode::CREATED, Json(rollout)).into_response()
         }

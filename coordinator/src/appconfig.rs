@@ -1,12 +1,15 @@
 //! `coxswain.yaml`: the application's deploy configuration, kept in its repository. Releases
-//! (manifests, namespace, values, health) and environments (cluster selector, values, waves,
-//! promotion gate). Validation reports every problem at once.
+//! (manifests, namespace, values per environment, health) and per-environment values files.
+//! Which clusters an environment is, its waves and its promotion gate are the platform's
+//! (`policy`), not the application's: naming them here is an error that says so.
+//! Validation reports every problem at once.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use proto::{HealthPolicy, RollbackPolicy};
 use serde::Deserialize;
+use serde::de::IgnoredAny;
 
 /// The whole file.
 #[derive(Debug, Clone, Deserialize)]
@@ -14,7 +17,9 @@ use serde::Deserialize;
 pub struct AppConfig {
     /// Releases by name.
     pub releases: BTreeMap<String, ReleaseConfig>,
-    /// Environments by name.
+    /// Values files by environment name (the environments themselves are the platform
+    /// policy's).
+    #[serde(default)]
     pub environments: BTreeMap<String, EnvironmentConfig>,
 }
 
@@ -37,41 +42,37 @@ pub struct ReleaseConfig {
     pub rollback: RollbackPolicy,
 }
 
-/// One environment.
+/// One environment, as the application sees it: only its values.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EnvironmentConfig {
-    /// Cluster labels that select the environment's clusters (`env: prod`).
-    pub selector: BTreeMap<String, String>,
     /// Values file for every release in this environment, relative to the file.
     #[serde(default)]
     pub values: Option<PathBuf>,
-    /// Waves: further selectors within the environment, deployed in order.
+    // What moved to the platform policy: read only to say so.
     #[serde(default)]
-    pub waves: Vec<BTreeMap<String, String>>,
-    /// Environments a version must have succeeded in first (`requires: beta`).
-    #[serde(default, deserialize_with = "one_or_many")]
-    pub requires: Vec<String>,
-    /// Roll back earlier waves when a later one fails (default true).
-    #[serde(default = "yes")]
-    pub revert_on_failure: bool,
+    selector: Option<IgnoredAny>,
+    #[serde(default)]
+    waves: Option<IgnoredAny>,
+    #[serde(default)]
+    requires: Option<IgnoredAny>,
+    #[serde(default)]
+    revert_on_failure: Option<IgnoredAny>,
 }
 
-fn yes() -> bool {
-    true
-}
-
-fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum OneOrMany {
-        One(String),
-        Many(Vec<String>),
+impl EnvironmentConfig {
+    /// The platform-policy fields this entry still names.
+    fn moved(&self) -> Vec<&'static str> {
+        [
+            ("selector", self.selector.is_some()),
+            ("waves", self.waves.is_some()),
+            ("requires", self.requires.is_some()),
+            ("revert_on_failure", self.revert_on_failure.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(field, set)| set.then_some(field))
+        .collect()
     }
-    Ok(match OneOrMany::deserialize(d)? {
-        OneOrMany::One(s) => vec![s],
-        OneOrMany::Many(v) => v,
-    })
 }
 
 /// A configuration file and the folder its paths are relative to.
@@ -103,77 +104,73 @@ impl Loaded {
 
     fn validate(&self) -> Result<(), Vec<String>> {
         let mut problems = Vec::new();
-        let label = |what: &str, v: &str, problems: &mut Vec<String>| {
-            if let Err(p) = proto::check_dns_label(v) {
-                problems.push(format!("{what} {v:?}: {p:?}"));
-            }
-        };
         if self.config.releases.is_empty() {
             problems.push("releases: at least one release is needed".into());
         }
-        for (name, r) in &self.config.releases {
-            label("release", name, &mut problems);
-            label(
-                &format!("releases.{name}.namespace"),
-                &r.namespace,
-                &mut problems,
-            );
-            if !self.path(&r.manifests).is_dir() {
-                problems.push(format!(
-                    "releases.{name}.manifests: {} is not a folder",
-                    self.path(&r.manifests).display()
-                ));
-            }
-            for (env, file) in &r.values {
-                if !self.config.environments.contains_key(env) {
-                    problems.push(format!("releases.{name}.values.{env}: no such environment"));
-                }
-                if !self.path(file).is_file() {
-                    problems.push(format!(
-                        "releases.{name}.values.{env}: {} does not exist",
-                        self.path(file).display()
-                    ));
-                }
-            }
-            if r.health.timeout_secs == 0 {
-                problems.push(format!("releases.{name}.health.timeout_secs: at least 1"));
-            }
+        for (name, release) in &self.config.releases {
+            self.release_problems(name, release, &mut problems);
         }
-        for (name, e) in &self.config.environments {
-            label("environment", name, &mut problems);
-            if e.selector.is_empty() {
-                problems.push(format!("environments.{name}.selector: at least one label"));
-            }
-            if let Some(file) = &e.values
-                && !self.path(file).is_file()
-            {
-                problems.push(format!(
-                    "environments.{name}.values: {} does not exist",
-                    self.path(file).display()
-                ));
-            }
-            for (i, w) in e.waves.iter().enumerate() {
-                if w.is_empty() {
-                    problems.push(format!("environments.{name}.waves[{i}]: an empty selector"));
-                }
-            }
-            for r in &e.requires {
-                if r == name {
-                    problems.push(format!(
-                        "environments.{name}.requires: an environment cannot require itself"
-                    ));
-                } else if !self.config.environments.contains_key(r) {
-                    problems.push(format!(
-                        "environments.{name}.requires: no environment {r:?}"
-                    ));
-                }
-            }
+        for (name, env) in &self.config.environments {
+            self.environment_problems(name, env, &mut problems);
         }
         if problems.is_empty() {
             Ok(())
         } else {
             Err(problems)
         }
+    }
+
+    fn release_problems(&self, name: &str, r: &ReleaseConfig, problems: &mut Vec<String>) {
+        label(&format!("releases.{name}"), name, problems);
+        label(
+            &format!("releases.{name}.namespace"),
+            &r.namespace,
+            problems,
+        );
+        if !self.path(&r.manifests).is_dir() {
+            problems.push(format!(
+                "releases.{name}.manifests: {} is not a folder",
+                self.path(&r.manifests).display()
+            ));
+        }
+        for (env, file) in &r.values {
+            label(&format!("releases.{name}.values.{env}"), env, problems);
+            if !self.path(file).is_file() {
+                problems.push(format!(
+                    "releases.{name}.values.{env}: {} does not exist",
+                    self.path(file).display()
+                ));
+            }
+        }
+        if r.health.timeout_secs == 0 {
+            problems.push(format!("releases.{name}.health.timeout_secs: at least 1"));
+        }
+    }
+
+    fn environment_problems(&self, name: &str, e: &EnvironmentConfig, problems: &mut Vec<String>) {
+        label(&format!("environments.{name}"), name, problems);
+        if let Some(file) = &e.values
+            && !self.path(file).is_file()
+        {
+            problems.push(format!(
+                "environments.{name}.values: {} does not exist",
+                self.path(file).display()
+            ));
+        }
+        for field in e.moved() {
+            problems.push(format!(
+                "environments.{name}.{field}: moved to the platform policy (the coordinator's \
+                 --policy file, see examples/platform/policy.yaml); remove it here, an \
+                 environment in coxswain.yaml keeps only `values`"
+            ));
+        }
+    }
+}
+
+/// A DNS-1123 label problem of `field`, if any.
+fn label(field: &str, value: &str, problems: &mut Vec<String>) {
+    if let Err(p) = proto::check_dns_label(value) {
+        problems.push(proto::Problem::new(field, p).to_string());
     }
 }
 
@@ -190,21 +187,63 @@ mod tests {
         let path = dir.path().join("coxswain.yaml");
         std::fs::write(
             &path,
-            "releases:\n  web:\n    manifests: web\n    namespace: Shop\n  Api:\n    manifests: nowhere\n    namespace: api\n\
-             environments:\n  prod:\n    selector: {env: prod}\n    requires: staging\n  beta:\n    selector: {}\n",
+            "releases:\n  web:\n    manifests: web\n    namespace: Shop\n    values: {qa: qa.yaml}\n  Api:\n    manifests: nowhere\n    namespace: api\n\
+             environments:\n  prod:\n    values: prod.yaml\n",
         )
         .unwrap();
         let problems = Loaded::load(&path).unwrap_err();
         let text = problems.join("\n");
         assert_eq!(problems.len(), 5, "{text}");
         for needle in [
-            "release \"Api\"",
+            "releases.Api: \"Api\" is not a DNS-1123 label",
             "releases.Api.manifests",
-            "releases.web.namespace \"Shop\"",
-            "environments.beta.selector",
-            "no environment \"staging\"",
+            "releases.web.namespace: \"Shop\" is not a DNS-1123 label",
+            "releases.web.values.qa: ",
+            "environments.prod.values: ",
         ] {
             assert!(text.contains(needle), "{needle} missing from:\n{text}");
+        }
+    }
+
+    #[test]
+    fn what_the_platform_decides_is_an_error_that_says_where_it_moved() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("web")).unwrap();
+        std::fs::write(dir.path().join("beta.yaml"), "replicas: 1\n").unwrap();
+        let path = dir.path().join("coxswain.yaml");
+        let write = |environments: &str| {
+            std::fs::write(
+                &path,
+                format!("releases:\n  web: {{manifests: web, namespace: shop}}\n{environments}"),
+            )
+            .unwrap();
+        };
+        write("environments:\n  beta:\n    values: beta.yaml\n");
+        let loaded = Loaded::load(&path).unwrap();
+        assert!(loaded.config.environments["beta"].values.is_some());
+        write("");
+        assert!(Loaded::load(&path).unwrap().config.environments.is_empty());
+        write(
+            "environments:\n  beta:\n    selector: {env: beta}\n  prod:\n    requires: beta\n    waves: [{region: east}]\n    revert_on_failure: false\n",
+        );
+        let problems = Loaded::load(&path).unwrap_err();
+        assert_eq!(problems.len(), 4, "{problems:#?}");
+        for (problem, field) in problems.iter().zip([
+            "beta.selector",
+            "prod.waves",
+            "prod.requires",
+            "prod.revert_on_failure",
+        ]) {
+            assert!(
+                problem.starts_with(&format!(
+                    "environments.{field}: moved to the platform policy"
+                )),
+                "{problem}"
+            );
+            assert!(
+                problem.contains("examples/platform/policy.yaml"),
+                "{problem}"
+            );
         }
     }
 

@@ -12,6 +12,7 @@ use proto::{ContentType, DeployIntent, Outcome, Rollout, RolloutStatus, SCHEMA_V
 use tokio_util::sync::CancellationToken;
 
 use crate::plan::{self, Step};
+use crate::verify::{self, Verdict};
 
 /// What every driver shares.
 pub(crate) struct Context {
@@ -23,12 +24,29 @@ pub(crate) struct Context {
     pub(crate) claim: Duration,
     /// Rollouts this instance drives now.
     pub(crate) driving: Mutex<HashSet<String>>,
+    /// Signs every intent, when set.
+    pub(crate) signer: Option<Arc<proto::Signer>>,
+    /// How long a published intent stays valid.
+    pub(crate) intent_ttl: Duration,
+    /// Events ignored because their clusters did not agree (`coordinator_events_rejected_total`).
+    pub(crate) events_rejected: std::sync::atomic::AtomicU64,
+}
+
+/// Why a driver stopped.
+#[derive(Debug, thiserror::Error)]
+enum DriveError {
+    /// NATS failed.
+    #[error(transparent)]
+    Bus(#[from] BusError),
+    /// An intent could not be signed.
+    #[error("cannot sign the intent")]
+    Sign(#[from] proto::SignatureError),
 }
 
 /// Latest event per intent id.
 type Seen = HashMap<String, Outcome>;
 
-fn intent(r: &Rollout, cluster: &str, id: String, revert: bool) -> DeployIntent {
+fn intent(r: &Rollout, cluster: &str, id: String, revert: bool, ttl: Duration) -> DeployIntent {
     let req = &r.request;
     let (version, manifests) = match (&r.revert_to, revert) {
         (Some(target), true) => (target.version.clone(), target.manifests.clone()),
@@ -49,6 +67,9 @@ fn intent(r: &Rollout, cluster: &str, id: String, revert: bool) -> DeployIntent 
         requested_by: req.requested_by.clone(),
         created_at: Timestamp::now(),
         rollout_id: Some(r.id.clone()),
+        expires_at: SignedDuration::try_from(ttl)
+            .ok()
+            .and_then(|ttl| Timestamp::now().checked_add(ttl).ok()),
     }
 }
 
@@ -110,6 +131,8 @@ pub(crate) async fn drive(ctx: Arc<Context>, id: String, shutdown: CancellationT
 struct Driver<'a> {
     actor: Actor<'a>,
     feed: EventFeed,
+    /// Events read from the feed, with their subject's cluster, not yet judged.
+    heard: Vec<(String, Outcome)>,
     seen: Seen,
 }
 
@@ -146,11 +169,12 @@ impl<'a> Driver<'a> {
         Ok(Some(Self {
             actor: Actor { ctx, id },
             feed,
+            heard: Vec::new(),
             seen: Seen::new(),
         }))
     }
 
-    async fn run(&mut self, shutdown: &CancellationToken) -> Result<(), BusError> {
+    async fn run(&mut self, shutdown: &CancellationToken) -> Result<(), DriveError> {
         loop {
             if shutdown.is_cancelled() {
                 return Ok(());
@@ -168,15 +192,16 @@ impl<'a> Driver<'a> {
     }
 
     /// Reads the record, claims it, decides, acts, and writes it back.
-    async fn pass(&mut self) -> Result<Pass, BusError> {
-        let actor = &self.actor;
-        let Some((mut r, revision)) = actor.ctx.rollouts.get(actor.id).await? else {
+    async fn pass(&mut self) -> Result<Pass, DriveError> {
+        let Some((mut r, revision)) = self.actor.ctx.rollouts.get(self.actor.id).await? else {
             return Ok(Pass::Stop);
         };
-        if r.status.is_final() || !actor.claim(&mut r) {
+        if r.status.is_final() || !self.actor.claim(&mut r) {
             return Ok(Pass::Stop);
         }
+        self.judge_heard(&r);
         apply_events(&mut r, &self.seen);
+        let actor = &self.actor;
         let step = plan::decide(&r);
         tracing::debug!(
             rollout = actor.id,
@@ -193,6 +218,30 @@ impl<'a> Driver<'a> {
         }
     }
 
+    /// Keeps the events heard that are verified for this rollout (`verify::check`), counts
+    /// and logs the ones that do not add up, and holds back those for intents not yet
+    /// recorded.
+    fn judge_heard(&mut self, r: &Rollout) {
+        let mut later = Vec::new();
+        for (subject_cluster, event) in std::mem::take(&mut self.heard) {
+            match verify::check(r, &subject_cluster, &event) {
+                Verdict::Use => {
+                    remember(&mut self.seen, event);
+                }
+                Verdict::NotYet => later.push((subject_cluster, event)),
+                Verdict::NotOurs => {}
+                Verdict::Reject(reason) => {
+                    self.actor
+                        .ctx
+                        .events_rejected
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    tracing::warn!(rollout = self.actor.id, %reason, "event ignored: its clusters do not agree");
+                }
+            }
+        }
+        self.heard = later;
+    }
+
     /// Takes in events until a final one arrives, or for at most a second (to renew the
     /// claim); `false` on shutdown.
     async fn take_events(&mut self, shutdown: &CancellationToken) -> bool {
@@ -200,9 +249,11 @@ impl<'a> Driver<'a> {
         loop {
             tokio::select! {
                 () = shutdown.cancelled() => return false,
-                next = tokio::time::timeout_at(until, self.feed.next()) => match next {
-                    Ok(Ok(Some(event))) => {
-                        if remember(&mut self.seen, event) {
+                next = tokio::time::timeout_at(until, self.feed.next_with_subject()) => match next {
+                    Ok(Ok(Some((subject, event)))) => {
+                        let terminal = event.terminal;
+                        self.heard.push((subject.cluster, event));
+                        if terminal {
                             return true;
                         }
                     }
@@ -236,7 +287,7 @@ impl Actor<'_> {
         true
     }
 
-    async fn act(&self, step: Step, r: &mut Rollout) -> Result<(), BusError> {
+    async fn act(&self, step: Step, r: &mut Rollout) -> Result<(), DriveError> {
         match step {
             Step::Publish(clusters) => self.publish(r, &clusters, false).await?,
             Step::Revert(clusters) => self.publish(r, &clusters, true).await?,
@@ -261,17 +312,21 @@ impl Actor<'_> {
         r: &mut Rollout,
         clusters: &[String],
         revert: bool,
-    ) -> Result<(), BusError> {
+    ) -> Result<(), DriveError> {
         for cluster in clusters {
             let intent_id = if revert {
                 plan::revert_intent_id(&r.id, cluster)
             } else {
                 plan::intent_id(&r.id, cluster)
             };
-            let i = intent(r, cluster, intent_id.clone(), revert);
+            let i = intent(r, cluster, intent_id.clone(), revert, self.ctx.intent_ttl);
+            let signature = match &self.ctx.signer {
+                Some(signer) => Some(signer.sign(&i)?),
+                None => None,
+            };
             self.ctx
                 .bus
-                .publish_intent(&i, ContentType::MsgPack, None)
+                .publish_signed_intent(&i, signature.as_ref(), ContentType::MsgPack, None)
                 .await?;
             if let Some(c) = r.clusters.get_mut(cluster) {
                 if revert {

@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 
 use jiff::Timestamp;
 use proto::{
-    ClusterProgress, ClusterRecord, Phase, RevertTarget, Rollout, RolloutRequest, RolloutStatus,
-    SCHEMA_VERSION,
+    AppliedPolicy, ClusterProgress, ClusterRecord, Manifests, Phase, ReleaseState, RevertTarget,
+    RollbackRequest, Rollout, RolloutRequest, RolloutStatus, SCHEMA_VERSION,
 };
 
 /// Does a cluster carry every label of the selector?
@@ -67,36 +67,67 @@ pub fn rollout_id(idempotency_key: &str) -> String {
 /// Why a rollout request is refused before anything is published.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Refusal {
+    /// The platform policy has no such environment.
+    UnknownEnvironment(String),
+    /// The environment does not allow this release or namespace.
+    NotAllowed(String),
     /// The selector matches no registered cluster.
     NoTargets(String),
-    /// A required environment has not seen this version succeed.
+    /// A required environment has not seen this version, with this content, succeed.
     Gate(String),
 }
 
 impl std::fmt::Display for Refusal {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Self::NoTargets(m) | Self::Gate(m) => f.write_str(m),
+            Self::UnknownEnvironment(m)
+            | Self::NotAllowed(m)
+            | Self::NoTargets(m)
+            | Self::Gate(m) => f.write_str(m),
         }
     }
 }
 
-/// The promotion gate: every environment the request requires must have a succeeded rollout
-/// of the same release and version.
-pub fn gate(history: &[Rollout], request: &RolloutRequest) -> Result<(), Refusal> {
-    for required in &request.requires {
-        let passed = history.iter().any(|r| {
-            r.request.release == request.release
-                && r.request.environment == *required
-                && r.request.version == request.version
-                && r.status == RolloutStatus::Succeeded
-        });
-        if !passed {
-            return Err(Refusal::Gate(format!(
-                "promotion gate: version {} of {} has not succeeded in {required}; deploy it there first",
-                request.version, request.release
-            )));
+/// The promotion gate: every required environment must have a succeeded rollout of the same
+/// release, the same version and the same content digest. The same version with other content
+/// is refused naming both digests.
+pub fn gate(
+    history: &[Rollout],
+    request: &RolloutRequest,
+    requires: &[String],
+) -> Result<(), Refusal> {
+    for required in requires {
+        let same_version: Vec<&Rollout> = history
+            .iter()
+            .filter(|r| {
+                r.request.release == request.release
+                    && r.request.environment == *required
+                    && r.request.version == request.version
+                    && r.status == RolloutStatus::Succeeded
+            })
+            .collect();
+        if same_version
+            .iter()
+            .any(|r| r.request.content_digest == request.content_digest)
+        {
+            continue;
         }
+        let (version, release) = (&request.version, &request.release);
+        let Some(newest) = same_version.iter().max_by_key(|r| r.created_at) else {
+            return Err(Refusal::Gate(format!(
+                "promotion gate: version {version} of {release} has not succeeded in {required}; deploy it there first"
+            )));
+        };
+        let passed = match newest.request.content_digest.as_str() {
+            "" => "no recorded content digest".to_owned(),
+            digest => digest.to_owned(),
+        };
+        return Err(Refusal::Gate(format!(
+            "promotion gate: version {version} of {release} in {} has content {}, but {required} \
+             succeeded with {passed}; deploy this content to {required} first (changed content \
+             needs a new version or a new pass through {required})",
+            request.environment, request.content_digest
+        )));
     }
     Ok(())
 }
@@ -110,6 +141,7 @@ pub fn revert_target(history: &[Rollout], request: &RolloutRequest) -> Option<Re
             r.request.release == request.release
                 && r.request.environment == request.environment
                 && r.status == RolloutStatus::Succeeded
+                && !is_rollback(r)
         })
         .max_by_key(|r| r.created_at)
         .map(|r| RevertTarget {
@@ -140,17 +172,19 @@ pub fn fresh_progress(waves: &[Vec<String>]) -> BTreeMap<String, ClusterProgress
         .collect()
 }
 
-/// The rollout a valid request starts, or why it must not start: targets from the registry,
-/// the gate against the history, waves, and the revert target.
+/// The rollout a valid request starts under the platform's `policy` for its environment, or
+/// why it must not start: targets from the registry, the gate against the history, waves,
+/// and the revert target.
 pub fn new_rollout(
     request: RolloutRequest,
+    policy: AppliedPolicy,
     registry: &[ClusterRecord],
     history: &[Rollout],
     now: Timestamp,
 ) -> Result<Rollout, Refusal> {
-    let found = targets(registry, &request.selector);
+    let found = targets(registry, &policy.selector);
     if found.is_empty() {
-        let selector: Vec<String> = request
+        let selector: Vec<String> = policy
             .selector
             .iter()
             .map(|(k, v)| format!("{k}={v}"))
@@ -160,18 +194,95 @@ pub fn new_rollout(
             selector.join(",")
         )));
     }
-    gate(history, &request)?;
-    let waves = waves(registry, &found, &request.waves);
+    gate(history, &request, &policy.requires)?;
+    let waves = waves(registry, &found, &policy.waves);
     Ok(Rollout {
         schema_version: SCHEMA_VERSION,
         id: rollout_id(&request.idempotency_key),
         revert_to: revert_target(history, &request),
         clusters: fresh_progress(&waves),
         request,
+        policy,
         waves,
         current_wave: 0,
         status: RolloutStatus::Running,
         reason: None,
+        owner: String::new(),
+        owner_until: None,
+        created_at: now,
+        updated_at: now,
+    })
+}
+
+/// Is this a rollback (`POST /v1/rollbacks`) rather than a deploy of manifests?
+pub fn is_rollback(r: &Rollout) -> bool {
+    matches!(r.request.manifests, Manifests::Revision { .. })
+}
+
+/// The one-cluster rollout that returns `cluster`'s release to an earlier revision of its own
+/// history, or why not: the cluster must be registered with an environment, and the release
+/// must have run there (its state names the namespace).
+pub fn rollback_rollout(
+    request: RollbackRequest,
+    cluster: Option<&ClusterRecord>,
+    state: Option<&ReleaseState>,
+    now: Timestamp,
+) -> Result<Rollout, Refusal> {
+    let name = &request.cluster;
+    let cluster = cluster.ok_or_else(|| {
+        Refusal::NoTargets(format!(
+            "no cluster {name:?} is registered; see GET /v1/clusters"
+        ))
+    })?;
+    let environment = cluster
+        .labels
+        .get("env")
+        .ok_or_else(|| Refusal::NoTargets(format!("cluster {name} has no env label")))?;
+    let state = state.ok_or_else(|| {
+        Refusal::NoTargets(format!(
+            "release {} was never deployed to {name}; nothing to roll back",
+            request.release
+        ))
+    })?;
+    let key = format!(
+        "rollback/{name}/{}/{}",
+        request.release,
+        now.as_millisecond()
+    );
+    let waves = vec![vec![name.clone()]];
+    Ok(Rollout {
+        schema_version: SCHEMA_VERSION,
+        id: rollout_id(&key),
+        request: RolloutRequest {
+            schema_version: SCHEMA_VERSION,
+            idempotency_key: key,
+            release: request.release.clone(),
+            namespace: state.namespace.clone(),
+            environment: environment.clone(),
+            version: request
+                .to
+                .map_or_else(|| "previous".to_owned(), |n| format!("revision {n}")),
+            content_digest: String::new(),
+            manifests: Manifests::Revision {
+                revision: request.to,
+            },
+            health: proto::HealthPolicy {
+                timeout_secs: request.timeout_secs,
+                ..Default::default()
+            },
+            rollback: Default::default(),
+            requested_by: request.requested_by,
+        },
+        policy: AppliedPolicy {
+            revert_on_failure: false,
+            ..Default::default()
+        },
+        clusters: fresh_progress(&waves),
+        waves,
+        current_wave: 0,
+        status: RolloutStatus::Running,
+        reason: None,
+        revert_to: None,
         owner: String::new(),
         owner_until: None,
         created_at: now,
@@ -225,7 +336,7 @@ fn failure(r: &Rollout) -> Option<String> {
 /// Decides the next step from the rollout record alone.
 pub fn decide(r: &Rollout) -> Step {
     if let Some(reason) = failure(r) {
-        if !(r.request.revert_on_failure && r.revert_to.is_some()) {
+        if !(r.policy.revert_on_failure && r.revert_to.is_some()) {
             return Step::Finish(RolloutStatus::Failed, reason);
         }
         // Clusters this rollout changed and left on the new version go back.
@@ -298,7 +409,6 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
-    use proto::Manifests;
 
     fn cluster(name: &str, labels: &[(&str, &str)]) -> ClusterRecord {
         ClusterRecord {
@@ -349,6 +459,10 @@ mod tests {
         assert_eq!(waves(&fleet, &prod, &[]).len(), 1);
     }
 
+    fn digest(content: &str) -> String {
+        proto::sha256_digest(content.as_bytes())
+    }
+
     fn rollout(waves: Vec<Vec<&str>>, revert: bool) -> Rollout {
         let request = RolloutRequest {
             schema_version: 1,
@@ -357,10 +471,7 @@ mod tests {
             namespace: "web".into(),
             environment: "prod".into(),
             version: "2".into(),
-            selector: sel(&[("env", "prod")]),
-            waves: vec![],
-            requires: vec![],
-            revert_on_failure: revert,
+            content_digest: digest("content"),
             manifests: Manifests::Bundle {
                 digest: "d".into(),
                 size: 1,
@@ -377,6 +488,11 @@ mod tests {
             schema_version: 1,
             id: "r1".into(),
             request,
+            policy: AppliedPolicy {
+                selector: sel(&[("env", "prod")]),
+                revert_on_failure: revert,
+                ..Default::default()
+            },
             clusters: fresh_progress(&waves),
             waves,
             current_wave: 0,
@@ -459,36 +575,68 @@ mod tests {
         r
     }
 
+    fn with_content(mut r: Rollout, content: &str) -> Rollout {
+        r.request.content_digest = if content.is_empty() {
+            String::new()
+        } else {
+            digest(content)
+        };
+        r
+    }
+
     #[test]
-    fn the_gate_needs_the_same_version_succeeded_in_every_required_environment() {
+    fn the_gate_needs_the_same_version_and_content_succeeded_in_every_required_environment() {
         let history = [
             done("beta", "1", RolloutStatus::Succeeded, 1),
             done("beta", "2", RolloutStatus::Failed, 2),
             done("qa", "1", RolloutStatus::Reverted, 3),
+            with_content(done("beta", "4", RolloutStatus::Succeeded, 4), "old"),
+            with_content(done("beta", "5", RolloutStatus::Succeeded, 5), "old"),
+            done("beta", "5", RolloutStatus::Succeeded, 6),
+            with_content(done("beta", "6", RolloutStatus::Succeeded, 7), ""),
         ];
-        let cases: [(&[&str], &str, bool); 6] = [
-            (&[], "2", true),
-            (&["beta"], "1", true),
-            (&["beta"], "2", false),
-            (&["beta"], "3", false),
-            (&["beta", "qa"], "1", false),
-            (&["qa"], "1", false),
+        let cases: [(&[&str], &str, &str, bool); 10] = [
+            (&[], "2", "content", true),
+            (&["beta"], "1", "content", true),
+            (&["beta"], "1", "edited", false),
+            (&["beta"], "2", "content", false),
+            (&["beta"], "3", "content", false),
+            (&["beta"], "4", "content", false),
+            (&["beta"], "5", "content", true),
+            (&["beta"], "6", "content", false),
+            (&["beta", "qa"], "1", "content", false),
+            (&["qa"], "1", "content", false),
         ];
-        for (requires, version, passes) in cases {
+        for (requires, version, content, passes) in cases {
             let mut request = rollout(vec![vec!["a"]], true).request;
-            request.requires = requires.iter().map(|e| (*e).to_owned()).collect();
             request.version = version.into();
+            request.content_digest = digest(content);
+            let requires: Vec<String> = requires.iter().map(|e| (*e).to_owned()).collect();
             assert_eq!(
-                gate(&history, &request).is_ok(),
+                gate(&history, &request, &requires).is_ok(),
                 passes,
-                "{requires:?} {version}"
+                "{requires:?} {version} {content}"
             );
         }
+        let beta = ["beta".to_owned()];
         let mut request = rollout(vec![vec!["a"]], true).request;
-        request.requires = vec!["beta".into()];
         assert_eq!(
-            gate(&history, &request).unwrap_err().to_string(),
+            gate(&history, &request, &beta).unwrap_err().to_string(),
             "promotion gate: version 2 of web has not succeeded in beta; deploy it there first"
+        );
+        request.version = "4".into();
+        let refusal = gate(&history, &request, &beta).unwrap_err().to_string();
+        let both = format!(
+            "promotion gate: version 4 of web in prod has content {}, but beta succeeded with {};",
+            digest("content"),
+            digest("old")
+        );
+        assert!(refusal.starts_with(&both), "{refusal}");
+        request.version = "6".into();
+        let refusal = gate(&history, &request, &beta).unwrap_err().to_string();
+        assert!(
+            refusal.contains("but beta succeeded with no recorded content digest"),
+            "{refusal}"
         );
     }
 
@@ -520,24 +668,30 @@ mod tests {
             cluster("p1", &[("env", "prod"), ("region", "east")]),
             cluster("p2", &[("env", "prod"), ("region", "west")]),
         ];
-        let mut request = rollout(vec![vec!["a"]], true).request;
-        request.waves = vec![sel(&[("region", "east")])];
-        let r = new_rollout(request.clone(), &fleet, &[], jiff::Timestamp::UNIX_EPOCH).unwrap();
+        let request = rollout(vec![vec!["a"]], true).request;
+        let mut policy = AppliedPolicy {
+            selector: sel(&[("env", "prod")]),
+            waves: vec![sel(&[("region", "east")])],
+            ..Default::default()
+        };
+        let now = jiff::Timestamp::UNIX_EPOCH;
+        let r = new_rollout(request.clone(), policy.clone(), &fleet, &[], now).unwrap();
         assert_eq!(r.waves, [vec!["p1".to_owned()], vec!["p2".to_owned()]]);
         assert_eq!(r.clusters["p2"].wave, 1);
         assert_eq!(r.id, rollout_id("k"));
         assert_eq!(r.id.len(), 21);
         assert!(r.revert_to.is_none());
+        assert_eq!(r.policy, policy, "the record keeps the policy applied");
 
-        request.selector = sel(&[("env", "nowhere")]);
+        policy.selector = sel(&[("env", "nowhere")]);
         assert!(matches!(
-            new_rollout(request.clone(), &fleet, &[], jiff::Timestamp::UNIX_EPOCH),
+            new_rollout(request.clone(), policy.clone(), &fleet, &[], now),
             Err(Refusal::NoTargets(m)) if m == "selector env=nowhere matches no registered cluster; nothing would be deployed"
         ));
-        request.selector = sel(&[("env", "prod")]);
-        request.requires = vec!["beta".into()];
+        policy.selector = sel(&[("env", "prod")]);
+        policy.requires = vec!["beta".into()];
         assert!(matches!(
-            new_rollout(request, &fleet, &[], jiff::Timestamp::UNIX_EPOCH),
+            new_rollout(request, policy, &fleet, &[], now),
             Err(Refusal::Gate(_))
         ));
     }

@@ -3,6 +3,7 @@
 //!
 //! It talks to Kubernetes only and never to NATS; the agent joins the two.
 
+mod allow;
 mod cluster;
 mod engine;
 pub mod health;
@@ -12,6 +13,7 @@ mod poll;
 mod probe;
 pub mod render;
 
+pub use allow::Allowlist;
 pub use cluster::{Cluster, FIELD_MANAGER, MANAGED_BY, ObjectRef, RELEASE_LABEL};
 pub use engine::{
     Action, Attempt, Engine, EngineConfig, KEEP_ANNOTATION, Observation, Progress, Release, Report,

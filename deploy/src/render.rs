@@ -322,6 +322,27 @@ fn sources(dir: &Path) -> Result<Vec<(String, String)>, RenderError> {
     Ok(sources)
 }
 
+/// `sha256:<hex>` of a release's content: its manifest templates and its defaults
+/// (`values.yaml`), each as file name and text, in name order; environment values and `--set`
+/// overrides are not part of it. The same content has the same digest in every environment,
+/// which is what the promotion gate compares.
+pub fn content_digest(dir: &Path) -> Result<String, RenderError> {
+    let mut files = sources(dir)?;
+    let defaults = dir.join(DEFAULTS_FILE);
+    if defaults.is_file() {
+        files.push((DEFAULTS_FILE.to_owned(), read(&defaults)?));
+    }
+    files.sort();
+    let mut bytes = Vec::new();
+    for (name, text) in &files {
+        for part in [name.as_bytes(), text.as_bytes()] {
+            bytes.extend_from_slice(&(part.len() as u64).to_be_bytes());
+            bytes.extend_from_slice(part);
+        }
+    }
+    Ok(sha256(&bytes))
+}
+
 /// Every missing value, from every file, before failing.
 fn check_values(
     env: &Environment<'_>,
@@ -507,6 +528,47 @@ mod tests {
         let again = render(dir.path(), &values, &json!({"name": "web"})).unwrap();
         assert_eq!(r.digest, again.digest);
         assert!(r.digest.starts_with("sha256:") && r.digest.len() == 71);
+    }
+
+    #[test]
+    fn the_content_digest_covers_templates_and_defaults_not_environment_values() {
+        let dir = folder(&[("deploy.yaml", DEPLOY), ("values.yaml", "replicas: 2\n")]);
+        let env = folder(&[("prod.yaml", "replicas: 3\n")]);
+        let before = content_digest(dir.path()).unwrap();
+        assert!(before.starts_with("sha256:") && before.len() == 71);
+        std::fs::write(env.path().join("prod.yaml"), "replicas: 5\n").unwrap();
+        assert_eq!(
+            content_digest(dir.path()).unwrap(),
+            before,
+            "environment values"
+        );
+        let same = folder(&[
+            ("values.yaml", "replicas: 2\n"),
+            ("deploy.yaml", DEPLOY),
+            ("notes.txt", "not content"),
+        ]);
+        assert_eq!(
+            content_digest(same.path()).unwrap(),
+            before,
+            "order, non-manifests"
+        );
+        std::fs::write(dir.path().join("values.yaml"), "replicas: 4\n").unwrap();
+        let defaults = content_digest(dir.path()).unwrap();
+        assert_ne!(defaults, before, "defaults");
+        let edited = DEPLOY.replace("name: web", "name: web2");
+        std::fs::write(dir.path().join("deploy.yaml"), edited).unwrap();
+        let template = content_digest(dir.path()).unwrap();
+        assert_ne!(template, defaults, "a template edit");
+        std::fs::rename(
+            dir.path().join("deploy.yaml"),
+            dir.path().join("other.yaml"),
+        )
+        .unwrap();
+        assert_ne!(
+            content_digest(dir.path()).unwrap(),
+            template,
+            "a renamed template"
+        );
     }
 
     #[test]

@@ -7,6 +7,12 @@ pub fn sha256_digest(bytes: &[u8]) -> String {
     format!("sha256:{hex}")
 }
 
+/// The digest of a list of manifests as it travels inline or in a bundle: the digest of the
+/// list's JSON encoding.
+pub fn manifests_digest(objects: &[serde_json::Value]) -> String {
+    sha256_digest(&serde_json::to_vec(objects).unwrap_or_default())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

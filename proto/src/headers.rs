@@ -18,4 +18,8 @@ pub mod header {
     pub const CE_SOURCE: &str = "ce-source";
     /// CloudEvents NATS binding: event id, equal to `Nats-Msg-Id`.
     pub const CE_ID: &str = "ce-id";
+    /// The coordinator's ed25519 signature over the intent's canonical form (base64url).
+    pub const SIGNATURE: &str = "Coxswain-Signature";
+    /// The public nkey of the key that made `Coxswain-Signature`.
+    pub const KEY_ID: &str = "Coxswain-Key-Id";
 }

@@ -59,6 +59,11 @@ pub struct DeployIntent {
     /// The coordinator rollout this intent belongs to, when there is one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rollout_id: Option<String>,
+    /// After this instant (RFC 3339) an agent refuses the intent; part of what the
+    /// coordinator signs, so a captured intent cannot be replayed forever.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<String>")]
+    pub expires_at: Option<Timestamp>,
 }
 
 /// Where the rendered manifests are.
@@ -368,6 +373,7 @@ pub(crate) mod tests_support {
             requested_by: "ci".into(),
             created_at: "2026-11-26T10:00:00Z".parse().unwrap(),
             rollout_id: None,
+            expires_at: None,
         }
     }
 }

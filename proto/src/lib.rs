@@ -14,20 +14,25 @@ mod intent;
 mod outcome;
 mod rollout;
 mod schema;
+mod signing;
 mod state;
 mod subject;
 mod validate;
 
 pub use cluster::{AgentStatus, ClusterRecord};
 pub use codec::{ContentType, DecodeError, EncodeError, MAX_MESSAGE_BYTES, decode, encode};
-pub use digest::sha256_digest;
+pub use digest::{manifests_digest, sha256_digest};
 pub use headers::header;
 pub use intent::{
     DeployIntent, HealthPolicy, HttpProbe, MAX_INLINE_MANIFEST_BYTES, Manifests, RollbackPolicy,
 };
 pub use outcome::{HealthStatus, Outcome, Phase, ResourceHealth};
-pub use rollout::{ClusterProgress, RevertTarget, Rollout, RolloutRequest, RolloutStatus};
+pub use rollout::{
+    AppliedPolicy, ClusterProgress, PLATFORM_FIELDS, RevertTarget, RollbackRequest, Rollout,
+    RolloutRequest, RolloutStatus,
+};
 pub use schema::{Schema, schema_for};
+pub use signing::{Signature, SignatureError, Signer, TrustedKeys, canonical};
 pub use state::ReleaseState;
 pub use subject::{
     ReleaseSubject, SubjectError, bucket, cluster_key, consumer_name, event_filter, event_subject,

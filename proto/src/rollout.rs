@@ -11,7 +11,9 @@ use crate::intent::{HealthPolicy, Manifests, RollbackPolicy};
 use crate::outcome::Phase;
 use crate::validate::{ProblemKind, Validate, ValidationErrors};
 
-/// A request to deploy a release to an environment (`POST /v1/rollouts`).
+/// A request to deploy a release to an environment (`POST /v1/rollouts`). Which clusters, in
+/// which waves, behind which gates, is the platform policy's to say, never the request's: a
+/// request carrying one of [`PLATFORM_FIELDS`] is refused.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct RolloutRequest {
     /// Version of this message's schema.
@@ -24,20 +26,13 @@ pub struct RolloutRequest {
     pub namespace: String,
     /// Environment (`beta`, `prod`).
     pub environment: String,
-    /// Version being deployed; the promotion gate compares it.
+    /// Version being deployed; the promotion gate compares it, with `content_digest`.
     pub version: String,
-    /// Clusters of the environment: every registered cluster whose labels include these.
-    pub selector: BTreeMap<String, String>,
-    /// Waves, each a further selector within the environment's clusters, deployed in order;
-    /// clusters no wave selects form a last wave. Empty: one wave of everything.
+    /// `sha256:<hex>` of the release's templates and default values (`values.yaml`), before
+    /// environment values and `--set` overrides: the same content in every environment. The
+    /// promotion gate requires this version with this content to have succeeded first.
     #[serde(default)]
-    pub waves: Vec<BTreeMap<String, String>>,
-    /// Environments where this version must have succeeded first.
-    #[serde(default)]
-    pub requires: Vec<String>,
-    /// On a failure, roll back the clusters earlier waves already updated (default true).
-    #[serde(default = "yes")]
-    pub revert_on_failure: bool,
+    pub content_digest: String,
     /// The rendered manifests (inline, or a bundle already in `coxswain-bundles`).
     pub manifests: Manifests,
     /// Health policy for every cluster.
@@ -50,8 +45,64 @@ pub struct RolloutRequest {
     pub requested_by: String,
 }
 
+/// The fields a request must not carry: the platform policy sets them.
+pub const PLATFORM_FIELDS: [&str; 4] = ["selector", "waves", "requires", "revert_on_failure"];
+
 fn yes() -> bool {
     true
+}
+
+fn is_sha256_digest(digest: &str) -> bool {
+    let hex = digest.strip_prefix("sha256:").unwrap_or_default();
+    hex.len() == 64 && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+/// `POST /v1/rollbacks`: one cluster's release back to an earlier revision of its own
+/// history, signed and published by the coordinator like any intent.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RollbackRequest {
+    /// Release to roll back (DNS-1123 label).
+    pub release: String,
+    /// Cluster to roll it back on (DNS-1123 label).
+    pub cluster: String,
+    /// Revision to return to; `None`: the one deployed before the current one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to: Option<u32>,
+    /// Seconds the rollback may take.
+    #[serde(default = "default_rollback_timeout")]
+    pub timeout_secs: u64,
+    /// Who asks.
+    pub requested_by: String,
+}
+
+fn default_rollback_timeout() -> u64 {
+    600
+}
+
+impl Validate for RollbackRequest {
+    fn validate(&self) -> Result<(), ValidationErrors> {
+        let mut errors = ValidationErrors::new();
+        errors.check_label("release", &self.release);
+        errors.check_label("cluster", &self.cluster);
+        errors.check_required("requested_by", &self.requested_by);
+        if self.requested_by.len() > 256 {
+            errors.push(
+                "requested_by",
+                ProblemKind::TooLong {
+                    len: self.requested_by.len(),
+                    max: 256,
+                },
+            );
+        }
+        if !(1..=86_400).contains(&self.timeout_secs) {
+            errors.push(
+                "timeout_secs",
+                ProblemKind::Invalid("from 1 to 86400".into()),
+            );
+        }
+        errors.into_result()
+    }
 }
 
 impl Validate for RolloutRequest {
@@ -81,22 +132,15 @@ impl Validate for RolloutRequest {
         errors.check_label("environment", &self.environment);
         errors.check_required("version", &self.version);
         errors.check_required("requested_by", &self.requested_by);
-        if self.selector.is_empty() {
+        if !is_sha256_digest(&self.content_digest) {
             errors.push(
-                "selector",
-                ProblemKind::Invalid(
-                    "an environment selects its clusters by at least one label".into(),
-                ),
+                "content_digest",
+                ProblemKind::Invalid(format!(
+                    "{:?} is not a digest of the form sha256:<64 lowercase hex> (of the release's \
+                     templates and values.yaml; `coxswain deploy` computes it)",
+                    self.content_digest
+                )),
             );
-        }
-        for (i, r) in self.requires.iter().enumerate() {
-            errors.check_label(&format!("requires[{i}]"), r);
-            if r == &self.environment {
-                errors.push(
-                    format!("requires[{i}]"),
-                    ProblemKind::Invalid("an environment cannot require itself".into()),
-                );
-            }
         }
         errors.into_result()
     }
@@ -157,6 +201,9 @@ pub struct Rollout {
     pub id: String,
     /// The request.
     pub request: RolloutRequest,
+    /// The platform policy applied to it: targets, waves, gate, revert.
+    #[serde(default)]
+    pub policy: AppliedPolicy,
     /// Wave by wave, the clusters.
     pub waves: Vec<Vec<String>>,
     /// Per cluster progress.
@@ -196,4 +243,90 @@ pub struct RevertTarget {
     pub version: String,
     /// Its manifests.
     pub manifests: Manifests,
+}
+
+/// What the platform policy decided for a rollout: kept in the record, so history shows which
+/// clusters, waves and gate applied, whatever the policy says today.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct AppliedPolicy {
+    /// Clusters of the environment: every registered cluster whose labels include these.
+    pub selector: BTreeMap<String, String>,
+    /// Waves, each a further selector within the environment's clusters, deployed in order;
+    /// clusters no wave selects form a last wave. Empty: one wave of everything.
+    #[serde(default)]
+    pub waves: Vec<BTreeMap<String, String>>,
+    /// Environments where this version, with this content digest, must have succeeded first.
+    #[serde(default)]
+    pub requires: Vec<String>,
+    /// On a failure, roll back the clusters earlier waves already updated.
+    #[serde(default = "yes")]
+    pub revert_on_failure: bool,
+}
+
+impl Default for AppliedPolicy {
+    fn default() -> Self {
+        Self {
+            selector: BTreeMap::new(),
+            waves: Vec::new(),
+            requires: Vec::new(),
+            revert_on_failure: true,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use serde_json::json;
+
+    use super::*;
+
+    fn request() -> serde_json::Value {
+        json!({
+            "schema_version": 1,
+            "idempotency_key": "k",
+            "release": "web",
+            "namespace": "shop",
+            "environment": "prod",
+            "version": "1.0",
+            "content_digest": crate::sha256_digest(b"content"),
+            "manifests": {"source": "bundle", "digest": crate::sha256_digest(b"m"), "size": 1},
+            "requested_by": "ci",
+        })
+    }
+
+    #[test]
+    fn a_request_needs_a_content_digest() {
+        let ok: RolloutRequest = serde_json::from_value(request()).unwrap();
+        ok.validate().unwrap();
+        for digest in [json!(null), json!(""), json!("sha256:abc"), json!("md5:x")] {
+            let mut body = request();
+            if digest.is_null() {
+                body.as_object_mut().unwrap().remove("content_digest");
+            } else {
+                body["content_digest"] = digest.clone();
+            }
+            let r: RolloutRequest = serde_json::from_value(body).unwrap();
+            let problems = r.validate().unwrap_err().to_string();
+            assert!(problems.contains("content_digest:"), "{digest}: {problems}");
+        }
+    }
+
+    #[test]
+    fn a_record_stored_before_platform_policies_still_reads() {
+        let mut old = request();
+        old["selector"] = json!({"env": "prod"});
+        old["requires"] = json!(["beta"]);
+        old.as_object_mut().unwrap().remove("content_digest");
+        let record = json!({
+            "schema_version": 1, "id": "r1", "request": old, "waves": [["a"]],
+            "clusters": {}, "current_wave": 0, "status": "succeeded",
+            "created_at": "2026-01-01T00:00:00Z", "updated_at": "2026-01-01T00:00:00Z",
+        });
+        let r: Rollout = serde_json::from_value(record).unwrap();
+        assert_eq!(r.request.content_digest, "");
+        assert_eq!(r.policy, AppliedPolicy::default());
+        assert!(r.policy.revert_on_failure);
+    }
 }

@@ -19,6 +19,11 @@ pub struct ReleaseState {
     pub namespace: String,
     /// Last intent that touched the release.
     pub intent_id: String,
+    /// When that intent was issued (its `created_at`): an older intent for this release is
+    /// a replay and is refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<String>")]
+    pub intent_issued_at: Option<Timestamp>,
     /// Version that intent deploys.
     pub version: String,
     /// Revision in the cluster's release history.

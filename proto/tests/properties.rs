@@ -103,6 +103,7 @@ fn intent() -> impl Strategy<Value = DeployIntent> {
                 },
                 created_at: jiff::Timestamp::from_second(secs).unwrap(),
                 rollout_id,
+                expires_at: None,
             },
         )
 }

@@ -33,7 +33,9 @@ async def main(url: str, cluster: str, environment: str) -> int:
             },
         },
     ]
-    digest = "sha256:" + hashlib.sha256(json.dumps(objects).encode()).hexdigest()
+    # The manifests digest: sha256 of the list as compact JSON with sorted keys.
+    canonical = json.dumps(objects, separators=(",", ":"), sort_keys=True, ensure_ascii=False)
+    digest = "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()
     intent = {
         "schema_version": 1,
         "id": "python-ci-1",

@@ -307,6 +307,10 @@ impl AgentProcess {
             .args(extra)
             .envs(vars.iter().copied())
             .env("COXSWAIN_LOG", "info,kube=warn,async_nats=warn");
+        // Scenarios about other things publish unsigned intents; the trust tests pass keys.
+        if !extra.contains(&"--trust-key") {
+            command.arg("--insecure-accept-unsigned");
+        }
         let process = Managed::spawn(command, dir.path().join("agent.log"), "coxswain agent")?;
         Ok(Self { process, _dir: dir })
     }
@@ -343,14 +347,35 @@ pub struct CoordinatorProcess {
 }
 
 impl CoordinatorProcess {
-    /// Starts a coordinator with bearer token `token` and waits until it answers.
-    pub fn start(nats_url: &str, token: &str) -> anyhow::Result<Self> {
+    /// Starts a coordinator with bearer token `token` and the platform policy file `policy`,
+    /// and waits until it answers. It creates the topology itself and publishes unsigned
+    /// intents: scenarios about other things run NATS without roles.
+    pub fn start(nats_url: &str, token: &str, policy: &std::path::Path) -> anyhow::Result<Self> {
+        Self::start_with(
+            nats_url,
+            token,
+            policy,
+            &["--create-topology", "--insecure-unsigned-intents"],
+        )
+    }
+
+    /// Like [`CoordinatorProcess::start`], with `extra` arguments instead of the insecure
+    /// defaults (the trust tests pass `--nats-nkey` and `--signing-key`).
+    pub fn start_with(
+        nats_url: &str,
+        token: &str,
+        policy: &std::path::Path,
+        extra: &[&str],
+    ) -> anyhow::Result<Self> {
         let address = free_address()?;
         let dir = tempfile::tempdir()?;
         let mut command = Command::new(coxswain_bin()?);
         command
             .args(["coordinator", "--listen", &address, "--token", token])
             .args(["--nats", nats_url, "--claim-seconds", "2"])
+            .arg("--policy")
+            .arg(policy)
+            .args(extra)
             .env("COXSWAIN_LOG", "info,async_nats=warn");
         let mut process = Managed::spawn(
             command,
@@ -404,3 +429,55 @@ where
 pub async fn cluster_events(bus: &bus::Bus, cluster: &str) -> anyhow::Result<Vec<proto::Outcome>> {
     Ok(bus::events::stored_events(bus, &bus::EventQuery::cluster(cluster)).await?)
 }
+
+/// A plain HTTP/1.1 `POST` of a JSON body to `url` + `path` with a bearer token: the status
+/// and the body of the answer. For requests no well-behaved client would send.
+pub fn http_post(url: &str, path: &str, token: &str, body: &serde_json::Value) -> (u16, String) {
+    use std::io::{Read, Write};
+    let address = url.trim_start_matches("http://");
+    let body = body.to_string();
+    let answer = (|| -> std::io::Result<String> {
+        let mut stream = std::net::TcpStream::connect(address)?;
+        write!(
+            stream,
+            "POST {path} HTTP/1.1\r\nHost: {address}\r\nAuthorization: Bearer {token}\r\n\
+             Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )?;
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer)?;
+        Ok(answer)
+    })()
+    .unwrap_or_default();
+    let status = answer
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = answer
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// The platform policy of the scenario fleet (beta, prod-east, prod-west): the example's,
+/// plus `staging`, which selects no cluster.
+pub const FLEET_POLICY: &str = "environments:
+  beta:
+    selector: {env: beta}
+    releases: [\"*\"]
+    namespaces: [\"*\"]
+  prod:
+    selector: {env: prod}
+    waves:
+      - {region: east}
+      - {region: west}
+    requires: beta
+    releases: [web]
+    namespaces: [shop]
+  staging:
+    selector: {env: staging}
+    releases: [web]
+    namespaces: [shop]
+";

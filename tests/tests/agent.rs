@@ -34,7 +34,7 @@ fn intent(id: &str, cluster: &str, env: &str, image: &str) -> DeployIntent {
         version: image.rsplit(':').next().unwrap_or(image).into(),
         images: Default::default(),
         manifests: Manifests::Inline {
-            digest: deploy::render::digest_of(&objects, &[]),
+            digest: proto::manifests_digest(&objects),
             objects,
         },
         health: proto::HealthPolicy {
@@ -45,6 +45,7 @@ fn intent(id: &str, cluster: &str, env: &str, image: &str) -> DeployIntent {
         requested_by: "scenario-test".into(),
         created_at: jiff::Timestamp::now(),
         rollout_id: None,
+        expires_at: None,
     }
 }
 
@@ -669,6 +670,10 @@ async fn coxswain_rollback_returns_a_cluster_to_an_earlier_revision() {
             Phase::Succeeded
         );
     }
+    // `coxswain rollback` goes through the coordinator, which signs it like any intent.
+    let policy =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/platform/policy.yaml");
+    let coordinator = tests::CoordinatorProcess::start(&f.nats.url(), "t0ken", &policy).unwrap();
     let rollback = |extra: &[&str]| {
         let mut args = vec![
             "rollback",
@@ -677,11 +682,12 @@ async fn coxswain_rollback_returns_a_cluster_to_an_earlier_revision() {
             "--cluster",
             "beta",
             "--timeout",
-            "60",
+            "60s",
+            "--token",
+            "t0ken",
         ];
         args.extend_from_slice(extra);
-        let url = f.nats.url();
-        args.extend_from_slice(&["--nats", url.as_str()]);
+        args.extend_from_slice(&["--coordinator", coordinator.url.as_str()]);
         tests::coxswain(&args).unwrap()
     };
     let out = rollback(&[]);

@@ -1,5 +1,7 @@
 //! The coordinator and `coxswain deploy` over a simulated fleet (beta, prod-east, prod-west)
-//! with three real agents: waves, promotion gate, idempotency, halt and revert, restart.
+//! with three real agents: the platform policy (requests cannot name clusters, waves or
+//! gates), waves, the promotion gate on version and content digest, idempotency, halt and
+//! revert, restart.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::{Path, PathBuf};
@@ -50,16 +52,24 @@ async fn fleet(timeout_secs: u64) -> Fleet {
         .unwrap()
     })
     .collect();
-    let coordinator = CoordinatorProcess::start(&nats.url(), TOKEN).unwrap();
     let config = tempfile::tempdir().unwrap();
+    std::fs::write(config.path().join("policy.yaml"), tests::FLEET_POLICY).unwrap();
+    let coordinator =
+        CoordinatorProcess::start(&nats.url(), TOKEN, &config.path().join("policy.yaml")).unwrap();
+    // The app's own copy of the manifests, so a scenario can edit a template.
+    let manifests = config.path().join("manifests");
+    std::fs::create_dir(&manifests).unwrap();
+    for entry in std::fs::read_dir(example("manifests")).unwrap() {
+        let path = entry.unwrap().path();
+        std::fs::copy(&path, manifests.join(path.file_name().unwrap())).unwrap();
+    }
     std::fs::write(
         config.path().join("coxswain.yaml"),
         format!(
-            "releases:\n  web:\n    manifests: {}\n    namespace: shop\n    health: {{timeout_secs: {timeout_secs}}}\n\
-             environments:\n  beta:\n    selector: {{env: beta}}\n    values: {}\n\
-             \x20 prod:\n    selector: {{env: prod}}\n    values: {}\n    requires: beta\n    waves:\n      - {{region: east}}\n      - {{region: west}}\n\
-             \x20 staging:\n    selector: {{env: staging}}\n    values: {}\n",
-            example("manifests").display(),
+            "releases:\n  web:\n    manifests: manifests\n    namespace: shop\n    health: {{timeout_secs: {timeout_secs}}}\n\
+             environments:\n  beta:\n    values: {}\n\
+             \x20 prod:\n    values: {}\n\
+             \x20 staging:\n    values: {}\n",
             example("environments/beta.yaml").display(),
             example("environments/prod.yaml").display(),
             example("environments/beta.yaml").display(),
@@ -102,6 +112,14 @@ async fn fleet(timeout_secs: u64) -> Fleet {
 }
 
 impl Fleet {
+    fn policy(&self) -> PathBuf {
+        self.config.path().join("policy.yaml")
+    }
+
+    fn manifests(&self) -> PathBuf {
+        self.config.path().join("manifests")
+    }
+
     fn deploy(&self, env: &str, tag: &str, extra: &[&str]) -> (i32, String, String) {
         let config = self.config.path().join("coxswain.yaml");
         let out: Output = std::process::Command::new(coxswain_bin().unwrap())
@@ -283,7 +301,7 @@ async fn a_restarted_coordinator_resumes_the_rollout() {
     .await;
     f.coordinator.kill();
     assert_eq!(f.rollout(&id).await.status, RolloutStatus::Running);
-    f.coordinator = CoordinatorProcess::start(&f.nats.url(), TOKEN).unwrap();
+    f.coordinator = CoordinatorProcess::start(&f.nats.url(), TOKEN, &f.policy()).unwrap();
     let r = eventually(
         Duration::from_secs(90),
         "the rollout resumed and finished",
@@ -300,7 +318,7 @@ async fn a_restarted_coordinator_resumes_the_rollout() {
 #[tokio::test(flavor = "multi_thread")]
 async fn two_coordinators_drive_each_rollout_once() {
     let f = fleet(30).await;
-    let second = CoordinatorProcess::start(&f.nats.url(), TOKEN).unwrap();
+    let second = CoordinatorProcess::start(&f.nats.url(), TOKEN, &f.policy()).unwrap();
     let (code, out, err) = f.deploy("beta", "1.0", &["--wait"]);
     assert_eq!(code, 0, "{out}{err}");
     // Submitted through the second instance this time; both instances scan for work.
@@ -355,4 +373,118 @@ async fn two_coordinators_drive_each_rollout_once() {
         3,
         "beta once, prod-east and prod-west once each"
     );
+}
+
+/// `POST /v1/rollouts` with a raw JSON body over a plain socket, as any CI could send it:
+/// the status code and the body.
+fn post_rollout(url: &str, body: &serde_json::Value) -> (u16, String) {
+    tests::http_post(url, "/v1/rollouts", TOKEN, body)
+}
+
+/// A valid request of `web` 1.0 to prod, as JSON, with `extra` fields laid over it.
+fn raw_request(extra: serde_json::Value) -> serde_json::Value {
+    let objects =
+        [json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "web-config"}})];
+    let mut body = json!({
+        "schema_version": 1,
+        "idempotency_key": "raw-1",
+        "release": "web",
+        "namespace": "shop",
+        "environment": "prod",
+        "version": "1.0",
+        "content_digest": proto::sha256_digest(b"content"),
+        "manifests": {
+            "source": "inline",
+            "digest": proto::sha256_digest(&serde_json::to_vec(&objects).unwrap()),
+            "objects": objects,
+        },
+        "requested_by": "a-ci-job",
+    });
+    for (k, v) in extra.as_object().unwrap() {
+        body[k] = v.clone();
+    }
+    body
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_request_cannot_choose_its_clusters_waves_or_gate() {
+    let f = fleet(30).await;
+    // Skipping beta by asking for no gate: refused by name, not silently ignored.
+    let (status, body) = post_rollout(&f.coordinator.url, &raw_request(json!({"requires": []})));
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body.contains("requires set by the platform policy, not by the request"),
+        "{body}"
+    );
+    let (status, body) = post_rollout(
+        &f.coordinator.url,
+        &raw_request(json!({"selector": {"env": "beta"}, "waves": []})),
+    );
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body.contains("selector, waves set by the platform policy"),
+        "{body}"
+    );
+    // What the platform decides instead: no such environment, a namespace prod does not
+    // allow, and the gate itself.
+    let cases = [
+        (
+            json!({"environment": "qa"}),
+            422,
+            "no environment \\\"qa\\\" in the platform policy",
+        ),
+        (
+            json!({"namespace": "kube-system"}),
+            403,
+            "environment prod does not allow namespace",
+        ),
+        (
+            json!({}),
+            412,
+            "version 1.0 of web has not succeeded in beta",
+        ),
+    ];
+    for (extra, code, needle) in cases {
+        let (status, body) = post_rollout(&f.coordinator.url, &raw_request(extra.clone()));
+        assert_eq!(status, code, "{extra}: {body}");
+        assert!(body.contains(needle), "{extra}: {body}");
+    }
+    assert!(
+        f.topology.rollouts.all().await.unwrap().is_empty(),
+        "no rollout stored"
+    );
+    assert!(f.events().await.is_empty(), "nothing deployed anywhere");
+    assert_eq!(f.image("prod-east"), "");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_gate_compares_content_not_just_the_version() {
+    let f = fleet(30).await;
+    let passed = deploy::render::content_digest(&f.manifests()).unwrap();
+    let (code, out, err) = f.deploy("beta", "1.0", &["--wait"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let beta = f.rollout(&rollout_id(&out)).await;
+    assert_eq!(beta.request.content_digest, passed);
+    assert_eq!(
+        beta.policy.selector["env"], "beta",
+        "the record keeps the policy applied"
+    );
+
+    // Same version string, edited template: what beta tested is not what would reach prod.
+    let config = f.manifests().join("config.yaml");
+    let edited = std::fs::read_to_string(&config).unwrap() + "  untested: \"yes\"\n";
+    std::fs::write(&config, edited).unwrap();
+    let changed = deploy::render::content_digest(&f.manifests()).unwrap();
+    assert_ne!(changed, passed);
+    let (code, out, err) = f.deploy("prod", "1.0", &["--wait"]);
+    assert_eq!(code, 1, "{out}{err}");
+    let both = format!(
+        "version 1.0 of web in prod has content {changed}, but beta succeeded with {passed}"
+    );
+    assert!(err.contains("(412 Precondition Failed)"), "{err}");
+    assert!(err.contains(&both), "{err}");
+    for cluster in ["prod-east", "prod-west"] {
+        assert_eq!(f.image(cluster), "", "{cluster} untouched");
+    }
+    assert!(f.events().await.iter().all(|e| e.cluster == "beta"));
 }

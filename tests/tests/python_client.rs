@@ -9,6 +9,8 @@ use tests::{AgentProcess, NatsServer, SimProcess};
 #[test]
 fn a_python_client_deploys_and_reads_outcomes() {
     let nats = NatsServer::start().unwrap();
+    let topology = tests::coxswain(&["topology", "--nats", &nats.url()]).unwrap();
+    assert!(topology.status.success(), "{topology:?}");
     let sim = SimProcess::start(&["beta"]).unwrap();
     let _agent =
         AgentProcess::start("beta", "beta", &nats.url(), &sim.kubeconfig("beta"), &[]).unwrap();

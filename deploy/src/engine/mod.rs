@@ -171,6 +171,34 @@ impl Engine {
             .await
     }
 
+    /// Every object of `rendered` (tests included) that `allow` does not let the release in
+    /// `namespace` touch, each with its reason. Scopes come from the cluster's discovery, so
+    /// a custom kind is judged by what the cluster says it is; nothing is written.
+    pub async fn disallowed(
+        &self,
+        rendered: &Rendered,
+        namespace: &str,
+        allow: &crate::Allowlist,
+    ) -> Result<Vec<String>, DeployError> {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut refs = Vec::new();
+        for object in rendered.objects.iter().chain(&rendered.tests) {
+            match self.cluster.api_for(object, namespace, deadline).await {
+                Ok((_, target)) => refs.push(target),
+                // A custom kind whose CRD comes with the release: its scope is in the CRD.
+                Err(DeployError::UnknownKind { .. }) => {
+                    refs.push(crate::allow::reference_by_crd(
+                        object,
+                        &rendered.objects,
+                        namespace,
+                    )?);
+                }
+                Err(error) => return Err(error),
+            }
+        }
+        Ok(allow.violations(&refs, namespace))
+    }
+
     /// A server-side dry run of every object, as a readable diff against the live objects.
     pub async fn diff(
         &mut self,
