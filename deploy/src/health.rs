@@ -1,6 +1,7 @@
 //! Health as pure predicates over an object's JSON: kubectl rollout-status semantics for
-//! workloads (generation gate first), Job completion, kstatus rules for everything else, and
-//! fast failure on pods that will not start.
+//! workloads (generation gate first), Job completion, the verdicts Argo CD's health checks give
+//! Pods, HorizontalPodAutoscalers, APIServices, LoadBalancer Services and Ingresses, kstatus
+//! rules for everything else, and fast failure on pods that will not start.
 
 use proto::HealthStatus;
 use serde_json::Value;
@@ -61,8 +62,30 @@ fn generation_pending(object: &Value) -> Option<Assessment> {
     })
 }
 
-/// The health of one object.
+/// How strict some verdicts are, for clusters that cannot meet them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HealthOptions {
+    /// A LoadBalancer Service or an Ingress is healthy only once its status has an address
+    /// (`status.loadBalancer.ingress`). Off for clusters without a load balancer controller,
+    /// where none ever comes.
+    pub wait_for_addresses: bool,
+}
+
+impl Default for HealthOptions {
+    fn default() -> Self {
+        Self {
+            wait_for_addresses: true,
+        }
+    }
+}
+
+/// The health of one object, with the default [`HealthOptions`].
 pub fn assess(object: &Value) -> Assessment {
+    assess_with(object, &HealthOptions::default())
+}
+
+/// The health of one object.
+pub fn assess_with(object: &Value, options: &HealthOptions) -> Assessment {
     let kind = object["kind"].as_str().unwrap_or_default();
     // Workloads: a status that describes an older spec says nothing about this one.
     if matches!(kind, "Deployment" | "StatefulSet" | "DaemonSet")
@@ -92,8 +115,80 @@ pub fn assess(object: &Value) -> Assessment {
             Some("Lost") => Assessment::failed("claim lost its volume"),
             _ => Assessment::progressing("waiting for the claim to be bound"),
         },
+        "HorizontalPodAutoscaler" => autoscaler(object),
+        "APIService" => api_service(object),
+        "Service" if object["spec"]["type"] == "LoadBalancer" && options.wait_for_addresses => {
+            addressed(object, "load balancer")
+        }
+        "Ingress" if options.wait_for_addresses => addressed(object, "ingress"),
         _ => kstatus(object),
     }
+}
+
+/// A LoadBalancer Service or an Ingress: healthy once its status has an address.
+fn addressed(o: &Value, what: &str) -> Assessment {
+    let addresses: Vec<&str> = o["status"]["loadBalancer"]["ingress"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|i| i["ip"].as_str().or_else(|| i["hostname"].as_str()))
+        .collect();
+    if addresses.is_empty() {
+        Assessment::progressing(format!("waiting for the {what} to get an address"))
+    } else {
+        Assessment::healthy(format!("address {}", addresses.join(", ")))
+    }
+}
+
+/// A HorizontalPodAutoscaler, as Argo CD judges it: failed when it cannot get or update the
+/// scale of its target or its selector is invalid, healthy once it is able to scale and its
+/// metrics are active (or scaling is deliberately disabled), progressing until then.
+fn autoscaler(h: &Value) -> Assessment {
+    if h["status"]["observedGeneration"].is_i64()
+        && let Some(pending) = generation_pending(h)
+    {
+        return pending;
+    }
+    let able = condition(h, "AbleToScale");
+    let active = condition(h, "ScalingActive");
+    if let Some(c) = able.filter(|c| c["status"] == "False") {
+        return Assessment::failed(format!("AbleToScale {}", because(c)));
+    }
+    if let Some(c) = active.filter(|c| {
+        c["status"] == "False" && matches!(c["reason"].as_str(), Some("InvalidSelector"))
+    }) {
+        return Assessment::failed(format!("ScalingActive {}", because(c)));
+    }
+    match active {
+        Some(c) if is_true(able) && c["status"] == "True" => {
+            Assessment::healthy(format!("ScalingActive {}", because(c)))
+        }
+        Some(c) if is_true(able) && c["reason"] == "ScalingDisabled" => {
+            Assessment::healthy(format!("ScalingActive {}", because(c)))
+        }
+        Some(c) => Assessment::progressing(format!("waiting to autoscale: {}", because(c))),
+        None => Assessment::progressing("waiting to autoscale"),
+    }
+}
+
+/// An APIService: healthy when `Available`, progressing otherwise (its backend may come).
+fn api_service(a: &Value) -> Assessment {
+    match condition(a, "Available") {
+        Some(c) if c["status"] == "True" => {
+            Assessment::healthy(format!("Available {}", because(c)))
+        }
+        Some(c) => Assessment::progressing(format!("not Available {}", because(c))),
+        None => Assessment::progressing("waiting for the API service to be available"),
+    }
+}
+
+/// `reason: message` of a condition.
+fn because(c: &Value) -> String {
+    format!(
+        "{}: {}",
+        c["reason"].as_str().unwrap_or_default(),
+        c["message"].as_str().unwrap_or_default()
+    )
 }
 
 /// A Deployment past the generation gate, as `kubectl rollout status` sees it.
@@ -202,36 +297,67 @@ fn job(j: &Value) -> Assessment {
     ))
 }
 
-/// Container states that do not fix themselves.
-const FATAL_WAITING: [&str; 6] = [
-    "CrashLoopBackOff",
-    "ImagePullBackOff",
-    "ErrImagePull",
-    "InvalidImageName",
-    "CreateContainerConfigError",
-    "CreateContainerError",
-];
+/// Does a container waiting for this reason wait for something that will not fix itself?
+/// As Argo CD reads them: `Err...`, `...Error` and `...BackOff` (`CrashLoopBackOff`,
+/// `ImagePullBackOff`, `ErrImagePull`, `CreateContainerConfigError`, `Error`), and
+/// `InvalidImageName`.
+fn is_fatal_waiting(reason: &str) -> bool {
+    reason.starts_with("Err")
+        || reason.ends_with("Error")
+        || reason.ends_with("BackOff")
+        || reason == "InvalidImageName"
+}
+
+/// The statuses of a pod's init and app containers.
+fn container_statuses(pod: &Value) -> impl Iterator<Item = &Value> {
+    let s = &pod["status"];
+    ["initContainerStatuses", "containerStatuses"]
+        .into_iter()
+        .flat_map(|k| s[k].as_array().into_iter().flatten())
+}
+
+fn container_of(c: &Value, pod: &Value) -> String {
+    format!(
+        "container {} of pod {}",
+        c["name"].as_str().unwrap_or("?"),
+        pod["metadata"]["name"].as_str().unwrap_or("?")
+    )
+}
 
 /// The reason a pod will not start, if it will not.
 pub fn pod_failure(pod: &Value) -> Option<String> {
-    let s = &pod["status"];
-    ["initContainerStatuses", "containerStatuses"]
-        .iter()
-        .flat_map(|k| s[*k].as_array().into_iter().flatten())
-        .find_map(|c| {
-            let reason = c["state"]["waiting"]["reason"].as_str()?;
-            FATAL_WAITING.contains(&reason).then(|| {
-                format!(
-                    "{reason}: container {} of pod {}",
-                    c["name"].as_str().unwrap_or("?"),
-                    pod["metadata"]["name"].as_str().unwrap_or("?")
-                )
-            })
-        })
+    container_statuses(pod).find_map(|c| {
+        let reason = c["state"]["waiting"]["reason"].as_str()?;
+        is_fatal_waiting(reason).then(|| format!("{reason}: {}", container_of(c, pod)))
+    })
+}
+
+/// A container that is not ready, has restarted, and whose last run ended in an error: it
+/// keeps crashing, whatever it is doing at this moment (restarting, running, terminated).
+fn crash_looping(pod: &Value) -> Option<String> {
+    let restarts_always = matches!(pod["spec"]["restartPolicy"].as_str(), None | Some("Always"));
+    if !restarts_always {
+        return None;
+    }
+    container_statuses(pod).find_map(|c| {
+        let restarts = int(&c["restartCount"]);
+        if c["ready"] == true || restarts == 0 {
+            return None;
+        }
+        let ended = [&c["state"]["terminated"], &c["lastState"]["terminated"]]
+            .into_iter()
+            .find(|t| int(&t["exitCode"]) != 0)?;
+        Some(format!(
+            "{}: {} exited with code {} and restarted {restarts} times",
+            ended["reason"].as_str().unwrap_or("Error"),
+            container_of(c, pod),
+            int(&ended["exitCode"]),
+        ))
+    })
 }
 
 fn pod(p: &Value) -> Assessment {
-    if let Some(reason) = pod_failure(p) {
+    if let Some(reason) = pod_failure(p).or_else(|| crash_looping(p)) {
         return Assessment::failed(reason);
     }
     match p["status"]["phase"].as_str() {
@@ -250,22 +376,15 @@ fn kstatus(o: &Value) -> Assessment {
     {
         return pending;
     }
-    let reason = |c: &Value| {
-        format!(
-            "{}: {}",
-            c["reason"].as_str().unwrap_or_default(),
-            c["message"].as_str().unwrap_or_default()
-        )
-    };
     if let Some(c) = condition(o, "Stalled").filter(|c| c["status"] == "True") {
-        return Assessment::failed(format!("Stalled {}", reason(c)));
+        return Assessment::failed(format!("Stalled {}", because(c)));
     }
     if let Some(c) = condition(o, "Reconciling").filter(|c| c["status"] == "True") {
-        return Assessment::progressing(format!("Reconciling {}", reason(c)));
+        return Assessment::progressing(format!("Reconciling {}", because(c)));
     }
     match condition(o, "Ready") {
         Some(c) if c["status"] == "True" => Assessment::healthy("Ready"),
-        Some(c) => Assessment::progressing(format!("not Ready {}", reason(c))),
+        Some(c) => Assessment::progressing(format!("not Ready {}", because(c))),
         None => Assessment::healthy("current"),
     }
 }
@@ -467,6 +586,132 @@ mod tests {
         );
         let ready = json!({"kind": "Pod", "status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]}});
         assert_eq!(assess(&ready).status, Healthy);
+    }
+
+    /// Resource snapshots as `kubectl get -o yaml` prints them (deploy/tests/snapshots/), each
+    /// with the verdict Argo CD's health checks give it.
+    const SNAPSHOTS: [(&str, &str, HealthStatus); 14] = [
+        (
+            "pod-crash-restarting",
+            include_str!("../tests/snapshots/pod-crash-restarting.yaml"),
+            Failed,
+        ),
+        (
+            "pod-waiting-error",
+            include_str!("../tests/snapshots/pod-waiting-error.yaml"),
+            Failed,
+        ),
+        (
+            "pod-restarted-now-ready",
+            include_str!("../tests/snapshots/pod-restarted-now-ready.yaml"),
+            Healthy,
+        ),
+        (
+            "hpa-failed-get-scale",
+            include_str!("../tests/snapshots/hpa-failed-get-scale.yaml"),
+            Failed,
+        ),
+        (
+            "hpa-no-metrics-yet",
+            include_str!("../tests/snapshots/hpa-no-metrics-yet.yaml"),
+            Progressing,
+        ),
+        (
+            "hpa-new",
+            include_str!("../tests/snapshots/hpa-new.yaml"),
+            Progressing,
+        ),
+        (
+            "hpa-active",
+            include_str!("../tests/snapshots/hpa-active.yaml"),
+            Healthy,
+        ),
+        (
+            "apiservice-unavailable",
+            include_str!("../tests/snapshots/apiservice-unavailable.yaml"),
+            Progressing,
+        ),
+        (
+            "apiservice-available",
+            include_str!("../tests/snapshots/apiservice-available.yaml"),
+            Healthy,
+        ),
+        (
+            "service-load-balancer-pending",
+            include_str!("../tests/snapshots/service-load-balancer-pending.yaml"),
+            Progressing,
+        ),
+        (
+            "service-load-balancer-ready",
+            include_str!("../tests/snapshots/service-load-balancer-ready.yaml"),
+            Healthy,
+        ),
+        (
+            "ingress-pending",
+            include_str!("../tests/snapshots/ingress-pending.yaml"),
+            Progressing,
+        ),
+        (
+            "ingress-ready",
+            include_str!("../tests/snapshots/ingress-ready.yaml"),
+            Healthy,
+        ),
+        (
+            "a ClusterIP service",
+            "{kind: Service, metadata: {name: web}, spec: {type: ClusterIP}}",
+            Healthy,
+        ),
+    ];
+
+    fn snapshot(yaml: &str) -> Value {
+        serde_saphyr::from_str(yaml).unwrap()
+    }
+
+    #[test]
+    fn snapshots_get_the_verdicts_argo_cd_gives_them() {
+        for (name, yaml, expected) in SNAPSHOTS {
+            let verdict = assess(&snapshot(yaml));
+            assert_eq!(verdict.status, expected, "{name}: {}", verdict.message);
+        }
+        let crashing = assess(&snapshot(SNAPSHOTS[0].1));
+        assert_eq!(
+            crashing.message,
+            "Error: container api of pod api-7c9f8d6b5-x2x9k exited with code 1 and restarted 4 times"
+        );
+        let cannot_scale = assess(&snapshot(SNAPSHOTS[3].1));
+        assert!(
+            cannot_scale
+                .message
+                .starts_with("AbleToScale FailedGetScale: "),
+            "{}",
+            cannot_scale.message
+        );
+    }
+
+    #[test]
+    fn addresses_need_not_be_waited_for_without_a_load_balancer() {
+        let lenient = HealthOptions {
+            wait_for_addresses: false,
+        };
+        for name in ["service-load-balancer-pending", "ingress-pending"] {
+            let (_, yaml, _) = SNAPSHOTS.iter().find(|(n, ..)| *n == name).unwrap();
+            assert_eq!(
+                assess_with(&snapshot(yaml), &lenient).status,
+                Healthy,
+                "{name}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_snapshot_with_a_duplicate_key_is_refused_naming_the_key_and_line() {
+        // As `coxswain health -f` reads snapshot files.
+        let text = include_str!("../tests/snapshots/refused/duplicate-key.yaml");
+        let error = serde_saphyr::from_multiple::<Value>(text)
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("duplicate mapping key: app"), "{error}");
+        assert!(error.contains("line 10 column 22"), "{error}");
     }
 
     #[test]

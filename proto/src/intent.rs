@@ -115,6 +115,10 @@ pub struct HealthPolicy {
     /// Run the release's test Jobs (the `helm test` analogue) after the rollout (default true).
     #[serde(default = "default_true")]
     pub run_tests: bool,
+    /// Wait for LoadBalancer Services and Ingresses to get an address (default true); turn it
+    /// off for clusters without load balancers.
+    #[serde(default = "default_true")]
+    pub wait_for_addresses: bool,
 }
 
 impl Default for HealthPolicy {
@@ -123,6 +127,7 @@ impl Default for HealthPolicy {
             timeout_secs: default_health_timeout(),
             http_probes: Vec::new(),
             run_tests: true,
+            wait_for_addresses: true,
         }
     }
 }

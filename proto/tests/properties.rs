@@ -91,6 +91,7 @@ fn intent() -> impl Strategy<Value = DeployIntent> {
                         .into_iter()
                         .collect(),
                     run_tests,
+                    wait_for_addresses: true,
                 },
                 rollback: RollbackPolicy {
                     enabled,
@@ -115,8 +116,17 @@ const HEADERS: [Option<&str>; 4] = [
     Some("text/plain"),
 ];
 
+/// Cases per property: 256 in the default test run, `$PROPTEST_CASES` at scale (`scripts/chaos
+/// fuzz`). An explicit `with_cases` would otherwise ignore the variable.
+fn cases() -> u32 {
+    std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(256)
+}
+
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(256))]
+    #![proptest_config(ProptestConfig::with_cases(cases()))]
 
     #[test]
     fn any_valid_intent_round_trips(intent in intent()) {

@@ -2,6 +2,8 @@
 //! shape every object must have, kind-specific validation, defaults, and the status a new
 //! object starts with.
 
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
 use serde_json::{Value, json};
 
 use crate::resource::ResourceType;
@@ -169,6 +171,34 @@ fn validate_workload(object: &Value, causes: &mut Causes) {
             ));
         }
     }
+}
+
+/// A Secret's `stringData` folded into `data` (base64), as the API server converts it on every
+/// write: `stringData` is write-only, never stored, and wins over `data` for the same key.
+pub fn fold_string_data(rt: &ResourceType, object: &mut Value) -> Causes {
+    if !(rt.group.is_empty() && rt.kind == "Secret") {
+        return Causes::new();
+    }
+    let Some(string_data) = object.as_object_mut().and_then(|o| o.remove("stringData")) else {
+        return Causes::new();
+    };
+    let must_be = |field: String, what: &str| vec![(field, format!("Invalid value: {what}"))];
+    let entries = match string_data {
+        Value::Null => return Causes::new(),
+        Value::Object(entries) => entries,
+        _ => return must_be("stringData".into(), "must be a map of strings"),
+    };
+    if !matches!(object["data"], Value::Null | Value::Object(_)) {
+        return must_be("data".into(), "must be a map of base64 strings");
+    }
+    let mut causes = Causes::new();
+    for (key, value) in entries {
+        match value.as_str() {
+            Some(text) => object["data"][key.as_str()] = BASE64.encode(text).into(),
+            None => causes.extend(must_be(format!("stringData.{key}"), "must be a string")),
+        }
+    }
+    causes
 }
 
 /// Defaults the API server fills in, and the status a new object starts with.

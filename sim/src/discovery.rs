@@ -118,6 +118,17 @@ pub fn resource_list_doc<'a>(
                 "verbs": ["get", "patch", "update"],
             }));
         }
+        if t.has_scale {
+            resources.push(json!({
+                "name": format!("{}/scale", t.plural),
+                "singularName": "",
+                "namespaced": t.namespaced,
+                "group": "autoscaling",
+                "version": "v1",
+                "kind": "Scale",
+                "verbs": ["get", "patch", "update"],
+            }));
+        }
     }
     if resources.is_empty() {
         return None;

@@ -24,6 +24,8 @@ pub struct ResourceType {
     pub short_names: Vec<String>,
     /// Has a `status` subresource: writes to the main resource leave status alone.
     pub has_status: bool,
+    /// Has a `scale` subresource (a `Scale` of autoscaling/v1 over `spec.replicas`).
+    pub has_scale: bool,
     /// `all`, for `kubectl get all`.
     pub categories: Vec<String>,
 }
@@ -50,6 +52,8 @@ const CLUSTER: u8 = 1;
 const STATUS: u8 = 2;
 /// In the `all` category, for `kubectl get all`.
 const ALL: u8 = 4;
+/// Has a scale subresource.
+const SCALE: u8 = 8;
 
 /// A built-in type: group, version, kind, plural, short names, flags.
 type Row = (
@@ -73,10 +77,10 @@ const TABLE: [Row; 25] = [
     ("", "v1", "PersistentVolumeClaim", "persistentvolumeclaims", &["pvc"], STATUS),
     ("", "v1", "Event", "events", &["ev"], 0),
     ("", "v1", "Node", "nodes", &["no"], CLUSTER | STATUS),
-    ("apps", "v1", "Deployment", "deployments", &["deploy"], STATUS | ALL),
-    ("apps", "v1", "StatefulSet", "statefulsets", &["sts"], STATUS | ALL),
+    ("apps", "v1", "Deployment", "deployments", &["deploy"], STATUS | ALL | SCALE),
+    ("apps", "v1", "StatefulSet", "statefulsets", &["sts"], STATUS | ALL | SCALE),
     ("apps", "v1", "DaemonSet", "daemonsets", &["ds"], STATUS | ALL),
-    ("apps", "v1", "ReplicaSet", "replicasets", &["rs"], STATUS | ALL),
+    ("apps", "v1", "ReplicaSet", "replicasets", &["rs"], STATUS | ALL | SCALE),
     ("batch", "v1", "Job", "jobs", &[], STATUS | ALL),
     ("batch", "v1", "CronJob", "cronjobs", &["cj"], STATUS | ALL),
     ("networking.k8s.io", "v1", "Ingress", "ingresses", &["ing"], STATUS),
@@ -105,6 +109,7 @@ pub static BUILTIN: LazyLock<Vec<ResourceType>> = LazyLock::new(|| {
                 namespaced: flags & CLUSTER == 0,
                 short_names: short.iter().map(|s| (*s).to_owned()).collect(),
                 has_status: flags & STATUS != 0,
+                has_scale: flags & SCALE != 0,
                 categories: if flags & ALL != 0 {
                     vec!["all".into()]
                 } else {
@@ -147,6 +152,7 @@ pub fn from_crd(crd: &Value) -> Vec<ResourceType> {
             namespaced,
             short_names: short_names.clone(),
             has_status: true,
+            has_scale: false,
             categories: categories.clone(),
         })
         .collect()
@@ -180,9 +186,13 @@ mod tests {
             && t.short_names == ["deploy"]
             && t.categories == ["all"]
             && t.singular == "deployment"
+            && t.has_scale
             && t.api_version() == "apps/v1"));
         let secret = find("secrets");
-        assert!(secret.is_some_and(|t| t.namespaced && !t.has_status && t.short_names.is_empty()));
+        assert!(secret.is_some_and(|t| t.namespaced
+            && !t.has_status
+            && !t.has_scale
+            && t.short_names.is_empty()));
         let hpa = find("horizontalpodautoscalers");
         assert!(hpa.is_some_and(|t| t.api_version() == "autoscaling/v2"));
         assert_eq!(BUILTIN.len(), 25);

@@ -85,6 +85,27 @@ impl LabelSelector {
     }
 }
 
+/// The query-string form (`app=web,tier in (a,b),!legacy`), as a `Scale`'s `status.selector`
+/// carries it.
+impl std::fmt::Display for LabelSelector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, r) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(",")?;
+            }
+            match r {
+                Requirement::Equals(k, v) => write!(f, "{k}={v}")?,
+                Requirement::NotEquals(k, v) => write!(f, "{k}!={v}")?,
+                Requirement::In(k, vs) => write!(f, "{k} in ({})", vs.join(","))?,
+                Requirement::NotIn(k, vs) => write!(f, "{k} notin ({})", vs.join(","))?,
+                Requirement::Exists(k) => write!(f, "{k}")?,
+                Requirement::NotExists(k) => write!(f, "!{k}")?,
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Splits on commas that are not inside parentheses.
 fn split_top_level(text: &str) -> Vec<&str> {
     let mut parts = Vec::new();
@@ -214,6 +235,20 @@ mod tests {
             );
         }
         assert!(LabelSelector::parse("tier in front").is_err());
+    }
+
+    #[test]
+    fn a_selector_prints_in_the_query_string_form() {
+        let selector = LabelSelector::from_object(&json!({
+            "matchLabels": {"app": "web"},
+            "matchExpressions": [
+                {"key": "tier", "operator": "In", "values": ["a", "b"]},
+                {"key": "legacy", "operator": "DoesNotExist"},
+            ],
+        }));
+        let text = selector.to_string();
+        assert_eq!(text, "app=web,tier in (a,b),!legacy");
+        assert_eq!(LabelSelector::parse(&text).unwrap(), selector);
     }
 
     #[test]

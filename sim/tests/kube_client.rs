@@ -733,3 +733,167 @@ async fn patches_status_subresource_pull_failures_and_more_faults() {
     );
     fleet.shutdown().await;
 }
+
+#[tokio::test]
+async fn revisions_follow_templates_and_an_undo_reuses_the_old_replica_set() {
+    let fleet = Sim::new(Timing::fast());
+    let client = client(&fleet.add_cluster("beta"));
+    namespace(&client, "shop").await;
+    let deploys = api(&client, "apps", "Deployment", Some("shop")).await;
+    let sets = api(&client, "apps", "ReplicaSet", Some("shop")).await;
+    let revision = |o: &Value| {
+        o["metadata"]["annotations"]["deployment.kubernetes.io/revision"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let rolled_out = |d: &Value| {
+        d["status"]["observedGeneration"] == d["metadata"]["generation"]
+            && condition(d, "Progressing").is_some_and(|c| c["reason"] == "NewReplicaSetAvailable")
+    };
+    for image in ["web:1.0", "web:2.0"] {
+        deploys
+            .patch(
+                "web",
+                &apply(),
+                &Patch::Apply(deployment("web", image, 2, 600)),
+            )
+            .await
+            .unwrap();
+        wait_until(&deploys, "web", Duration::from_secs(10), rolled_out).await;
+    }
+    let d = serde_json::to_value(deploys.get("web").await.unwrap()).unwrap();
+    assert_eq!(revision(&d), "2");
+
+    // What `kubectl rollout undo` writes: the old ReplicaSet's template as typed structs
+    // encode it again (with `resources: {}`), which is still the same template.
+    let mut template = deployment("web", "web:1.0", 2, 600)["spec"]["template"].clone();
+    template["spec"]["containers"][0]["resources"] = json!({});
+    deploys
+        .patch(
+            "web",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"template": template}})),
+        )
+        .await
+        .unwrap();
+    let back = wait_until(&deploys, "web", Duration::from_secs(10), rolled_out).await;
+    assert_eq!(revision(&back), "3");
+    let by_image: Vec<(String, String)> = sets
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .iter()
+        .map(|rs| {
+            let rs = serde_json::to_value(rs).unwrap();
+            let image = rs["spec"]["template"]["spec"]["containers"][0]["image"].clone();
+            (image.as_str().unwrap().to_owned(), revision(&rs))
+        })
+        .collect();
+    assert_eq!(by_image.len(), 2, "{by_image:?}");
+    assert!(
+        by_image.contains(&("web:1.0".into(), "3".into())),
+        "{by_image:?}"
+    );
+    assert!(
+        by_image.contains(&("web:2.0".into(), "2".into())),
+        "{by_image:?}"
+    );
+
+    // The scale subresource.
+    let scale = deploys.get_scale("web").await.unwrap();
+    assert_eq!(scale.spec.and_then(|s| s.replicas), Some(2));
+    assert_eq!(
+        scale.status.and_then(|s| s.selector).as_deref(),
+        Some("app=web")
+    );
+    deploys
+        .patch_scale(
+            "web",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"replicas": 3}})),
+        )
+        .await
+        .unwrap();
+    wait_until(&deploys, "web", Duration::from_secs(10), |d| {
+        d["spec"]["replicas"] == 3 && d["status"]["readyReplicas"] == 3
+    })
+    .await;
+    fleet.shutdown().await;
+}
+
+#[tokio::test]
+async fn load_balancers_and_ingresses_get_addresses_and_autoscalers_a_status() {
+    let fleet = Sim::new(Timing::fast());
+    let client = client(&fleet.add_cluster("beta"));
+    namespace(&client, "shop").await;
+    let services = api(&client, "", "Service", Some("shop")).await;
+    let ingresses = api(&client, "networking.k8s.io", "Ingress", Some("shop")).await;
+    let hpas = api(
+        &client,
+        "autoscaling",
+        "HorizontalPodAutoscaler",
+        Some("shop"),
+    )
+    .await;
+    let deploys = api(&client, "apps", "Deployment", Some("shop")).await;
+    for (name, kind) in [("public", "LoadBalancer"), ("internal", "ClusterIP")] {
+        let service = json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": name},
+            "spec": {"type": kind, "selector": {"app": "web"}, "ports": [{"port": 80}]}});
+        services
+            .patch(name, &apply(), &Patch::Apply(service))
+            .await
+            .unwrap();
+    }
+    let ingress = json!({"apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
+        "metadata": {"name": "web"}, "spec": {"rules": [{"host": "shop.example.com"}]}});
+    ingresses
+        .patch("web", &apply(), &Patch::Apply(ingress))
+        .await
+        .unwrap();
+    deploys
+        .patch(
+            "web",
+            &apply(),
+            &Patch::Apply(deployment("web", "web:1.0", 1, 600)),
+        )
+        .await
+        .unwrap();
+    for (name, target) in [("web", "web"), ("typo", "wbe")] {
+        let hpa = json!({"apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler",
+            "metadata": {"name": name}, "spec": {"minReplicas": 2, "maxReplicas": 5,
+            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": target}}});
+        hpas.patch(name, &apply(), &Patch::Apply(hpa))
+            .await
+            .unwrap();
+    }
+
+    let address = |o: &Value| o["status"]["loadBalancer"]["ingress"][0]["ip"].is_string();
+    let within = Duration::from_secs(10);
+    wait_until(&services, "public", within, address).await;
+    wait_until(&ingresses, "web", within, address).await;
+    let internal = wait_until(&services, "internal", within, |_| true).await;
+    assert!(!address(&internal), "{internal:#}");
+
+    let web = wait_until(&hpas, "web", within, |h| {
+        condition(h, "ScalingActive").is_some_and(|c| c["status"] == "True")
+    })
+    .await;
+    assert_eq!(web["status"]["currentReplicas"], 1);
+    assert_eq!(web["status"]["desiredReplicas"], 2);
+    assert_eq!(
+        condition(&web, "ScalingLimited").unwrap()["reason"],
+        "TooFewReplicas"
+    );
+    let typo = wait_until(&hpas, "typo", within, |h| {
+        condition(h, "AbleToScale").is_some()
+    })
+    .await;
+    let able = condition(&typo, "AbleToScale").unwrap();
+    assert_eq!(
+        (&able["status"], &able["reason"]),
+        (&json!("False"), &json!("FailedGetScale"))
+    );
+    fleet.shutdown().await;
+}

@@ -98,12 +98,96 @@ fn kubectl_applies_rolls_out_and_deletes_against_the_simulator() {
     ));
     assert!(status.contains("successfully rolled out"), "{status}");
 
-    // A crash-looping image: rollout status fails (progress deadline of 100 simulated seconds).
+    // v2, then `kubectl rollout undo` back to v1: the revisions kubectl reads are kept.
+    let v2 = tempfile::tempdir().unwrap();
+    let v2_file = v2.path().join("kubectl-app-v2.yaml");
+    let v1_text = std::fs::read_to_string(fixture("kubectl-app.yaml")).unwrap();
+    std::fs::write(
+        &v2_file,
+        v1_text.replace("registry.local/web:1.0", "registry.local/web:2.0"),
+    )
+    .unwrap();
     ok(&kubectl(
         &sim,
         &[
             "apply",
             "--server-side",
+            "-f",
+            &v2_file.display().to_string(),
+        ],
+    ));
+    let rollout_status = || {
+        ok(&kubectl(
+            &sim,
+            &[
+                "rollout",
+                "status",
+                "deployment/web",
+                "-n",
+                "shop",
+                "--timeout=30s",
+            ],
+        ))
+    };
+    assert!(rollout_status().contains("successfully rolled out"));
+    let image = || {
+        ok(&kubectl(
+            &sim,
+            &[
+                "get",
+                "deployment/web",
+                "-n",
+                "shop",
+                "-o",
+                "jsonpath={.spec.template.spec.containers[0].image}",
+            ],
+        ))
+    };
+    assert_eq!(image(), "registry.local/web:2.0");
+    let history = || {
+        let out = ok(&kubectl(
+            &sim,
+            &["rollout", "history", "deployment/web", "-n", "shop"],
+        ));
+        let revisions: Vec<String> = out
+            .lines()
+            .skip_while(|l| !l.starts_with("REVISION"))
+            .skip(1)
+            .filter_map(|l| l.split_whitespace().next().map(str::to_owned))
+            .collect();
+        revisions
+    };
+    assert_eq!(history(), ["1", "2"]);
+    let undone = ok(&kubectl(
+        &sim,
+        &["rollout", "undo", "deployment/web", "-n", "shop"],
+    ));
+    assert!(undone.contains("rolled back"), "{undone}");
+    assert!(rollout_status().contains("successfully rolled out"));
+    assert_eq!(image(), "registry.local/web:1.0");
+    // The v1 ReplicaSet came back under a new revision.
+    assert_eq!(history(), ["2", "3"]);
+    let revision = ok(&kubectl(
+        &sim,
+        &[
+            "get",
+            "deployment/web",
+            "-n",
+            "shop",
+            "-o",
+            "jsonpath={.metadata.annotations.deployment\\.kubernetes\\.io/revision}",
+        ],
+    ));
+    assert_eq!(revision, "3");
+
+    // A crash-looping image: rollout status fails (progress deadline of 100 simulated seconds).
+    // The undo's update owns the image now, so the apply takes it back, as on a real cluster.
+    ok(&kubectl(
+        &sim,
+        &[
+            "apply",
+            "--server-side",
+            "--force-conflicts",
             "-f",
             &fixture("kubectl-app-broken.yaml"),
         ],

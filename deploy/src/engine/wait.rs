@@ -26,8 +26,11 @@ impl Run<'_> {
             self.say(Phase::Progressing, None, &[], false);
         }
         let (cluster, inventory, deadline) = (self.cluster, &self.current.inventory, self.deadline);
+        let options = health::HealthOptions {
+            wait_for_addresses: self.release.health.wait_for_addresses,
+        };
         let waited = wait_until(
-            || look(cluster, inventory, deadline),
+            || look(cluster, inventory, options, deadline),
             self.config.poll,
             deadline,
             self.cancel,
@@ -58,12 +61,13 @@ impl Run<'_> {
 async fn look(
     cluster: &Cluster,
     inventory: &[ObjectRef],
+    options: health::HealthOptions,
     deadline: Instant,
 ) -> Result<Check<Vec<ResourceHealth>, Vec<ResourceHealth>>, Unhealthy> {
     let mut resources = Vec::new();
     let mut failure = None;
     for target in inventory {
-        let health = resource_health(target, &assess(cluster, target, deadline).await);
+        let health = resource_health(target, &assess(cluster, target, options, deadline).await);
         if health.status == HealthStatus::Failed && failure.is_none() {
             failure = Some(describe(&health));
         }
@@ -81,10 +85,15 @@ async fn look(
 
 /// The health of one object as it is now; a workload whose current pods will not start has
 /// failed, an object not there yet is progressing, an unreadable one unknown.
-async fn assess(cluster: &Cluster, target: &ObjectRef, deadline: Instant) -> Assessment {
+async fn assess(
+    cluster: &Cluster,
+    target: &ObjectRef,
+    options: health::HealthOptions,
+    deadline: Instant,
+) -> Assessment {
     match cluster.get(target, deadline).await {
         Ok(Some(live)) => {
-            let a = health::assess(&live);
+            let a = health::assess_with(&live, &options);
             if a.status == HealthStatus::Failed {
                 return a;
             }

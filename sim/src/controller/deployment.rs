@@ -14,6 +14,9 @@ use crate::metadata::meta;
 use crate::store::Store;
 use crate::timing::Timing;
 
+/// The annotation with the revision of a Deployment's template, on it and its ReplicaSets.
+const REVISION: &str = "deployment.kubernetes.io/revision";
+
 /// Pod counts of one Deployment, over all its ReplicaSets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct Counts {
@@ -44,7 +47,8 @@ pub(super) fn reconcile(store: &mut Store, pass: &Pass) {
     each(store, &pass.t.deploy, |store, w| roll(store, pass, w));
 }
 
-/// One Deployment: its current ReplicaSet, scaled; the old ones scaled down once it is ready.
+/// One Deployment: its current ReplicaSet, scaled and holding the newest revision; the old ones
+/// scaled down once it is ready.
 fn roll(store: &mut Store, pass: &Pass, w: &Workload) {
     let t = &pass.t;
     let d = w.object;
@@ -52,17 +56,35 @@ fn roll(store: &mut Store, pass: &Pass, w: &Workload) {
     let hash = template_hash(w.template());
     let rs_name = format!("{}-{hash}", w.name());
     let sets = owned(store, &t.rs, w.uid());
-    match sets.iter().find(|rs| meta(rs, "name") == rs_name) {
+    // The current template's revision is newer than every other one's: a template that comes
+    // back (`kubectl rollout undo`) re-uses its ReplicaSet under a new revision.
+    let newest_old = sets
+        .iter()
+        .filter(|rs| meta(rs, "name") != rs_name)
+        .map(revision_of)
+        .max()
+        .unwrap_or(0);
+    let revision = match sets.iter().find(|rs| meta(rs, "name") == rs_name) {
         None => {
-            let rs = replica_set(w, &hash, sets.len() + 1, pass.timing);
-            store.put_internal(&t.rs, rs);
+            let revision = newest_old + 1;
+            store.put_internal(&t.rs, replica_set(w, &hash, revision, pass.timing));
+            revision
         }
-        Some(rs) if int(&rs["spec"]["replicas"], 1) != desired => {
-            let mut rs = rs.clone();
-            rs["spec"]["replicas"] = desired.into();
-            store.put_internal(&t.rs, rs);
+        Some(rs) => {
+            let revision = revision_of(rs).max(newest_old + 1);
+            if int(&rs["spec"]["replicas"], 1) != desired || revision_of(rs) != revision {
+                let mut rs = rs.clone();
+                rs["spec"]["replicas"] = desired.into();
+                rs["metadata"]["annotations"][REVISION] = revision.to_string().into();
+                store.put_internal(&t.rs, rs);
+            }
+            revision
         }
-        Some(_) => {}
+    };
+    if revision_of(d) != revision {
+        let mut d = d.clone();
+        d["metadata"]["annotations"][REVISION] = revision.to_string().into();
+        store.put_internal(&t.deploy, d);
     }
     if ready_in(store, t, &rs_name, w.ns()) >= desired {
         for mut old in sets.into_iter().filter(|rs| meta(rs, "name") != rs_name) {
@@ -74,13 +96,25 @@ fn roll(store: &mut Store, pass: &Pass, w: &Workload) {
     }
 }
 
+/// The `deployment.kubernetes.io/revision` of a Deployment or ReplicaSet, 0 when it has none.
+fn revision_of(object: &Value) -> i64 {
+    object["metadata"]["annotations"][REVISION]
+        .as_str()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(0)
+}
+
 /// The `progressDeadlineSeconds` of a Deployment.
 fn progress_deadline(d: &Value) -> u64 {
     u64::try_from(int(&d["spec"]["progressDeadlineSeconds"], 600)).unwrap_or(600)
 }
 
 /// The ReplicaSet for a Deployment's current template (hash `hash`), its `revision`th.
-fn replica_set(d: &Workload, hash: &str, revision: usize, timing: &Timing) -> Value {
+///
+/// It carries the behaviour annotation only when the Deployment does: `kubectl rollout undo`
+/// copies a ReplicaSet's annotations to its Deployment, where a behaviour read from the old
+/// template would outlive it.
+fn replica_set(d: &Workload, hash: &str, revision: i64, timing: &Timing) -> Value {
     let template = d.template();
     let behavior = d.behavior();
     let mut labels = template["metadata"]["labels"]
@@ -96,11 +130,10 @@ fn replica_set(d: &Workload, hash: &str, revision: usize, timing: &Timing) -> Va
     let mut rs_template = template.clone();
     rs_template["metadata"]["labels"] = Value::Object(labels.clone());
     let mut annotations = Map::new();
-    annotations.insert(
-        "deployment.kubernetes.io/revision".into(),
-        revision.to_string().into(),
-    );
-    annotations.insert(behavior::ANNOTATION.into(), behavior.word().into());
+    annotations.insert(REVISION.into(), revision.to_string().into());
+    if d.object["metadata"]["annotations"][behavior::ANNOTATION].is_string() {
+        annotations.insert(behavior::ANNOTATION.into(), behavior.word().into());
+    }
     let delay = ready_after(behavior, timing, progress_deadline(d.object));
     annotations.insert(READY_AFTER.into(), delay.as_millis().to_string().into());
     json!({

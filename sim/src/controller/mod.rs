@@ -1,12 +1,15 @@
 //! The controllers and the kubelet of a virtual cluster: Deployments make ReplicaSets, which
 //! make Pods; StatefulSets, DaemonSets and Jobs make Pods; Pods start, crash or hang according
-//! to their behaviour; every workload's status is written the way the real controllers write it.
+//! to their behaviour; every workload's status is written the way the real controllers write it;
+//! LoadBalancer Services and Ingresses get an address, autoscalers a status.
 //!
 //! `reconcile` is synchronous: one pass over the store, under the cluster's lock. It returns
 //! the next moment something is due to change by itself (a pod becoming ready, a deadline).
 //! Each controller has its own file; what they share (owner references, new pods, conditions)
 //! is here.
 
+mod address;
+mod autoscaler;
 mod daemon_set;
 mod deployment;
 mod job;
@@ -40,6 +43,8 @@ pub struct Memory {
     pods: HashMap<String, Instant>,
     terminating: HashMap<String, Instant>,
     progress: HashMap<String, deployment::Progress>,
+    /// LoadBalancer Services and Ingresses waiting for an address, since when.
+    addresses: HashMap<String, Instant>,
 }
 
 /// Types the controllers work with, looked up once per pass.
@@ -50,6 +55,9 @@ struct Types {
     sts: ResourceType,
     ds: ResourceType,
     job: ResourceType,
+    svc: ResourceType,
+    ing: ResourceType,
+    hpa: ResourceType,
 }
 
 impl Types {
@@ -61,6 +69,9 @@ impl Types {
             sts: store.find_kind("apps", "StatefulSet")?,
             ds: store.find_kind("apps", "DaemonSet")?,
             job: store.find_kind("batch", "Job")?,
+            svc: store.find_kind("", "Service")?,
+            ing: store.find_kind("networking.k8s.io", "Ingress")?,
+            hpa: store.find_kind("autoscaling", "HorizontalPodAutoscaler")?,
         })
     }
 }
@@ -101,6 +112,8 @@ pub fn reconcile(
     stateful_set::reconcile(store, &pass);
     daemon_set::reconcile(store, &pass);
     job::reconcile(store, &pass);
+    address::reconcile(store, memory, &mut pass);
+    autoscaler::reconcile(store, &pass);
     deployment::write_status(store, memory, &mut pass);
     pass.next
 }
@@ -177,8 +190,34 @@ fn ready_count(pods: &[Value]) -> i64 {
     count(pods.iter().filter(|p| is_ready(p)))
 }
 
+/// The hash of a pod template, the same for templates that differ only by empty values: a
+/// client that decodes a template into typed structs and sends it back (`kubectl rollout undo`)
+/// adds `resources: {}` and the like, and the template is still the same one.
 fn template_hash(template: &Value) -> String {
-    fnv_hex(template.to_string().as_bytes())[..10].to_owned()
+    fnv_hex(without_empty(template).to_string().as_bytes())[..10].to_owned()
+}
+
+/// `value` without nulls, empty objects and empty lists in its objects, recursively.
+fn without_empty(value: &Value) -> Value {
+    match value {
+        Value::Object(map) => Value::Object(
+            map.iter()
+                .map(|(k, v)| (k.clone(), without_empty(v)))
+                .filter(|(_, v)| !is_empty(v))
+                .collect(),
+        ),
+        Value::Array(items) => Value::Array(items.iter().map(without_empty).collect()),
+        other => other.clone(),
+    }
+}
+
+fn is_empty(value: &Value) -> bool {
+    match value {
+        Value::Null => true,
+        Value::Object(map) => map.is_empty(),
+        Value::Array(items) => items.is_empty(),
+        _ => false,
+    }
 }
 
 /// The template revision a StatefulSet or DaemonSet pod was made from.

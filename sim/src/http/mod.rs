@@ -188,6 +188,8 @@ struct Route {
     namespace: Option<String>,
     name: Option<String>,
     status: bool,
+    /// The `scale` subresource.
+    scale: bool,
 }
 
 fn serve(cluster: &Arc<Cluster>, path: &str, req: ApiRequest) -> Result<Response, ApiError> {
@@ -252,10 +254,11 @@ struct Collection<'a> {
 
 fn resolve(store: &Store, group: &str, version: &str, rest: &[&str]) -> Option<Route> {
     let route = |rt: ResourceType, namespace: Option<&str>, tail: &[&str]| -> Option<Route> {
-        let (name, status) = match tail {
-            [] => (None, false),
-            [name] => (Some((*name).to_owned()), false),
-            [name, "status"] => (Some((*name).to_owned()), true),
+        let (name, status, scale) = match tail {
+            [] => (None, false, false),
+            [name] => (Some((*name).to_owned()), false, false),
+            [name, "status"] => (Some((*name).to_owned()), true, false),
+            [name, "scale"] if rt.has_scale => (Some((*name).to_owned()), false, true),
             _ => return None,
         };
         Some(Route {
@@ -263,6 +266,7 @@ fn resolve(store: &Store, group: &str, version: &str, rest: &[&str]) -> Option<R
             namespace: namespace.map(str::to_owned),
             name,
             status,
+            scale,
         })
     };
     if let ["namespaces", ns, plural, tail @ ..] = rest

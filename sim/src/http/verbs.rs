@@ -1,6 +1,6 @@
 //! The verbs on a resource path: list (or watch), get, create, replace, patch, delete one or
-//! a collection. Each takes the cluster's lock once, through one closure, for its whole
-//! read-modify-write.
+//! a collection; get, replace and patch of a `scale` subresource. Each takes the cluster's
+//! lock once, through one closure, for its whole read-modify-write.
 
 use std::sync::Arc;
 
@@ -13,7 +13,7 @@ use super::watch::watch;
 use super::{ApiRequest, Collection, Route, json_response};
 use crate::api_error::ApiError;
 use crate::cluster::Cluster;
-use crate::store::{PatchKind, Target};
+use crate::store::{PatchKind, ScaleChange, Target};
 
 pub(super) fn resource_request(
     cluster: &Arc<Cluster>,
@@ -25,6 +25,7 @@ pub(super) fn resource_request(
         namespace,
         name,
         status,
+        scale,
     } = route;
     let collection = Collection {
         cluster,
@@ -37,6 +38,9 @@ pub(super) fn resource_request(
         name,
         status,
     };
+    if scale && let Some(name) = name.as_deref() {
+        return scale_request(cluster, &target(name), &req);
+    }
     match (&req.method, name.as_deref()) {
         (&Method::GET, None) => collection.list(&req),
         (&Method::GET, Some(name)) => collection.get(name, &req),
@@ -172,14 +176,7 @@ fn replace(cluster: &Arc<Cluster>, at: &Target, req: &ApiRequest) -> Result<Resp
 /// patch and the write happen under one hold of the lock, so concurrent patches cannot lose
 /// each other's changes.
 fn patch(cluster: &Arc<Cluster>, at: &Target, req: &ApiRequest) -> Result<Response, ApiError> {
-    let content_type = req.header(header::CONTENT_TYPE);
-    let kind = match content_type.split(';').next().unwrap_or_default().trim() {
-        "application/apply-patch+yaml" | "application/apply-patch+json" => PatchKind::Apply,
-        "application/merge-patch+json" => PatchKind::Merge,
-        "application/strategic-merge-patch+json" => PatchKind::Strategic,
-        "application/json-patch+json" => PatchKind::Json,
-        other => return Err(ApiError::unsupported_media_type(other)),
-    };
+    let kind = patch_kind(req)?;
     let body = req.json_body()?;
     let opts = req.write_options();
     let patched = cluster.write(|s| s.patch(at, kind, &body, &opts))?;
@@ -189,4 +186,41 @@ fn patch(cluster: &Arc<Cluster>, at: &Target, req: &ApiRequest) -> Result<Respon
         StatusCode::OK
     };
     Ok(json_response(code, &patched.object))
+}
+
+/// The kind of patch the `Content-Type` names.
+fn patch_kind(req: &ApiRequest) -> Result<PatchKind, ApiError> {
+    let content_type = req.header(header::CONTENT_TYPE);
+    Ok(
+        match content_type.split(';').next().unwrap_or_default().trim() {
+            "application/apply-patch+yaml" | "application/apply-patch+json" => PatchKind::Apply,
+            "application/merge-patch+json" => PatchKind::Merge,
+            "application/strategic-merge-patch+json" => PatchKind::Strategic,
+            "application/json-patch+json" => PatchKind::Json,
+            other => return Err(ApiError::unsupported_media_type(other)),
+        },
+    )
+}
+
+/// GET, PUT or PATCH on the `scale` subresource of an object: a `Scale` of autoscaling/v1.
+fn scale_request(
+    cluster: &Arc<Cluster>,
+    at: &Target,
+    req: &ApiRequest,
+) -> Result<Response, ApiError> {
+    let opts = req.write_options();
+    let scale = match req.method {
+        Method::GET => cluster.read(|s| s.get_scale(at))?,
+        Method::PUT => {
+            let body = req.json_body()?;
+            cluster.write(|s| s.update_scale(at, ScaleChange::Replace(&body), &opts))?
+        }
+        Method::PATCH => {
+            let kind = patch_kind(req)?;
+            let body = req.json_body()?;
+            cluster.write(|s| s.update_scale(at, ScaleChange::Patch(kind, &body), &opts))?
+        }
+        ref method => return Err(ApiError::method_not_allowed(method.as_str())),
+    };
+    ok(&scale)
 }

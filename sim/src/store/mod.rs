@@ -5,14 +5,15 @@
 //! Reads, the event log and what every write shares are here; each kind of write has its own
 //! file: `create` (POST), `update` (PUT, and the field-ownership bookkeeping of every write
 //! that is not an apply), `patch` (merge, strategic merge and JSON patch), `apply`
-//! (server-side apply), `delete` (with garbage collection and namespace termination) and
-//! `internal` (the controllers' writes).
+//! (server-side apply), `scale` (the `scale` subresource), `delete` (with garbage collection
+//! and namespace termination) and `internal` (the controllers' writes).
 
 mod apply;
 mod create;
 mod delete;
 mod internal;
 mod patch;
+mod scale;
 mod update;
 
 #[cfg(test)]
@@ -31,6 +32,7 @@ use crate::resource::{self, BUILTIN, ResourceType};
 use crate::selector::{FieldSelector, LabelSelector};
 
 pub use patch::PatchKind;
+pub use scale::ScaleChange;
 
 /// Events kept for watches that resume from a resourceVersion.
 const LOG_CAPACITY: usize = 4096;
@@ -166,6 +168,7 @@ impl Store {
                 namespaced: true,
                 short_names: vec![],
                 has_status: false,
+                has_scale: false,
                 categories: vec![],
             })
     }
@@ -289,9 +292,12 @@ impl Store {
     }
 
     /// Sets apiVersion, kind and namespace from the request, refusing a body that says
-    /// otherwise.
+    /// otherwise; folds a Secret's `stringData` into its `data`.
     fn normalize(rt: &ResourceType, ns: Option<&str>, object: &mut Value) -> Result<(), ApiError> {
-        let causes = admission::well_formed(object);
+        let mut causes = admission::well_formed(object);
+        if causes.is_empty() {
+            causes = admission::fold_string_data(rt, object);
+        }
         if !causes.is_empty() {
             let name = meta(object, "name").to_owned();
             return Err(ApiError::invalid(&rt.kind, &name, causes));

@@ -43,12 +43,7 @@ impl Store {
         }
         let (_, live) = self.live(at.rt, at.ns, at.name)?;
         let mut next = live.clone();
-        match kind {
-            PatchKind::Merge => json_patch::merge(&mut next, body),
-            PatchKind::Strategic => crate::strategic::apply(&mut next, body),
-            PatchKind::Json => json_patch_ops(at, &mut next, body)?,
-            PatchKind::Apply => {}
-        }
+        edit(at, kind, &mut next, body)?;
         if let Some(rv) = next["metadata"]["resourceVersion"].as_str() {
             check_version(at, &live, rv)?;
         }
@@ -91,6 +86,23 @@ impl Store {
             }),
         }
     }
+}
+
+/// Applies a merge, strategic merge or JSON patch to `next` (an apply is not an edit of what
+/// is there: nothing happens).
+pub(super) fn edit(
+    at: &Target,
+    kind: PatchKind,
+    next: &mut Value,
+    body: &Value,
+) -> Result<(), ApiError> {
+    match kind {
+        PatchKind::Merge => json_patch::merge(next, body),
+        PatchKind::Strategic => crate::strategic::apply(next, body),
+        PatchKind::Json => json_patch_ops(at, next, body)?,
+        PatchKind::Apply => {}
+    }
+    Ok(())
 }
 
 /// Applies a JSON patch (RFC 6902) to `next`: 400 when it is not one, 422 when it fails.

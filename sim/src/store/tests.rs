@@ -560,3 +560,130 @@ fn controller_writes_store_nothing_when_nothing_changed() {
     store.set_status(&svc, "default", "missing", json!({}));
     assert_eq!(store.resource_version(), rv_before);
 }
+
+#[test]
+fn a_secrets_string_data_is_folded_into_its_data_on_every_write() {
+    let mut store = Store::new();
+    let secrets = rt(&store, "secrets");
+    let created = create(
+        &mut store,
+        &secrets,
+        Some("default"),
+        json!({"metadata": {"name": "db"}, "data": {"user": "YWRtaW4=", "password": "b2xk"},
+            "stringData": {"password": "s3cret"}}),
+    );
+    // stringData wins over data for the same key, and is never stored.
+    assert_eq!(
+        created["data"],
+        json!({"user": "YWRtaW4=", "password": "czNjcmV0"})
+    );
+    assert!(created.get("stringData").is_none(), "{created}");
+
+    let patch = json!({"stringData": {"host": "db.local"}});
+    let patched = store
+        .patch(&at(&secrets, "db"), PatchKind::Merge, &patch, &by("me"))
+        .unwrap();
+    assert_eq!(patched.object["data"]["host"], "ZGIubG9jYWw=");
+    assert!(patched.object.get("stringData").is_none());
+
+    let body = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "api"},
+        "stringData": {"token": "t"}});
+    let applied = store
+        .patch(&at(&secrets, "api"), PatchKind::Apply, &body, &by("me"))
+        .unwrap();
+    assert_eq!(applied.object["data"], json!({"token": "dA=="}));
+    assert!(applied.object.get("stringData").is_none());
+
+    let mut replacement = store.get(&secrets, Some("default"), "api").unwrap();
+    replacement["stringData"] = json!({"token": "u"});
+    let updated = store
+        .update(&at(&secrets, "api"), replacement, &by("me"))
+        .unwrap();
+    assert_eq!(updated["data"], json!({"token": "dQ=="}));
+
+    let bad = json!({"metadata": {"name": "bad"}, "stringData": {"n": 1}});
+    assert_error(
+        store.create(&secrets, Some("default"), bad, &by("me")),
+        422,
+        "Invalid",
+    );
+    // Only Secrets know stringData.
+    let cm = rt(&store, "configmaps");
+    let other = create(
+        &mut store,
+        &cm,
+        Some("default"),
+        json!({"metadata": {"name": "c"}, "stringData": {"a": "b"}}),
+    );
+    assert_eq!(other["stringData"], json!({"a": "b"}));
+}
+
+#[test]
+fn the_scale_subresource_reads_and_writes_replicas_alone() {
+    use super::ScaleChange;
+
+    let mut store = Store::new();
+    let deploys = rt(&store, "deployments");
+    let live = create(
+        &mut store,
+        &deploys,
+        Some("default"),
+        json!({"metadata": {"name": "web"}, "spec": {
+            "replicas": 2,
+            "selector": {"matchLabels": {"app": "web"}},
+            "template": {"metadata": {"labels": {"app": "web"}},
+                         "spec": {"containers": [{"name": "c", "image": "web:1"}]}}}}),
+    );
+    let scale = store.get_scale(&at(&deploys, "web")).unwrap();
+    assert_eq!(scale["kind"], "Scale");
+    assert_eq!(scale["apiVersion"], "autoscaling/v1");
+    assert_eq!(scale["spec"]["replicas"], 2);
+    assert_eq!(scale["status"]["selector"], "app=web");
+    assert_eq!(
+        scale["metadata"]["resourceVersion"],
+        live["metadata"]["resourceVersion"]
+    );
+
+    let patch = json!({"spec": {"replicas": 3}});
+    let change = ScaleChange::Patch(PatchKind::Strategic, &patch);
+    let scaled = store
+        .update_scale(&at(&deploys, "web"), change, &by("me"))
+        .unwrap();
+    assert_eq!(scaled["spec"]["replicas"], 3);
+    let after = store.get(&deploys, Some("default"), "web").unwrap();
+    assert_eq!(after["spec"]["replicas"], 3);
+    assert_eq!(after["metadata"]["generation"], 2);
+
+    // A replacement with a stale resourceVersion conflicts; a negative count is invalid.
+    let stale = json!({"metadata": {"name": "web", "resourceVersion": rv(&live)},
+        "spec": {"replicas": 1}});
+    assert_error(
+        store.update_scale(
+            &at(&deploys, "web"),
+            ScaleChange::Replace(&stale),
+            &by("me"),
+        ),
+        409,
+        "Conflict",
+    );
+    let negative = json!({"metadata": {"name": "web"}, "spec": {"replicas": -1}});
+    assert_error(
+        store.update_scale(
+            &at(&deploys, "web"),
+            ScaleChange::Replace(&negative),
+            &by("me"),
+        ),
+        422,
+        "Invalid",
+    );
+    let fresh = json!({"metadata": {"name": "web", "resourceVersion": rv(&after)},
+        "spec": {"replicas": 1}});
+    let replaced = store
+        .update_scale(
+            &at(&deploys, "web"),
+            ScaleChange::Replace(&fresh),
+            &by("me"),
+        )
+        .unwrap();
+    assert_eq!(replaced["spec"]["replicas"], 1);
+}
