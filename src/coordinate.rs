@@ -54,6 +54,14 @@ pub(crate) struct CoordinatorArgs {
     /// the admin created the topology.
     #[arg(long, env = "COXSWAIN_CREATE_TOPOLOGY")]
     create_topology: bool,
+    /// Most HTTP connections open at once; more are refused and logged. Keep it under the
+    /// process's file-descriptor limit.
+    #[arg(long, env = "COXSWAIN_MAX_CONNECTIONS", default_value_t = 512)]
+    max_connections: usize,
+    /// A client must send a request's headers within this long (`10s`), and an idle
+    /// connection its next request, or it is closed.
+    #[arg(long, env = "COXSWAIN_HEADER_TIMEOUT", default_value = "10s", value_parser = crate::duration::parse)]
+    header_timeout: Duration,
     #[command(flatten)]
     nats: NatsArgs,
 }
@@ -71,6 +79,8 @@ impl CoordinatorArgs {
             insecure_unsigned_intents,
             intent_ttl,
             create_topology,
+            max_connections,
+            header_timeout,
             nats,
         } = self;
         let policy = load_policy(policy.as_deref())?;
@@ -92,6 +102,10 @@ impl CoordinatorArgs {
             policy,
             signer,
             intent_ttl,
+            limits: coordinator::ServerLimits {
+                max_connections,
+                header_timeout,
+            },
         };
         coordinator::run(config, bus, cancel_on_signal()).await?;
         Ok(ExitCode::SUCCESS)

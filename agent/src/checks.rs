@@ -21,7 +21,10 @@ pub(crate) struct Arrival<'a> {
     pub(crate) now: Timestamp,
 }
 
-/// Why an intent is refused: the reason, and the intent when it could be read at all.
+/// Why an intent is refused: the reason, and the intent when it is what it says it is (it
+/// passed validation and its signature). A refusal of anything else is reported under the
+/// message's stream sequence, never under the id it claims: a forged or replayed message must
+/// not take the final event of the real intent with that id.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Rejection {
     pub(crate) reason: String,
@@ -29,10 +32,19 @@ pub(crate) struct Rejection {
 }
 
 impl Rejection {
+    /// A refusal of an authentic intent, reported under its id.
     pub(crate) fn of(intent: DeployIntent, reason: String) -> Self {
         Self {
             reason,
             intent: Some(Box::new(intent)),
+        }
+    }
+
+    /// A refusal of a message whose id cannot be believed.
+    pub(crate) fn unauthenticated(reason: String) -> Self {
+        Self {
+            reason,
+            intent: None,
         }
     }
 }
@@ -136,19 +148,18 @@ pub(crate) fn admit(
     config: &AgentConfig,
 ) -> Result<DeployIntent, Rejection> {
     let intent = decoded(raw)?;
-    let verdict = valid(&intent)
+    valid(&intent)
         .and_then(|()| signed(&intent, arrival.signature, &config.trust))
-        .and_then(|()| {
-            addressed_here(
-                &intent,
-                arrival.subject,
-                arrival.subject_text,
-                &config.cluster,
-            )
-        })
-        .and_then(|()| same_environment(&intent, config))
-        .and_then(|()| unexpired(&intent, arrival.now, &config.trust))
-        .and_then(|()| manifests_match(&intent));
+        .map_err(Rejection::unauthenticated)?;
+    let verdict = addressed_here(
+        &intent,
+        arrival.subject,
+        arrival.subject_text,
+        &config.cluster,
+    )
+    .and_then(|()| same_environment(&intent, config))
+    .and_then(|()| unexpired(&intent, arrival.now, &config.trust))
+    .and_then(|()| manifests_match(&intent));
     match verdict {
         Ok(()) => Ok(intent),
         Err(reason) => Err(Rejection::of(intent, reason)),

@@ -20,6 +20,17 @@ pub(crate) struct Reporter {
     pub(crate) hard_stop: CancellationToken,
 }
 
+/// What became of an event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Reported {
+    /// Stored (now, or by an earlier delivery for a final event).
+    Stored,
+    /// The agent stops before it could be stored: hand the intent back.
+    Stopping,
+    /// It can never be stored (a permanent error): the intent must not be redelivered.
+    Unstorable,
+}
+
 /// What every event about one delivery of an intent shares.
 #[derive(Debug, Clone)]
 pub(crate) struct About {
@@ -83,14 +94,15 @@ impl Reporter {
         }
     }
 
-    /// Publishes the event (retrying until stored) and updates the release state. `false`
-    /// when the agent stopped before the event could be stored.
+    /// Publishes the event (retrying while the failure is transient) and updates the release
+    /// state.
     pub(crate) async fn report(
         &self,
         outcome: &Outcome,
         about: &About,
         traceparent: Option<&str>,
-    ) -> bool {
+    ) -> Reported {
+        let outcome = &outcome.clone().bounded();
         let policy = ExponentialBuilder::default()
             .with_min_delay(Duration::from_millis(50))
             .with_max_delay(Duration::from_secs(5))
@@ -101,21 +113,29 @@ impl Reporter {
         };
         let stored = publish
             .retry(policy)
+            .when(|e: &bus::BusError| !e.is_permanent())
             .sleep(tokio::time::sleep)
             .notify(|error, wait| tracing::warn!(%error, ?wait, phase = %outcome.phase, "outcome event not stored yet; retrying"));
         let published = tokio::select! {
-            () = self.hard_stop.cancelled() => return false,
+            () = self.hard_stop.cancelled() => return Reported::Stopping,
             result = stored => result,
         };
-        match published {
-            Ok(p) => tracing::info!(phase = %outcome.phase, release = outcome.release,
-                intent = outcome.intent_id, revision = ?outcome.revision,
-                duplicate = p.duplicate, "outcome event stored"),
-            // Unreachable with unlimited retries; kept so a future limit cannot drop silently.
-            Err(error) => {
-                tracing::error!(%error, phase = %outcome.phase, "outcome event could not be stored");
-                return false;
+        let first = match published {
+            Ok(p) => {
+                tracing::info!(phase = %outcome.phase, release = outcome.release,
+                    intent = outcome.intent_id, revision = ?outcome.revision,
+                    duplicate = p.duplicate, "outcome event stored");
+                !p.duplicate
             }
+            Err(error) => {
+                tracing::error!(%error, phase = %outcome.phase, "outcome event can never be stored; giving up on it");
+                return Reported::Unstorable;
+            }
+        };
+        // A final event already stored (by an earlier delivery) stands: this one changes
+        // nothing, neither the metrics nor the state.
+        if outcome.terminal && !first {
+            return Reported::Stored;
         }
         if outcome.terminal {
             self.metrics
@@ -126,7 +146,7 @@ impl Reporter {
         if about.issued_at.is_some() {
             self.put_state(outcome, about).await;
         }
-        true
+        Reported::Stored
     }
 
     /// Writes the release state, unless it already describes an intent issued after this

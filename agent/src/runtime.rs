@@ -228,6 +228,33 @@ impl Dispatcher {
         }
     }
 
+    /// Records the newest worker of `release`, cancelling the one it supersedes. Newer means a
+    /// higher stream sequence, never a later arrival: a redelivered older intent does not
+    /// cancel a newer one (its own worker finds it superseded).
+    fn track(&mut self, release: &str, sequence: u64, cancel: &CancellationToken) {
+        if let Some(running) = self.running.get(release) {
+            if running.sequence > sequence {
+                tracing::info!(
+                    release,
+                    sequence,
+                    newer = running.sequence,
+                    "an older intent arrived while a newer one runs; it will end superseded"
+                );
+                return;
+            }
+            if self.supersede {
+                tracing::info!(release, "a newer intent supersedes the running one");
+                running.cancel.cancel();
+            }
+        }
+        let running = Running {
+            worker: self.next_id,
+            sequence,
+            cancel: cancel.clone(),
+        };
+        self.running.insert(release.to_owned(), running);
+    }
+
     fn dispatch(&mut self, agent: &Agent, delivery: Delivery, permit: OwnedSemaphorePermit) {
         self.next_id += 1;
         let release = delivery.release_subject().ok().map(|s| s.release);
@@ -246,18 +273,7 @@ impl Dispatcher {
         }
         let superseded = CancellationToken::new();
         if let Some(r) = &release {
-            if self.supersede
-                && let Some(older) = self.running.get(r)
-            {
-                tracing::info!(release = r, "a newer intent supersedes the running one");
-                older.cancel.cancel();
-            }
-            let running = Running {
-                worker: self.next_id,
-                sequence,
-                cancel: superseded.clone(),
-            };
-            self.running.insert(r.clone(), running);
+            self.track(r, sequence, &superseded);
         }
         let turn = Arc::clone(
             self.turns

@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::AgentConfig;
 use crate::checks::{self, Rejection};
-use crate::reporter::{About, Reporter};
+use crate::reporter::{About, Reported, Reporter};
 
 /// The largest manifest bundle an agent fetches.
 pub(crate) const MAX_BUNDLE_BYTES: u64 = 64 * 1024 * 1024;
@@ -173,14 +173,14 @@ impl Handling<'_> {
     /// Reports an event, then ends with `then`; hands the intent back when the event could
     /// not be stored (the agent is stopping).
     async fn report_then(&self, event: &proto::Outcome, about: &About, then: Ending) -> Ending {
-        if self
+        match self
             .reporter
             .report(event, about, self.delivery.traceparent())
             .await
         {
-            then
-        } else {
-            Ending::HandBack
+            Reported::Stored => then,
+            Reported::Stopping => Ending::HandBack,
+            Reported::Unstorable => Ending::Terminate,
         }
     }
 
@@ -199,16 +199,16 @@ impl Handling<'_> {
             Err(rejection) => return self.reject(rejection).await,
         };
         let about = self.about(&intent);
-        if self
+        match self
             .report_then(
                 &about.outcome(Phase::Received, false),
                 &about,
                 Ending::Reported,
             )
             .await
-            == Ending::HandBack
         {
-            return Ending::HandBack;
+            Ending::Reported => {}
+            stop => return stop,
         }
         // One operation per release at a time, in order; a newer intent may cancel us meanwhile.
         let _turn = tokio::select! {
@@ -219,7 +219,8 @@ impl Handling<'_> {
             return self.superseded(&about).await;
         }
         if let Some(reason) = self.replay_of_older(&intent).await {
-            return self.reject(Rejection::of(intent, reason)).await;
+            // Under its sequence: the intent's id already has its final event.
+            return self.reject(Rejection::unauthenticated(reason)).await;
         }
         let result = self.deploy(&intent, &about, superseded).await;
         match result {
@@ -235,8 +236,16 @@ impl Handling<'_> {
             // No release to report on: a message that should never have matched our filter.
             return Ending::Terminate;
         };
+        // An intent whose id could not be one (too long, wildcards) is named by its sequence:
+        // the event about it must always be storable.
         let about = match intent {
-            Some(i) if i.release == subject.release => self.about(&i),
+            Some(i)
+                if i.release == subject.release
+                    && proto::is_valid_key(&i.id)
+                    && i.id.len() <= 128 =>
+            {
+                self.about(&i)
+            }
             _ => About {
                 cluster: self.shared.config.cluster.clone(),
                 intent_id: format!("seq-{}", self.delivery.stream_sequence()),
@@ -386,7 +395,12 @@ impl Handling<'_> {
             .map_err(Unready::Refused)?;
         let engine = Engine::new(self.shared.kube.clone(), self.shared.config.engine.clone());
         let refused = match engine
-            .disallowed(&rendered, &intent.namespace, &self.shared.config.allow)
+            .disallowed(
+                &rendered,
+                &intent.namespace,
+                &self.shared.config.allow,
+                Instant::now() + Duration::from_secs(intent.health.timeout_secs),
+            )
             .await
         {
             Ok(refused) => refused,
@@ -436,7 +450,7 @@ async fn publish_progress(
         let stored = reporter
             .report(&event, &about, traceparent.as_deref())
             .await;
-        final_stored |= stored && p.terminal;
+        final_stored |= stored == Reported::Stored && p.terminal;
     }
     final_stored
 }

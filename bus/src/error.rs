@@ -238,3 +238,18 @@ pub(crate) fn chain(error: &(dyn std::error::Error + 'static)) -> String {
     }
     out
 }
+
+impl BusError {
+    /// Will trying again never help? A message that cannot be encoded, a name that is no
+    /// subject token, a key no bucket can hold, or a message over the server's size limit.
+    pub fn is_permanent(&self) -> bool {
+        match self {
+            Self::Encode { .. } | Self::Subject(_) | Self::InvalidKey { .. } => true,
+            Self::Publish { source, .. } => matches!(
+                source.kind(),
+                async_nats::jetstream::context::PublishErrorKind::MaxPayloadExceeded
+            ),
+            _ => false,
+        }
+    }
+}

@@ -47,6 +47,8 @@ pub struct CoordinatorConfig {
     pub signer: Option<Arc<proto::Signer>>,
     /// How long a published intent stays valid (its signed `expires_at`).
     pub intent_ttl: Duration,
+    /// Connection limit and header timeout of the HTTP server.
+    pub limits: crate::ServerLimits,
 }
 
 #[derive(Clone)]
@@ -104,13 +106,7 @@ pub async fn run(
         })?;
     tracing::info!(%addr, instance = config.instance, environments = ?state.policy.environments.keys().collect::<Vec<_>>(),
         "coordinator listening");
-    let stop = shutdown.clone();
-    let served = axum::serve(listener, router(state))
-        .with_graceful_shutdown(async move { stop.cancelled().await })
-        .await;
-    if let Err(error) = served {
-        tracing::error!(%error, "http server failed");
-    }
+    crate::serve::serve(listener, router(state), config.limits, shutdown.clone()).await;
     shutdown.cancel();
     tasks.close();
     tasks.wait().await;

@@ -14,11 +14,13 @@ pub mod appconfig;
 mod driver;
 pub mod plan;
 pub mod policy;
+mod serve;
 pub mod verify;
 
 pub use api::{CoordinatorConfig, MAX_BUNDLE_BYTES, run};
 pub use appconfig::{AppConfig, Loaded};
 pub use policy::Policy;
+pub use serve::ServerLimits;
 
 /// The coordinator could not start or stopped on an error.
 #[derive(Debug, thiserror::Error)]

@@ -228,7 +228,7 @@ mod tests {
             let back: Outcome = decode(Some(ct.as_str()), &encode(ct, &outcome).unwrap()).unwrap();
             assert_eq!(back, outcome);
         }
-        assert_eq!(outcome.event_id, "beta.i-1.rolled_back");
+        assert_eq!(outcome.event_id, "beta.i-1.final");
         assert_eq!(
             Outcome::event_id_for("beta", "i-1", Phase::Applying, 2, false),
             "beta.i-1.applying.2"

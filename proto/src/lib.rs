@@ -26,7 +26,10 @@ pub use headers::header;
 pub use intent::{
     DeployIntent, HealthPolicy, HttpProbe, MAX_INLINE_MANIFEST_BYTES, Manifests, RollbackPolicy,
 };
-pub use outcome::{HealthStatus, Outcome, Phase, ResourceHealth};
+pub use outcome::{
+    HealthStatus, MAX_EVENT_FIELD_CHARS, MAX_EVENT_RESOURCES, MAX_REASON_CHARS, Outcome, Phase,
+    ResourceHealth,
+};
 pub use rollout::{
     AppliedPolicy, ClusterProgress, PLATFORM_FIELDS, RevertTarget, RollbackRequest, Rollout,
     RolloutRequest, RolloutStatus,

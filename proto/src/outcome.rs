@@ -168,11 +168,55 @@ pub struct Outcome {
     pub elapsed_ms: Option<u64>,
 }
 
+/// Longest `reason` an event carries, in characters; a longer one is cut and marked `…`.
+pub const MAX_REASON_CHARS: usize = 2048;
+/// Longest id or free-text field an event carries, in characters.
+pub const MAX_EVENT_FIELD_CHARS: usize = 256;
+/// Most per-object health entries an event carries.
+pub const MAX_EVENT_RESOURCES: usize = 100;
+
+/// `text` cut to `max` characters, marked when cut.
+fn cut(text: &mut String, max: usize) {
+    if text.chars().count() > max {
+        *text = text.chars().take(max.saturating_sub(1)).collect();
+        text.push('…');
+    }
+}
+
 impl Outcome {
+    /// The event with every field within its documented limit, so it can always be encoded
+    /// and stored: a reason of `MAX_REASON_CHARS`, ids and texts of `MAX_EVENT_FIELD_CHARS`,
+    /// at most `MAX_EVENT_RESOURCES` resources.
+    pub fn bounded(mut self) -> Self {
+        cut(&mut self.intent_id, MAX_EVENT_FIELD_CHARS);
+        cut(&mut self.event_id, 2 * MAX_EVENT_FIELD_CHARS);
+        for text in [
+            &mut self.version,
+            &mut self.requested_by,
+            &mut self.rollout_id,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            cut(text, MAX_EVENT_FIELD_CHARS);
+        }
+        if let Some(reason) = &mut self.reason {
+            cut(reason, MAX_REASON_CHARS);
+        }
+        self.resources.truncate(MAX_EVENT_RESOURCES);
+        for r in &mut self.resources {
+            if let Some(message) = &mut r.message {
+                cut(message, MAX_EVENT_FIELD_CHARS);
+            }
+        }
+        self
+    }
+
     /// The stable event id of `phase` for an intent on a cluster: the same inputs always give
     /// the same id, so a re-published event is de-duplicated by JetStream and by readers.
-    /// A terminal event's id leaves out the delivery attempt: however often an intent is
-    /// redelivered, it has one final outcome.
+    /// A terminal event's id is `<cluster>.<intent>.final`, whatever its phase and attempt:
+    /// however often an intent is redelivered, and whatever a later attempt concludes, the
+    /// first final event stored is the only one (JetStream drops the repeat as a duplicate).
     pub fn event_id_for(
         cluster: &str,
         intent_id: &str,
@@ -181,9 +225,55 @@ impl Outcome {
         terminal: bool,
     ) -> String {
         if terminal {
-            format!("{cluster}.{intent_id}.{phase}")
+            format!("{cluster}.{intent_id}.final")
         } else {
             format!("{cluster}.{intent_id}.{phase}.{attempt}")
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn a_bounded_event_always_encodes_within_the_message_limit() {
+        let huge = "x".repeat(900 * 1024);
+        let outcome = Outcome {
+            schema_version: 1,
+            event_id: Outcome::event_id_for("beta", &huge, Phase::Rejected, 1, true),
+            intent_id: huge.clone(),
+            cluster: "beta".into(),
+            release: "web".into(),
+            phase: Phase::Rejected,
+            terminal: true,
+            revision: None,
+            attempt: 1,
+            version: Some(huge.clone()),
+            requested_by: Some(huge.clone()),
+            rollout_id: None,
+            reason: Some(huge.clone()),
+            resources: vec![
+                ResourceHealth {
+                    api_version: "v1".into(),
+                    kind: "Pod".into(),
+                    namespace: None,
+                    name: "p".into(),
+                    status: HealthStatus::Failed,
+                    message: Some(huge),
+                };
+                500
+            ],
+            at: jiff::Timestamp::UNIX_EPOCH,
+            elapsed_ms: None,
+        }
+        .bounded();
+        let bytes = crate::encode(crate::ContentType::Json, &outcome).unwrap();
+        assert!(bytes.len() < 200 * 1024, "{} bytes", bytes.len());
+        assert_eq!(outcome.reason.unwrap().chars().count(), MAX_REASON_CHARS);
+        assert!(outcome.intent_id.ends_with('…'));
+        assert_eq!(outcome.resources.len(), MAX_EVENT_RESOURCES);
     }
 }

@@ -82,15 +82,33 @@ impl Fixture {
         self.agent_with(cluster, env, &[])
     }
 
+    /// Starts an agent and waits until its durable consumer exists, so nothing published after
+    /// this returns is missed (a consumer created later starts from the latest per subject).
     fn agent_with(&self, cluster: &str, env: &str, extra: &[&str]) -> AgentProcess {
-        AgentProcess::start(
+        let agent = AgentProcess::start(
             cluster,
             env,
             &self.nats.url(),
             &self.sim.kubeconfig(cluster),
             extra,
         )
-        .unwrap()
+        .unwrap();
+        let bus = self.bus.clone();
+        let cluster = cluster.to_owned();
+        std::thread::spawn(move || {
+            tokio::runtime::Runtime::new().unwrap().block_on(async {
+                eventually(Duration::from_secs(30), "the agent's consumer", || async {
+                    bus.intent_backlog(&cluster)
+                        .await
+                        .map(drop)
+                        .map_err(|e| e.to_string())
+                })
+                .await;
+            });
+        })
+        .join()
+        .unwrap();
+        agent
     }
 
     async fn publish(&self, intent: &DeployIntent) {
@@ -711,5 +729,172 @@ async fn coxswain_rollback_returns_a_cluster_to_an_earlier_revision() {
         String::from_utf8_lossy(&out.stdout).contains("has no revision 99"),
         "{}",
         String::from_utf8_lossy(&out.stdout)
+    );
+}
+
+/// Defect: a redelivered older intent cancelled the newer one, and one intent ended twice.
+/// Kill -9 while A is progressing, restart, publish B at once: A's redelivery never cancels
+/// B, B is deployed, and each intent has exactly one final event.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_redelivered_older_intent_never_cancels_a_newer_one() {
+    let f = fixture(&["beta"]).await;
+    let mut agent = f.agent("beta", "beta");
+    f.publish(&intent("v1", "beta", "beta", "web:1.0")).await;
+    f.until_final("beta", "v1", Duration::from_secs(60)).await;
+    // A slow API server keeps A in progress long enough to kill the agent in it.
+    f.sim
+        .set_faults("beta", &json!({"latency_ms": 150}))
+        .unwrap();
+    f.publish(&intent("a", "beta", "beta", "web:2.0")).await;
+    f.until_phase("beta", Phase::Progressing).await;
+    agent.kill();
+    f.sim.set_faults("beta", &json!({})).unwrap();
+    let _agent = f.agent("beta", "beta");
+    f.publish(&intent("b", "beta", "beta", "web:3.0")).await;
+    let b = f.until_final("beta", "b", Duration::from_secs(60)).await;
+    assert_eq!(b.last().unwrap().phase, Phase::Succeeded, "{b:?}");
+    f.until_final("beta", "a", Duration::from_secs(60)).await;
+    f.until_consumer_idle("beta").await;
+    let events = f.events("beta").await;
+    for id in ["a", "b"] {
+        let finals: Vec<&Outcome> = events
+            .iter()
+            .filter(|e| e.intent_id == id && e.terminal)
+            .collect();
+        assert_eq!(finals.len(), 1, "{id}: {finals:?}");
+    }
+    assert_eq!(f.image("beta"), "web:3.0");
+}
+
+/// Defect: an intent with a 300 KiB id could not be rejected (its event could not be
+/// encoded), and the agent retried it forever. Now it is rejected under its stream sequence,
+/// terminated, and the next intent goes through.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_oversized_field_is_rejected_and_never_blocks_the_agent() {
+    let f = fixture(&["beta"]).await;
+    let _agent = f.agent("beta", "beta");
+    for field in ["id", "version", "requested_by"] {
+        let id = format!("huge-{field}");
+        let mut huge = serde_json::to_value(intent(&id, "beta", "beta", "web:1.0")).unwrap();
+        huge[field] = json!("x".repeat(300 * 1024));
+        f.bus
+            .publish_raw(
+                "coxswain.intent.beta.web",
+                &[("Content-Type", "application/json")],
+                serde_json::to_vec(&huge).unwrap(),
+            )
+            .await
+            .unwrap();
+    }
+    f.publish(&intent("after", "beta", "beta", "web:1.0")).await;
+    let after = f
+        .until_final("beta", "after", Duration::from_secs(60))
+        .await;
+    assert_eq!(after.last().unwrap().phase, Phase::Succeeded, "{after:?}");
+    f.until_consumer_idle("beta").await;
+    let rejected: Vec<Outcome> = f
+        .events("beta")
+        .await
+        .into_iter()
+        .filter(|e| e.phase == Phase::Rejected)
+        .collect();
+    assert_eq!(rejected.len(), 3, "{rejected:?}");
+    assert!(rejected.iter().all(|e| {
+        e.reason
+            .as_deref()
+            .is_some_and(|r| r.chars().count() <= proto::MAX_REASON_CHARS)
+    }));
+}
+
+/// Defect: kill -9 during a rollback; the redelivery reported `failed` and never finished the
+/// rollback. Now it resumes as a rollback and ends `rolled_back`, once, on the old image.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rollback_interrupted_by_kill_9_is_resumed_as_a_rollback() {
+    let f = fixture(&["beta"]).await;
+    let mut agent = f.agent("beta", "beta");
+    f.publish(&intent("good", "beta", "beta", "web:1.0")).await;
+    f.until_final("beta", "good", Duration::from_secs(60)).await;
+    f.sim
+        .set_faults("beta", &json!({"latency_ms": 150}))
+        .unwrap();
+    f.publish(&intent("bad", "beta", "beta", "web:2.0-broken"))
+        .await;
+    f.until_phase("beta", Phase::RollingBack).await;
+    agent.kill();
+    f.sim.set_faults("beta", &json!({})).unwrap();
+    let _agent = f.agent("beta", "beta");
+    f.until_final("beta", "bad", Duration::from_secs(60)).await;
+    f.until_consumer_idle("beta").await;
+    let events: Vec<Outcome> = f
+        .events("beta")
+        .await
+        .into_iter()
+        .filter(|e| e.intent_id == "bad" && e.terminal)
+        .collect();
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0].phase, Phase::RolledBack, "{events:?}");
+    assert_eq!(f.image("beta"), "web:1.0");
+    let statuses = f.kubectl(
+        "beta",
+        &[
+            "get",
+            "secrets",
+            "-n",
+            "shop",
+            "-l",
+            "owner=coxswain",
+            "-o",
+            "jsonpath={.items[*].metadata.labels.status}",
+        ],
+    );
+    assert!(
+        !statuses.contains("pending"),
+        "no revision left pending: {statuses}"
+    );
+}
+
+/// Defect: with a permanent API outage the final event came 50 s after the deadline (the
+/// rollback got a fresh deadline, unlocking retried for 30 s), and an outage during the
+/// rollback ended `failed`. Now one deadline covers the rollback too, the final event
+/// follows it within seconds, and it says `rollback_failed`.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_api_outage_ends_rollback_failed_within_seconds_of_the_one_deadline() {
+    let f = fixture(&["beta"]).await;
+    let _agent = f.agent("beta", "beta");
+    f.publish(&intent("good", "beta", "beta", "web:1.0")).await;
+    f.until_final("beta", "good", Duration::from_secs(60)).await;
+    let mut slow = intent("outage", "beta", "beta", "web:2.0-slow");
+    slow.health.timeout_secs = 6;
+    let published = tokio::time::Instant::now();
+    f.publish(&slow).await;
+    eventually(
+        Duration::from_secs(30),
+        "the slow intent progressing",
+        || async {
+            let events = f.events("beta").await;
+            if events
+                .iter()
+                .any(|e| e.intent_id == "outage" && e.phase == Phase::Progressing)
+            {
+                Ok(())
+            } else {
+                Err(phases(&events))
+            }
+        },
+    )
+    .await;
+    f.sim
+        .set_faults("beta", &json!({"unavailable": true}))
+        .unwrap();
+    let events = f
+        .until_final("beta", "outage", Duration::from_secs(60))
+        .await;
+    let took = published.elapsed();
+    f.sim.set_faults("beta", &json!({})).unwrap();
+    let last = events.last().unwrap();
+    assert_eq!(last.phase, Phase::RollbackFailed, "{events:?}");
+    assert!(
+        took <= Duration::from_secs(6 + 6),
+        "final event {took:?} after publishing, deadline 6 s: {events:?}"
     );
 }

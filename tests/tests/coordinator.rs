@@ -488,3 +488,76 @@ async fn the_gate_compares_content_not_just_the_version() {
     }
     assert!(f.events().await.iter().all(|e| e.cluster == "beta"));
 }
+
+/// A plain `GET` with the token; the status code, 0 when nothing answered.
+fn get_status(url: &str, path: &str) -> u16 {
+    use std::io::{Read, Write};
+    let address = url.trim_start_matches("http://");
+    let answer = (|| -> std::io::Result<String> {
+        let mut stream = std::net::TcpStream::connect(address)?;
+        stream.set_read_timeout(Some(Duration::from_secs(2)))?;
+        write!(
+            stream,
+            "GET {path} HTTP/1.1\r\nHost: {address}\r\nAuthorization: Bearer {TOKEN}\r\nConnection: close\r\n\r\n"
+        )?;
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer)?;
+        Ok(answer)
+    })()
+    .unwrap_or_default();
+    answer
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Defect: half-open connections were never timed out, so 1,100 of them made the API
+/// unreachable under a 1,024 file-descriptor limit, and nothing was logged; a rollout id with
+/// `.`, `*` or `>` answered 503. Now idle connections are closed after the header timeout, a
+/// connection over the limit is refused and logged, and a bad id is a 400.
+#[tokio::test(flavor = "multi_thread")]
+async fn idle_connections_time_out_and_a_bad_id_is_400() {
+    let nats = NatsServer::start().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("policy.yaml"), tests::FLEET_POLICY).unwrap();
+    let coordinator = CoordinatorProcess::start_with(
+        &nats.url(),
+        TOKEN,
+        &dir.path().join("policy.yaml"),
+        &[
+            "--create-topology",
+            "--insecure-unsigned-intents",
+            "--max-connections",
+            "16",
+            "--header-timeout",
+            "1s",
+        ],
+    )
+    .unwrap();
+    let address = coordinator.url.trim_start_matches("http://").to_owned();
+    let idle: Vec<std::net::TcpStream> = (0..64)
+        .filter_map(|_| std::net::TcpStream::connect(&address).ok())
+        .collect();
+    assert!(idle.len() >= 16, "opened {} idle connections", idle.len());
+    eventually(Duration::from_secs(10), "the API answers again", || async {
+        match get_status(&coordinator.url, "/healthz") {
+            200 => Ok(()),
+            other => Err(other),
+        }
+    })
+    .await;
+    assert!(
+        coordinator.log().contains("connection limit reached"),
+        "refusals are logged"
+    );
+    for bad in ["a*b", "a.>", "..", "%2A"] {
+        assert_eq!(
+            get_status(&coordinator.url, &format!("/v1/rollouts/{bad}")),
+            400,
+            "{bad}"
+        );
+    }
+    assert_eq!(get_status(&coordinator.url, "/v1/rollouts/r0123"), 404);
+    drop(idle);
+}

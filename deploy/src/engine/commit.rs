@@ -55,8 +55,11 @@ impl Run<'_> {
         let save_by = grace();
         if matches!(phase, Phase::Failed | Phase::RollbackFailed) {
             self.current.reason = self.reason.clone();
-            self.conclude(RevisionStatus::Failed, phase, save_by)
-                .await?;
+            // The ending is reported even when it cannot be recorded (an API outage): the
+            // revision stays pending and the next operation marks it abandoned.
+            if let Err(error) = self.conclude(RevisionStatus::Failed, phase, save_by).await {
+                tracing::warn!(%error, release = self.release.name, "cannot record how the release ended");
+            }
             let first_install = self.last_deployed.is_none();
             if phase == Phase::Failed
                 && first_install

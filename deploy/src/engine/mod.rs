@@ -56,10 +56,19 @@ pub struct Release {
 }
 
 impl Release {
-    /// The deadline of an attempt starting now: one for the forward attempt, a fresh one for a
-    /// rollback.
+    /// The one deadline of a release starting now, rollback included.
     fn deadline(&self) -> Instant {
         Instant::now() + Duration::from_secs(self.health.timeout_secs)
+    }
+
+    /// When the forward attempt must be done, so a rollback keeps time before `end`: two
+    /// thirds of the way there when a rollback may follow, all of it otherwise.
+    fn forward_deadline(&self, end: Instant, may_roll_back: bool) -> Instant {
+        if !may_roll_back {
+            return end;
+        }
+        let left = end.saturating_duration_since(Instant::now());
+        Instant::now() + left * 2 / 3
     }
 }
 
@@ -124,8 +133,9 @@ pub struct Report {
 type Observer<'a> = &'a (dyn Fn(&Progress) + Send + Sync);
 
 /// How long a record may still be saved, or a lock handed back, once the release deadline
-/// has passed.
-const GRACE: Duration = Duration::from_secs(30);
+/// has passed: short, so the final event follows the deadline within seconds (a lock not
+/// handed back expires with its lease; a record not saved is marked abandoned later).
+const GRACE: Duration = Duration::from_secs(3);
 
 fn grace() -> Instant {
     Instant::now() + GRACE
@@ -179,8 +189,8 @@ impl Engine {
         rendered: &Rendered,
         namespace: &str,
         allow: &crate::Allowlist,
+        deadline: Instant,
     ) -> Result<Vec<String>, DeployError> {
-        let deadline = Instant::now() + Duration::from_secs(60);
         let mut refs = Vec::new();
         for object in rendered.objects.iter().chain(&rendered.tests) {
             match self.cluster.api_for(object, namespace, deadline).await {
@@ -249,11 +259,16 @@ impl Engine {
         observe: Observer<'_>,
         cancel: &CancellationToken,
     ) -> Result<Report, DeployError> {
-        let revisions = match observe::history(self.cluster.client(), release, deadline).await? {
+        let run = match observe::history(self.cluster.client(), release, deadline).await? {
             Observed::Replayed(report) => return Ok(report),
-            Observed::Revisions(revisions) => revisions,
+            Observed::Revisions(revisions) => {
+                Run::start(self, release, revisions, deadline, observe, cancel).await?
+            }
+            Observed::ResumeRollback { revisions, target } => {
+                let run = Run::new(self, release, revisions, deadline, observe, cancel);
+                run.resume_rollback(target).await?
+            }
         };
-        let run = Run::start(self, release, revisions, deadline, observe, cancel).await?;
         run.drive().await
     }
 }

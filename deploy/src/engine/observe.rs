@@ -15,6 +15,14 @@ pub(super) enum Observed {
     Replayed(Report),
     /// Every revision, oldest first, none of them pending any more.
     Revisions(Vec<Revision>),
+    /// This intent's forward attempt failed and its rollback was interrupted (the agent was
+    /// killed): the rollback to `target` goes on, as a rollback.
+    ResumeRollback {
+        /// Every revision, oldest first, none of them pending any more.
+        revisions: Vec<Revision>,
+        /// The revision the rollback re-applies.
+        target: Revision,
+    },
 }
 
 /// Reads the release history; an intent that already completed is reported again, not applied
@@ -28,17 +36,24 @@ pub(super) async fn history(
     if let Some(report) = replay(release.intent_id.as_deref(), &revisions) {
         return Ok(Observed::Replayed(report));
     }
+    let target = interrupted_rollback(release.intent_id.as_deref(), &revisions)
+        .and_then(|number| revisions.iter().find(|r| r.number == number).cloned());
     fail_abandoned(client, &release.name, &mut revisions, deadline).await?;
-    Ok(Observed::Revisions(revisions))
+    Ok(match target {
+        Some(target) => Observed::ResumeRollback { revisions, target },
+        None => Observed::Revisions(revisions),
+    })
 }
 
-/// The report of an intent that already ended, if it did.
+/// The report of an intent that already ended: its newest revision has an outcome. One whose
+/// newest revision is still pending (the agent stopped mid-way) did not end.
 fn replay(intent_id: Option<&str>, revisions: &[Revision]) -> Option<Report> {
     let id = intent_id?;
     let done = revisions
         .iter()
         .rev()
-        .find(|r| r.intent_id.as_deref() == Some(id) && r.outcome.is_some())?;
+        .find(|r| r.intent_id.as_deref() == Some(id))
+        .filter(|r| r.outcome.is_some())?;
     Some(Report {
         phase: done.outcome.unwrap_or(Phase::Succeeded),
         revision: Some(done.number),
@@ -46,6 +61,24 @@ fn replay(intent_id: Option<&str>, revisions: &[Revision]) -> Option<Report> {
         resources: Vec::new(),
         replayed: true,
     })
+}
+
+/// The revision an interrupted automatic rollback of this intent was re-applying: the
+/// intent's newest revision is a pending rollback, after a forward attempt of the same intent
+/// that failed. (A `coxswain rollback` has no failed forward attempt: it is simply redone.)
+fn interrupted_rollback(intent_id: Option<&str>, revisions: &[Revision]) -> Option<u32> {
+    let id = intent_id?;
+    let mine: Vec<&Revision> = revisions
+        .iter()
+        .filter(|r| r.intent_id.as_deref() == Some(id))
+        .collect();
+    let last = mine.last()?;
+    let forward_failed = mine
+        .iter()
+        .any(|r| r.rollback_of.is_none() && r.outcome == Some(Phase::Failed));
+    (last.status == RevisionStatus::Pending && forward_failed)
+        .then_some(last.rollback_of)
+        .flatten()
 }
 
 /// A pending revision under a lock we now hold was abandoned by a crashed operation: it failed.
@@ -105,7 +138,37 @@ mod tests {
             })
         );
         assert_eq!(replay(Some("b"), &revisions), None, "still running");
+        let mut interrupted = revisions.to_vec();
+        interrupted[1].outcome = None;
+        interrupted[1].status = RevisionStatus::Pending;
+        assert_eq!(
+            replay(Some("a"), &interrupted),
+            None,
+            "a rollback cut short did not end"
+        );
         assert_eq!(replay(Some("c"), &revisions), None, "never seen");
         assert_eq!(replay(None, &revisions), None, "no intent, no replay");
+    }
+
+    #[test]
+    fn an_interrupted_rollback_is_found_and_resumed_toward_its_target() {
+        let mut forward = revision(2, "a", Some(Phase::Failed));
+        forward.rollback_of = None;
+        let mut rollback = revision(3, "a", None);
+        rollback.status = RevisionStatus::Pending;
+        rollback.rollback_of = Some(1);
+        let deployed = revision(1, "z", Some(Phase::Succeeded));
+        let revisions = [deployed.clone(), forward.clone(), rollback.clone()];
+        assert_eq!(interrupted_rollback(Some("a"), &revisions), Some(1));
+        // A forward attempt cut short is not a rollback.
+        let mut cut = forward.clone();
+        cut.outcome = None;
+        cut.status = RevisionStatus::Pending;
+        assert_eq!(
+            interrupted_rollback(Some("a"), &[deployed.clone(), cut]),
+            None
+        );
+        // A `coxswain rollback` (no failed forward attempt) is simply redone.
+        assert_eq!(interrupted_rollback(Some("a"), &[deployed, rollback]), None);
     }
 }

@@ -71,10 +71,10 @@ pub(super) fn target(
 
 impl Run<'_> {
     /// Records the failed revision and starts the rollback attempt: a new revision re-applying
-    /// the last deployed one, with a deadline of its own (the forward attempt may have used it
-    /// all), that never rolls back again.
+    /// the last deployed one, in the time the forward attempt left before the release's one
+    /// deadline, that never rolls back again.
     pub(super) async fn roll_back(&mut self) -> Result<Observation, DeployError> {
-        self.deadline = self.release.deadline();
+        self.deadline = self.end;
         let Some(target) = self.last_deployed.clone() else {
             self.situation.can_roll_back = false;
             return Ok(self.situation.last);

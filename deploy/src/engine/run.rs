@@ -28,8 +28,11 @@ pub(super) struct Run<'a> {
     observe: Observer<'a>,
     /// Fires when a newer intent supersedes this one.
     pub(super) cancel: &'a CancellationToken,
-    /// When the current attempt must be done; a rollback gets a fresh one.
+    /// When the current attempt must be done: the forward attempt leaves time before `end`
+    /// for a rollback.
     pub(super) deadline: Instant,
+    /// The release's one deadline, rollback included.
+    pub(super) end: Instant,
     /// The release history, oldest first, with every revision this run ended.
     pub(super) revisions: Vec<Revision>,
     /// The revision deployed when the run started: what a rollback re-applies.
@@ -49,24 +52,26 @@ pub(super) struct Run<'a> {
 }
 
 impl<'a> Run<'a> {
-    /// Starts a run on the observed history: a new pending revision, recorded.
-    pub(super) async fn start(
+    /// A forward run on the observed history, not started yet.
+    pub(super) fn new(
         engine: &'a Engine,
         release: &'a Release,
         revisions: Vec<Revision>,
         deadline: Instant,
         observe: Observer<'a>,
         cancel: &'a CancellationToken,
-    ) -> Result<Self, DeployError> {
+    ) -> Self {
         let last_deployed = history::last_deployed(&revisions).cloned();
         let number = revisions.last().map_or(1, |r| r.number + 1);
-        let run = Self {
+        let can_roll_back = release.rollback.enabled && last_deployed.is_some();
+        Self {
             cluster: &engine.cluster,
             config: &engine.config,
             release,
             observe,
             cancel,
-            deadline,
+            deadline: release.forward_deadline(deadline, can_roll_back),
+            end: deadline,
             current: pending(release, number, None, None),
             rendered: release.rendered.clone(),
             prune_base: last_deployed
@@ -76,16 +81,62 @@ impl<'a> Run<'a> {
             situation: Situation {
                 attempt: Attempt::Forward,
                 last: Observation::Started,
-                can_roll_back: release.rollback.enabled && last_deployed.is_some(),
+                can_roll_back,
                 wait: release.wait,
             },
             reason: None,
             resources: Vec::new(),
             revisions,
             last_deployed,
-        };
+        }
+    }
+
+    /// Starts a run on the observed history: a new pending revision, recorded.
+    pub(super) async fn start(
+        engine: &'a Engine,
+        release: &'a Release,
+        revisions: Vec<Revision>,
+        deadline: Instant,
+        observe: Observer<'a>,
+        cancel: &'a CancellationToken,
+    ) -> Result<Self, DeployError> {
+        let run = Self::new(engine, release, revisions, deadline, observe, cancel);
         run.save_current(deadline).await?;
         Ok(run)
+    }
+
+    /// Goes on with a rollback to `target` that a stopped agent left unfinished: a new
+    /// rollback revision through the same steps, pruning against the failed forward attempt.
+    pub(super) async fn resume_rollback(mut self, target: Revision) -> Result<Self, DeployError> {
+        let forward = self
+            .revisions
+            .iter()
+            .rev()
+            .find(|r| r.intent_id == self.release.intent_id && r.rollback_of.is_none());
+        self.prune_base = forward.map(PruneBase::of).unwrap_or_default();
+        self.reason = forward.and_then(|r| r.reason.clone());
+        self.current = pending(
+            self.release,
+            self.current.number,
+            Some(&target),
+            Some("rollback resumed: the agent stopped before it finished".into()),
+        );
+        self.rendered = Rendered::from_objects(target.objects.clone());
+        self.last_deployed = Some(target);
+        self.deadline = self.end;
+        self.situation = Situation {
+            attempt: Attempt::Rollback,
+            last: Observation::Started,
+            can_roll_back: false,
+            wait: true,
+        };
+        self.save_current(self.deadline).await?;
+        tracing::warn!(
+            release = self.release.name,
+            revision = self.current.number,
+            "resuming an interrupted rollback"
+        );
+        Ok(self)
     }
 
     /// Decides and acts until the run ends.
@@ -99,15 +150,32 @@ impl<'a> Run<'a> {
                 ?action,
                 "release engine step"
             );
-            self.situation.last = match action {
-                Action::Apply => self.apply().await?,
-                Action::WaitHealthy => self.wait_healthy().await,
-                Action::Verify => self.verify().await,
-                Action::Prune => self.prune().await,
-                Action::Commit => self.commit().await?,
-                Action::RollBack => self.roll_back().await?,
+            let step = match action {
+                Action::Apply => self.apply().await,
+                Action::WaitHealthy => Ok(self.wait_healthy().await),
+                Action::Verify => Ok(self.verify().await),
+                Action::Prune => Ok(self.prune().await),
+                Action::Commit => self.commit().await,
+                Action::RollBack => self.roll_back().await,
                 Action::Supersede => return self.supersede().await,
                 Action::Finish(phase) => return self.finish(phase).await,
+            };
+            self.situation.last = match step {
+                Ok(observation) => observation,
+                Err(DeployError::Cancelled) => Observation::Cancelled,
+                // An error while rolling back ends the rollback: never a loop, never `failed`.
+                Err(error)
+                    if action == Action::RollBack
+                        || self.situation.attempt == Attempt::Rollback =>
+                {
+                    self.reason = Some(error.to_string());
+                    return self.finish(Phase::RollbackFailed).await;
+                }
+                // An error of the forward attempt is a failure like any other: decide rolls back.
+                Err(error) => {
+                    self.reason = Some(error.to_string());
+                    Observation::Failed
+                }
             };
         }
     }
