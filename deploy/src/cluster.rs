@@ -2,13 +2,15 @@
 //! (never guessed plurals), server-side apply as `coxswain`, and transient API errors retried
 //! with backoff until the caller's deadline.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use backon::{ExponentialBuilder, Retryable};
+use kube::api::GroupVersionKind;
 use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams};
-use kube::discovery::{ApiCapabilities, ApiResource, Discovery, Scope};
+use kube::discovery::{ApiCapabilities, ApiResource, Scope};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokio::time::Instant;
@@ -45,11 +47,14 @@ impl std::fmt::Display for ObjectRef {
     }
 }
 
+/// What discovery found for one apiVersion and kind.
+type Discovered = (ApiResource, ApiCapabilities);
+
 /// A Kubernetes cluster reached through `kube`, with a discovery cache it owns. The cache lock
 /// is taken by a plain closure (`cached`), so it is never held across `.await`.
 pub struct Cluster {
     client: kube::Client,
-    discovery: Mutex<Option<Discovery>>,
+    discovery: Mutex<HashMap<(String, String), Discovered>>,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -99,12 +104,12 @@ impl Cluster {
     pub fn new(client: kube::Client) -> Self {
         Self {
             client,
-            discovery: Mutex::new(None),
+            discovery: Mutex::new(HashMap::new()),
         }
     }
 
     /// Runs `f` on the discovery cache under its lock.
-    fn cached<R>(&self, f: impl FnOnce(&mut Option<Discovery>) -> R) -> R {
+    fn cached<R>(&self, f: impl FnOnce(&mut HashMap<(String, String), Discovered>) -> R) -> R {
         f(&mut self
             .discovery
             .lock()
@@ -116,45 +121,51 @@ impl Cluster {
         &self.client
     }
 
-    /// Discovers again (after CRDs were created).
-    pub async fn refresh(&self, deadline: Instant) -> Result<(), DeployError> {
-        let client = self.client.clone();
-        let discovery = retrying(deadline, "discovery", || {
-            Discovery::new(client.clone()).run()
-        })
-        .await?;
-        self.cached(|cache| *cache = Some(discovery));
-        Ok(())
+    /// Forgets what discovery found (after CRDs were created, say), so kinds are asked again.
+    pub fn forget_discovery(&self) {
+        self.cached(HashMap::clear);
     }
 
-    /// The resource serving `apiVersion` + `kind`; discovers again once before giving up.
+    /// The resource serving `apiVersion` + `kind`. Each kind is discovered on its own, with
+    /// one small request retried like every other API call (a flaky API server does not
+    /// have to answer a whole discovery pass at once), and remembered.
     pub async fn resolve(
         &self,
         api_version: &str,
         kind: &str,
         deadline: Instant,
-    ) -> Result<(ApiResource, ApiCapabilities), DeployError> {
-        for refreshed in [false, true] {
-            if refreshed || self.cached(|cache| cache.is_none()) {
-                self.refresh(deadline).await?;
-            }
-            let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
-            let found = self.cached(|cache| {
-                cache.as_ref().and_then(|d| {
-                    d.groups()
-                        .filter(|g| g.name() == group)
-                        .flat_map(|g| g.versioned_resources(version))
-                        .find(|(ar, _)| ar.kind == kind)
-                })
-            });
-            if let Some(found) = found {
-                return Ok(found);
-            }
+    ) -> Result<Discovered, DeployError> {
+        let key = (api_version.to_owned(), kind.to_owned());
+        if let Some(found) = self.cached(|cache| cache.get(&key).cloned()) {
+            return Ok(found);
         }
-        Err(DeployError::UnknownKind {
+        let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
+        let gvk = GroupVersionKind::gvk(group, version, kind);
+        let client = self.client.clone();
+        let found = retrying(deadline, "discovery", || {
+            let (client, gvk) = (client.clone(), gvk.clone());
+            async move { kube::discovery::pinned_kind(&client, &gvk).await }
+        })
+        .await;
+        let unknown = || DeployError::UnknownKind {
             api_version: api_version.to_owned(),
             kind: kind.to_owned(),
-        })
+        };
+        match found {
+            Ok(found) => {
+                self.cached(|cache| cache.insert(key, found.clone()));
+                Ok(found)
+            }
+            Err(DeployError::Api {
+                source: kube::Error::Discovery(_),
+                ..
+            }) => Err(unknown()),
+            Err(DeployError::Api {
+                source: kube::Error::Api(status),
+                ..
+            }) if status.code == 404 => Err(unknown()),
+            Err(error) => Err(error),
+        }
     }
 
     /// The API for an object and where it lives: its namespace (or `default_ns`), its name.

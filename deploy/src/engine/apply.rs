@@ -100,7 +100,8 @@ impl Run<'_> {
                 })?;
         }
         crds.clear();
-        cluster.refresh(deadline).await
+        cluster.forget_discovery();
+        Ok(())
     }
 }
 
