@@ -6,7 +6,6 @@ use jiff::Timestamp;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::SCHEMA_VERSION;
 use crate::validate::{ProblemKind, Validate, ValidationErrors};
 
 /// Whether an agent takes new work.
@@ -43,15 +42,7 @@ pub struct ClusterRecord {
 impl Validate for ClusterRecord {
     fn validate(&self) -> Result<(), ValidationErrors> {
         let mut errors = ValidationErrors::new();
-        if self.schema_version != SCHEMA_VERSION {
-            errors.push(
-                "schema_version",
-                ProblemKind::UnsupportedSchemaVersion {
-                    found: self.schema_version,
-                    supported: SCHEMA_VERSION,
-                },
-            );
-        }
+        errors.check_schema_version(self.schema_version);
         errors.check_label("name", &self.name);
         for (key, value) in &self.labels {
             if key.is_empty() || key.len() > 63 || value.len() > 63 {

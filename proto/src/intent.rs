@@ -6,7 +6,6 @@ use jiff::Timestamp;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::SCHEMA_VERSION;
 use crate::validate::{ProblemKind, Validate, ValidationErrors, check_dns_label};
 
 /// Rendered manifests larger than this travel through the bundle object store, not inline.
@@ -181,15 +180,7 @@ fn default_probe_timeout() -> u64 {
 impl Validate for DeployIntent {
     fn validate(&self) -> Result<(), ValidationErrors> {
         let mut errors = ValidationErrors::new();
-        if self.schema_version != SCHEMA_VERSION {
-            errors.push(
-                "schema_version",
-                ProblemKind::UnsupportedSchemaVersion {
-                    found: self.schema_version,
-                    supported: SCHEMA_VERSION,
-                },
-            );
-        }
+        errors.check_schema_version(self.schema_version);
         check_id(&mut errors, "id", &self.id);
         errors.check_label("cluster", &self.cluster);
         errors.check_label("release", &self.release);
@@ -357,7 +348,7 @@ pub(crate) mod tests_support {
 
     pub(crate) fn sample() -> DeployIntent {
         DeployIntent {
-            schema_version: SCHEMA_VERSION,
+            schema_version: crate::SCHEMA_VERSION,
             id: "ci-1234.web.beta".into(),
             cluster: "beta".into(),
             release: "web".into(),

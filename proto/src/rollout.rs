@@ -108,15 +108,7 @@ impl Validate for RollbackRequest {
 impl Validate for RolloutRequest {
     fn validate(&self) -> Result<(), ValidationErrors> {
         let mut errors = ValidationErrors::new();
-        if self.schema_version != crate::SCHEMA_VERSION {
-            errors.push(
-                "schema_version",
-                ProblemKind::UnsupportedSchemaVersion {
-                    found: self.schema_version,
-                    supported: crate::SCHEMA_VERSION,
-                },
-            );
-        }
+        errors.check_schema_version(self.schema_version);
         errors.check_required("idempotency_key", &self.idempotency_key);
         if self.idempotency_key.len() > 256 {
             errors.push(

@@ -107,6 +107,19 @@ impl ValidationErrors {
         self.problems.push(Problem::new(field, kind));
     }
 
+    /// Records a problem when a message's `schema_version` is not the one this build reads.
+    pub fn check_schema_version(&mut self, found: u32) {
+        if found != crate::SCHEMA_VERSION {
+            self.push(
+                "schema_version",
+                ProblemKind::UnsupportedSchemaVersion {
+                    found,
+                    supported: crate::SCHEMA_VERSION,
+                },
+            );
+        }
+    }
+
     /// Records a problem when `field` is not a DNS-1123 label.
     pub fn check_label(&mut self, field: &str, value: &str) {
         if let Err(kind) = check_dns_label(value) {
