@@ -89,6 +89,9 @@ impl LockGuard {
     }
 }
 
+/// The pause after a transient error taking the lock.
+const TRANSIENT_PAUSE: Duration = Duration::from_millis(100);
+
 /// How often a lock held by someone else is looked at again (sooner when its lease expires
 /// sooner), and the shortest pause before that.
 const HELD_PACE: Duration = Duration::from_millis(250);
@@ -213,6 +216,13 @@ impl Claim<'_> {
                 Ok(_) => return Ok(Check::Done(took_over)),
                 // Someone else wrote the lease between our read and our write: look again.
                 Err(kube::Error::Api(s)) if s.code == 409 => continue,
+                // A transient API error, like for every other call: look again shortly
+                // (the write may even have happened; the next read tells).
+                Err(source) if crate::cluster::transient(&source) && Instant::now() < deadline => {
+                    tracing::warn!(error = %source, lease = self.name, "cannot take the release lock yet; retrying");
+                    tokio::time::sleep(TRANSIENT_PAUSE).await;
+                    continue;
+                }
                 Err(source) => {
                     return Err(DeployError::Api {
                         action: "take release lock".into(),
