@@ -481,3 +481,23 @@ pub const FLEET_POLICY: &str = "environments:
     releases: [web]
     namespaces: [shop]
 ";
+
+impl AgentProcess {
+    /// The exit status when the agent has exited (crashed, say); `None` while it runs.
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.process
+            .child
+            .as_mut()
+            .and_then(|child| child.try_wait().ok().flatten())
+    }
+}
+
+impl CoordinatorProcess {
+    /// The exit status when the coordinator has exited; `None` while it runs.
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.process
+            .child
+            .as_mut()
+            .and_then(|child| child.try_wait().ok().flatten())
+    }
+}
