@@ -64,8 +64,8 @@ fn replay(intent_id: Option<&str>, revisions: &[Revision]) -> Option<Report> {
 }
 
 /// The revision an interrupted automatic rollback of this intent was re-applying: the
-/// intent's newest revision is a pending rollback, after a forward attempt of the same intent
-/// that failed. (A `coxswain rollback` has no failed forward attempt: it is simply redone.)
+/// intent's newest revision is a pending rollback, after a forward attempt of the same intent.
+/// (A `coxswain rollback` has no forward attempt: it is simply redone.)
 fn interrupted_rollback(intent_id: Option<&str>, revisions: &[Revision]) -> Option<u32> {
     let id = intent_id?;
     let mine: Vec<&Revision> = revisions
@@ -73,10 +73,10 @@ fn interrupted_rollback(intent_id: Option<&str>, revisions: &[Revision]) -> Opti
         .filter(|r| r.intent_id.as_deref() == Some(id))
         .collect();
     let last = mine.last()?;
-    let forward_failed = mine
-        .iter()
-        .any(|r| r.rollback_of.is_none() && r.outcome == Some(Phase::Failed));
-    (last.status == RevisionStatus::Pending && forward_failed)
+    // An automatic rollback follows a forward attempt of the same intent (recorded first, so
+    // it may still be pending when the agent stopped); a `coxswain rollback` has none.
+    let after_forward = mine.iter().any(|r| r.rollback_of.is_none());
+    (last.status == RevisionStatus::Pending && after_forward)
         .then_some(last.rollback_of)
         .flatten()
 }

@@ -79,6 +79,12 @@ impl Run<'_> {
             self.situation.can_roll_back = false;
             return Ok(self.situation.last);
         };
+        // The rollback revision is recorded before the forward one is marked failed, so a
+        // crash in between leaves a pending rollback, which the redelivery resumes; never a
+        // failed forward revision that would read as the intent's end.
+        let number = self.current.number + 1;
+        let rollback = pending(self.release, number, Some(&target), self.reason.clone());
+        history::save(self.cluster.client(), &rollback, self.deadline).await?;
         self.current.reason = self.reason.clone();
         self.conclude(RevisionStatus::Failed, Phase::Failed, self.deadline)
             .await?;
@@ -86,9 +92,7 @@ impl Run<'_> {
         self.revisions.push(self.current.clone());
         // The failed revision's objects are what a successful rollback prunes.
         self.prune_base = super::prune::PruneBase::of(&self.current);
-        let number = self.current.number + 1;
-        self.current = pending(self.release, number, Some(&target), self.reason.clone());
-        self.save_current(self.deadline).await?;
+        self.current = rollback;
         self.rendered = Rendered::from_objects(target.objects);
         self.situation = Situation {
             attempt: Attempt::Rollback,
