@@ -51,12 +51,17 @@ async fn processes_without_admin_rights_wait_until_the_admin_creates_the_topolog
         agent.wait_for_topology(std::future::ready(())).await,
         Err(BusError::Stopped { .. })
     ));
-    let waiting = tokio::spawn({
+    let mut waiting = tokio::spawn({
         let agent = agent.clone();
         async move { agent.wait_for_topology(std::future::pending()).await }
     });
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    assert!(!waiting.is_finished(), "nothing to open yet");
+    // Nothing to open yet: the wait must not end on its own (a negative check needs a window).
+    assert!(
+        tokio::time::timeout(Duration::from_millis(500), &mut waiting)
+            .await
+            .is_err(),
+        "nothing to open yet"
+    );
     let admin = connect(&server).await;
     admin
         .ensure_topology(&TopologyConfig::default())
