@@ -37,6 +37,10 @@ pub(crate) struct NatsArgs {
     /// CA certificate (PEM) that signed the NATS server's certificate; turns TLS on.
     #[arg(long, env = "COXSWAIN_NATS_TLS_CA")]
     nats_tls_ca: Option<PathBuf>,
+    /// How long a NATS request or a publish's ack is awaited (`5s`). A request caught on a
+    /// server that just died fails after this and is retried on another: keep it short.
+    #[arg(long, env = "COXSWAIN_NATS_TIMEOUT", default_value = "5s", value_parser = crate::duration::parse)]
+    nats_timeout: std::time::Duration,
 }
 
 impl NatsArgs {
@@ -50,7 +54,7 @@ impl NatsArgs {
             token: self.nats_token.clone(),
             tls_ca: self.nats_tls_ca.clone(),
             name: Some(name),
-            request_timeout: None,
+            request_timeout: Some(self.nats_timeout),
         };
         Ok(bus::connect(&options).await?)
     }

@@ -49,11 +49,20 @@ pub(crate) struct CoordinatorArgs {
     /// that, so a cluster offline for longer gets the next rollout instead.
     #[arg(long, env = "COXSWAIN_INTENT_TTL", default_value = "24h", value_parser = crate::duration::parse)]
     intent_ttl: Duration,
+    /// How long, beyond the release's health timeout, a cluster has to report a final outcome
+    /// after its intent was sent (`60s`, `5m`). A cluster silent for longer (its agent died,
+    /// its NATS link is down) fails its wave with "no outcome from <cluster> within <T>".
+    #[arg(long, env = "COXSWAIN_OUTCOME_GRACE", default_value = "60s", value_parser = crate::duration::parse)]
+    outcome_grace: Duration,
     /// Create or update the topology first, as `coxswain topology` does: for a single-user
     /// setup without roles, or with the admin key. Without it, the coordinator waits until
     /// the admin created the topology.
     #[arg(long, env = "COXSWAIN_CREATE_TOPOLOGY")]
     create_topology: bool,
+    /// With --create-topology: replicas of every stream and bucket (1 for a single server, 3
+    /// for a cluster), as `coxswain topology --replicas`.
+    #[arg(long, env = "COXSWAIN_REPLICAS", default_value_t = 1)]
+    replicas: usize,
     /// Most HTTP connections open at once; more are refused and logged. Keep it under the
     /// process's file-descriptor limit.
     #[arg(long, env = "COXSWAIN_MAX_CONNECTIONS", default_value_t = 512)]
@@ -78,7 +87,9 @@ impl CoordinatorArgs {
             signing_key,
             insecure_unsigned_intents,
             intent_ttl,
+            outcome_grace,
             create_topology,
+            replicas,
             max_connections,
             header_timeout,
             nats,
@@ -92,7 +103,11 @@ impl CoordinatorArgs {
             .unwrap_or_else(|| format!("coordinator-{}-{}", hostname(), std::process::id()));
         let bus = nats.connect(format!("coxswain-{instance}")).await?;
         if create_topology {
-            bus.ensure_topology(&bus::TopologyConfig::default()).await?;
+            let config = bus::TopologyConfig {
+                replicas,
+                ..Default::default()
+            };
+            bus.ensure_topology(&config).await?;
         }
         let config = coordinator::CoordinatorConfig {
             listen,
@@ -102,6 +117,7 @@ impl CoordinatorArgs {
             policy,
             signer,
             intent_ttl,
+            outcome_grace,
             limits: coordinator::ServerLimits {
                 max_connections,
                 header_timeout,

@@ -358,9 +358,13 @@ pub(crate) fn summarize(rollout: &Rollout, output: Output) -> anyhow::Result<Exi
             RolloutStatus::Succeeded => "succeeded on every cluster".to_owned(),
             RolloutStatus::Failed => format!("failed: {reason}"),
             RolloutStatus::Reverted => format!("failed and reverted: {reason}"),
+            RolloutStatus::Superseded => format!("stopped: {reason}"),
             RolloutStatus::Running => "running".to_owned(),
         };
         println!("rollout {}: {how}", rollout.id);
+        for (cluster, why) in &rollout.excluded {
+            println!("  not targeted: {cluster}: {why}");
+        }
         let untouched: Vec<&str> = rollout
             .clusters
             .iter()

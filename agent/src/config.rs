@@ -22,7 +22,7 @@ pub struct AgentConfig {
     pub supersede: bool,
     /// JetStream ack wait; progress acks go out at a third of it.
     pub ack_wait: Duration,
-    /// Registry heartbeat interval.
+    /// Registry heartbeat interval (each one jittered by up to a tenth either way).
     pub heartbeat: Duration,
     /// How long in-flight work may run on after SIGTERM before it is handed back.
     pub grace: Duration,
@@ -56,7 +56,7 @@ impl AgentConfig {
             max_concurrent: 4,
             supersede: true,
             ack_wait: Duration::from_secs(30),
-            heartbeat: Duration::from_secs(10),
+            heartbeat: Duration::from_secs(60),
             grace: Duration::from_secs(30),
             content_type: ContentType::MsgPack,
             engine: EngineConfig {

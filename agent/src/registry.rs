@@ -31,13 +31,45 @@ pub(crate) async fn put(registry: &Registry, config: &AgentConfig, status: Agent
     }
 }
 
-/// Heartbeats until cancelled.
+/// Heartbeats until cancelled: at once, then about every `config.heartbeat`, each wait
+/// jittered so agents started together do not write together.
 pub(crate) async fn heartbeat(registry: Registry, config: AgentConfig, cancel: CancellationToken) {
     loop {
         put(&registry, &config, AgentStatus::Ready).await;
+        let every = config.heartbeat.max(Duration::from_millis(100));
         tokio::select! {
             () = cancel.cancelled() => return,
-            () = tokio::time::sleep(config.heartbeat.max(Duration::from_millis(100))) => {}
+            () = tokio::time::sleep(jittered(every)) => {}
         }
+    }
+}
+
+/// `every`, give or take a tenth, at random.
+fn jittered(every: Duration) -> Duration {
+    use std::hash::BuildHasher;
+    // A fresh `RandomState` is randomly keyed: enough randomness for a jitter.
+    let random = std::collections::hash_map::RandomState::new().hash_one(0u8);
+    let tenth = every / 10;
+    let nanos = u64::try_from(tenth.as_nanos()).unwrap_or(u64::MAX).max(1);
+    every - tenth + Duration::from_nanos(random % (2 * nanos))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jitter_stays_within_a_tenth_and_varies() {
+        let every = Duration::from_secs(60);
+        let waits: Vec<Duration> = (0..50).map(|_| jittered(every)).collect();
+        assert!(
+            waits
+                .iter()
+                .all(|w| *w >= Duration::from_secs(54) && *w < Duration::from_secs(66))
+        );
+        assert!(
+            waits.iter().any(|w| *w != waits[0]),
+            "the waits should differ"
+        );
     }
 }

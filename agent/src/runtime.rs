@@ -26,8 +26,8 @@ pub async fn run(
     kube: kube::Client,
     shutdown: CancellationToken,
 ) -> Result<(), AgentError> {
-    let agent = setup(config, bus, kube, &shutdown).await?;
-    let mut dispatcher = Dispatcher::new(&agent);
+    let (agent, consumer) = setup(config, bus, kube, &shutdown).await?;
+    let mut dispatcher = Dispatcher::new(&agent, consumer);
     dispatcher.run(&agent, &shutdown).await;
     agent.drain(dispatcher.tracker).await;
     Ok(())
@@ -36,34 +36,36 @@ pub async fn run(
 /// A started agent: what `setup` made and `drain` takes down.
 struct Agent {
     config: AgentConfig,
-    consumer: IntentConsumer,
     shared: Arc<Shared>,
     registry: Registry,
     heartbeat: (CancellationToken, JoinHandle<()>),
-    /// Metrics server and pending-count poller.
+    /// The metrics server.
     background: CancellationToken,
     hard_stop: CancellationToken,
 }
 
+/// Opens the topology (the agent never creates it), creates its consumer, then starts the
+/// registry heartbeat: an agent that cannot consume never announces itself.
 async fn setup(
     config: AgentConfig,
     bus: Bus,
     kube: kube::Client,
     shutdown: &CancellationToken,
-) -> Result<Agent, AgentError> {
+) -> Result<(Agent, IntentConsumer), AgentError> {
     config.check()?;
     let topology = bus.wait_for_topology(shutdown.cancelled()).await?;
+    let options = ConsumerOptions {
+        ack_wait: config.ack_wait,
+        max_ack_pending: i64::try_from(config.max_concurrent * 4).unwrap_or(64),
+        ..ConsumerOptions::default()
+    };
+    let consumer = IntentConsumer::create(&bus, &config.cluster, &options).await?;
     let stop_heartbeat = CancellationToken::new();
     let heartbeat = tokio::spawn(registry::heartbeat(
         topology.registry.clone(),
         config.clone(),
         stop_heartbeat.clone(),
     ));
-    let options = ConsumerOptions {
-        ack_wait: config.ack_wait,
-        max_ack_pending: i64::try_from(config.max_concurrent * 4).unwrap_or(64),
-    };
-    let consumer = IntentConsumer::create(&bus, &config.cluster, &options).await?;
     tracing::info!(
         cluster = config.cluster,
         consumer = consumer.name(),
@@ -72,11 +74,6 @@ async fn setup(
     let metrics = Arc::new(crate::Metrics::default());
     let background = CancellationToken::new();
     serve_metrics(&config, &metrics, &background);
-    tokio::spawn(poll_pending(
-        consumer.clone(),
-        Arc::clone(&metrics),
-        background.clone(),
-    ));
     let hard_stop = CancellationToken::new();
     let shared = Arc::new(Shared {
         metrics: Arc::clone(&metrics),
@@ -86,21 +83,22 @@ async fn setup(
             states: topology.states.clone(),
             content_type: config.content_type,
             hard_stop: hard_stop.clone(),
+            ledger: Arc::default(),
         },
         kube,
         bundles: topology.bundles.clone(),
         bus,
         config: config.clone(),
     });
-    Ok(Agent {
+    let agent = Agent {
         config,
-        consumer,
         shared,
         registry: topology.registry,
         heartbeat: (stop_heartbeat, heartbeat),
         background,
         hard_stop,
-    })
+    };
+    Ok((agent, consumer))
 }
 
 fn serve_metrics(config: &AgentConfig, metrics: &Arc<crate::Metrics>, stop: &CancellationToken) {
@@ -113,22 +111,6 @@ fn serve_metrics(config: &AgentConfig, metrics: &Arc<crate::Metrics>, stop: &Can
             tracing::error!(%error, %addr, "cannot serve metrics");
         }
     });
-}
-
-async fn poll_pending(
-    consumer: IntentConsumer,
-    metrics: Arc<crate::Metrics>,
-    stop: CancellationToken,
-) {
-    loop {
-        if let Ok(n) = consumer.pending().await {
-            metrics.pending(n);
-        }
-        tokio::select! {
-            () = stop.cancelled() => return,
-            () = tokio::time::sleep(Duration::from_secs(5)) => {}
-        }
-    }
 }
 
 impl Agent {
@@ -167,6 +149,7 @@ struct Running {
 /// The one owner of what runs: pulls an intent when a permit is free and hands it to a
 /// worker, cancelling the release's older worker when a newer intent arrives.
 struct Dispatcher {
+    consumer: IntentConsumer,
     permits: Arc<Semaphore>,
     tracker: TaskTracker,
     done_tx: worker::Done,
@@ -178,9 +161,10 @@ struct Dispatcher {
 }
 
 impl Dispatcher {
-    fn new(agent: &Agent) -> Self {
+    fn new(agent: &Agent, consumer: IntentConsumer) -> Self {
         let (done_tx, done_rx) = mpsc::unbounded_channel();
         Self {
+            consumer,
             permits: Arc::new(Semaphore::new(agent.config.max_concurrent)),
             tracker: TaskTracker::new(),
             done_tx,
@@ -204,10 +188,13 @@ impl Dispatcher {
             };
             let next = tokio::select! {
                 () = shutdown.cancelled() => return,
-                next = agent.consumer.next(Duration::from_secs(1)) => next,
+                next = self.consumer.next(Duration::from_secs(3600)) => next,
             };
             match next {
-                Ok(Some(delivery)) => self.dispatch(agent, delivery, permit),
+                Ok(Some(delivery)) => {
+                    agent.shared.metrics.pending(delivery.pending());
+                    self.dispatch(agent, delivery, permit);
+                }
                 Ok(None) => {}
                 Err(error) => {
                     tracing::warn!(%error, "cannot pull intents; retrying");

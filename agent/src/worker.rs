@@ -54,6 +54,14 @@ enum Unready {
     Failed(String),
 }
 
+/// How an intent issued before the one that last ran on its release came to be here.
+enum Older {
+    /// Published before that one, delivered after it (a redelivery): superseded.
+    Overtaken,
+    /// Published after it: someone sent an old intent again. Refused.
+    Replay(String),
+}
+
 /// How one intent ended, for the ack.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Ending {
@@ -167,6 +175,7 @@ impl Handling<'_> {
             attempt: self.attempt(),
             received: self.received,
             issued_at: Some(intent.created_at),
+            sequence: self.delivery.stream_sequence(),
         }
     }
 
@@ -211,16 +220,26 @@ impl Handling<'_> {
             stop => return stop,
         }
         // One operation per release at a time, in order; a newer intent may cancel us meanwhile.
-        let _turn = tokio::select! {
-            turn = turn.lock() => turn,
-            () = superseded.cancelled() => return self.superseded(&about).await,
+        let (_turn, waited) = match turn.try_lock() {
+            Ok(turn) => (turn, false),
+            Err(_) => tokio::select! {
+                turn = turn.lock() => (turn, true),
+                () = superseded.cancelled() => return self.superseded(&about).await,
+            },
         };
-        if self.newer_intent_exists().await {
+        // Nothing was queued behind this intent when it came (its metadata says so) and it
+        // did not wait: no newer intent can exist, and asking the server would be a wasted
+        // round trip. A newer one arriving later cancels this run through `superseded`.
+        if (waited || self.delivery.pending() > 0) && self.newer_intent_exists().await {
             return self.superseded(&about).await;
         }
-        if let Some(reason) = self.replay_of_older(&intent).await {
-            // Under its sequence: the intent's id already has its final event.
-            return self.reject(Rejection::unauthenticated(reason)).await;
+        match self.replay_of_older(&intent).await {
+            Some(Older::Overtaken) => return self.superseded(&about).await,
+            Some(Older::Replay(reason)) => {
+                // Under its sequence: the intent's id already has its final event.
+                return self.reject(Rejection::unauthenticated(reason)).await;
+            }
+            None => {}
         }
         let result = self.deploy(&intent, &about, superseded).await;
         match result {
@@ -257,6 +276,7 @@ impl Handling<'_> {
                 attempt: self.attempt(),
                 received: self.received,
                 issued_at: None,
+                sequence: self.delivery.stream_sequence(),
             },
         };
         let about = About {
@@ -272,15 +292,24 @@ impl Handling<'_> {
         self.report_then(&event, about, Ending::Reported).await
     }
 
-    /// Why the intent is a replay: an intent issued after it already ran on this release.
-    /// An unreadable state does not block the intent (supersession by sequence still holds).
-    async fn replay_of_older(&self, intent: &DeployIntent) -> Option<String> {
+    /// Whether an intent issued after this one already ran on this release: then this one
+    /// was either overtaken (published before that one: superseded) or is a replay
+    /// (published after it). An unreadable state does not block the intent (supersession by
+    /// sequence still holds).
+    async fn replay_of_older(&self, intent: &DeployIntent) -> Option<Older> {
         let states = &self.shared.reporter.states;
         let state = match states
-            .get(&self.shared.config.cluster, &intent.release)
+            .get_at(&self.shared.config.cluster, &intent.release)
             .await
         {
-            Ok(state) => state?,
+            Ok(Some((state, revision))) => {
+                self.reporter.state_read_at(revision);
+                state
+            }
+            Ok(None) => {
+                self.reporter.state_read_at(0);
+                return None;
+            }
             Err(error) => {
                 tracing::warn!(%error, "cannot read the release state to check for a replay");
                 return None;
@@ -289,10 +318,16 @@ impl Handling<'_> {
         let newer = state
             .intent_issued_at
             .filter(|at| *at > intent.created_at && state.intent_id != intent.id)?;
-        Some(format!(
+        if state
+            .intent_sequence
+            .is_some_and(|s| s > self.delivery.stream_sequence())
+        {
+            return Some(Older::Overtaken);
+        }
+        Some(Older::Replay(format!(
             "replay refused: intent {} (issued {newer}) already ran on release {}; this intent was issued earlier, at {}",
             state.intent_id, intent.release, intent.created_at
-        ))
+        )))
     }
 
     async fn newer_intent_exists(&self) -> bool {

@@ -10,6 +10,44 @@ use crate::BusError;
 pub struct Bus {
     client: async_nats::Client,
     js: jetstream::Context,
+    /// Counts the connection's (re)connects; a pull request does not survive a reconnect.
+    connects: tokio::sync::watch::Receiver<u64>,
+    /// The server's latest permission violations on this connection.
+    denials: Denials,
+}
+
+/// The last few "Permissions Violation" errors the server sent on a connection. A denied
+/// request gets no answer, only this error on the side; keeping it lets a caller tell "not
+/// allowed" (stop, and say so) from "no answer yet" (try again).
+#[derive(Clone, Default)]
+pub(crate) struct Denials(std::sync::Arc<std::sync::Mutex<std::collections::VecDeque<String>>>);
+
+impl Denials {
+    const KEPT: usize = 256;
+
+    /// Records the server's error text, if it is a permission violation.
+    pub(crate) fn record(&self, error: &str) {
+        if !error.contains("Permissions Violation") {
+            return;
+        }
+        let mut kept = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if kept.len() == Self::KEPT {
+            kept.pop_front();
+        }
+        kept.push_back(error.chars().take(512).collect());
+    }
+
+    /// The violation that names `subject`, if the server reported one.
+    pub(crate) fn find(&self, subject: &str) -> Option<String> {
+        let kept = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        kept.iter().rev().find(|e| e.contains(subject)).cloned()
+    }
 }
 
 impl std::fmt::Debug for Bus {
@@ -23,18 +61,44 @@ impl std::fmt::Debug for Bus {
 impl Bus {
     /// A bus over `client`; `timeout` bounds JetStream requests and publish acks (async-nats'
     /// defaults when `None`).
-    pub(crate) fn new(client: async_nats::Client, timeout: Option<std::time::Duration>) -> Self {
+    pub(crate) fn new(
+        client: async_nats::Client,
+        timeout: Option<std::time::Duration>,
+        connects: tokio::sync::watch::Receiver<u64>,
+        denials: Denials,
+    ) -> Self {
         let js = match timeout {
             Some(t) => jetstream::ContextBuilder::new()
                 .timeout(t)
                 .build(client.clone()),
             None => jetstream::new(client.clone()),
         };
-        Self { client, js }
+        Self {
+            client,
+            js,
+            connects,
+            denials,
+        }
     }
 
     pub(crate) fn js(&self) -> &jetstream::Context {
         &self.js
+    }
+
+    pub(crate) fn client(&self) -> &async_nats::Client {
+        &self.client
+    }
+
+    /// The permission violation the server reported for `subject`, if any.
+    pub(crate) fn denial(&self, subject: &str) -> Option<String> {
+        self.denials.find(subject)
+    }
+
+    /// Changes each time the connection is (re)established.
+    pub(crate) fn connects(&self) -> tokio::sync::watch::Receiver<u64> {
+        let mut connects = self.connects.clone();
+        connects.mark_unchanged();
+        connects
     }
 
     /// Publishes raw bytes with the given headers and waits for JetStream to store them, with

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use backon::{ExponentialBuilder, Retryable};
 
+use crate::client::Denials;
 use crate::{Bus, BusError};
 
 /// How to reach NATS. The binary fills it from flags and `COXSWAIN_NATS_*` variables.
@@ -46,11 +47,17 @@ struct Nkey {
 /// connection (async-nats buffers publishes meanwhile). A server that refuses the credentials
 /// or TLS ends the first connect at once with the reason.
 pub async fn connect(options: &ConnectOptions) -> Result<Bus, BusError> {
-    let client = connect_client(options).await?;
-    Ok(Bus::new(client, options.request_timeout))
+    let (connected, connects) = tokio::sync::watch::channel(0);
+    let denials = Denials::default();
+    let client = connect_client(options, &connected, &denials).await?;
+    Ok(Bus::new(client, options.request_timeout, connects, denials))
 }
 
-async fn connect_client(options: &ConnectOptions) -> Result<async_nats::Client, BusError> {
+async fn connect_client(
+    options: &ConnectOptions,
+    connected: &tokio::sync::watch::Sender<u64>,
+    denials: &Denials,
+) -> Result<async_nats::Client, BusError> {
     let nkey = match &options.nkey_seed_file {
         Some(path) => Some(read_nkey(path).await?),
         None => None,
@@ -61,10 +68,17 @@ async fn connect_client(options: &ConnectOptions) -> Result<async_nats::Client, 
         .with_jitter()
         .without_max_times();
     let url = options.url.as_str();
+    // async-nats parses one URL per string: split the comma-separated list, so the client
+    // knows every server to connect and fail over to.
+    let servers: Vec<&str> = url
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .collect();
     (|| async {
-        nats_options(options, nkey.as_ref())
+        nats_options(options, nkey.as_ref(), connected.clone(), denials.clone())
             .await?
-            .connect(url)
+            .connect(servers.as_slice())
             .await
             .map_err(|source| BusError::Connect {
                 url: url.to_owned(),
@@ -118,6 +132,8 @@ async fn read_nkey(path: &Path) -> Result<Nkey, BusError> {
 async fn nats_options(
     options: &ConnectOptions,
     nkey: Option<&Nkey>,
+    connected: tokio::sync::watch::Sender<u64>,
+    denials: Denials,
 ) -> Result<async_nats::ConnectOptions, BusError> {
     let ConnectOptions {
         url: _,
@@ -180,12 +196,21 @@ async fn nats_options(
     if let Some(name) = name {
         nats = nats.name(name.clone());
     }
-    Ok(nats.event_callback(|event| async move {
-        match event {
-            async_nats::Event::Connected | async_nats::Event::Closed => {
-                tracing::info!(%event, "nats connection event");
+    Ok(nats.event_callback(move |event| {
+        match &event {
+            async_nats::Event::Connected => connected.send_modify(|n| *n += 1),
+            async_nats::Event::ServerError(async_nats::ServerError::Other(text)) => {
+                denials.record(text);
             }
-            _ => tracing::warn!(%event, "nats connection event"),
+            _ => {}
+        }
+        async move {
+            match event {
+                async_nats::Event::Connected | async_nats::Event::Closed => {
+                    tracing::info!(%event, "nats connection event");
+                }
+                _ => tracing::warn!(%event, "nats connection event"),
+            }
         }
     }))
 }

@@ -1,12 +1,23 @@
 //! One cluster's intent consumer: a durable pull consumer that hands out one message at a time,
 //! so each message's ack timer starts only when the agent is ready to work on it.
+//!
+//! The pulling is ours, not async-nats' `Stream`, which sends pull requests of its own (on a
+//! timer, after a reconnect) whether or not the caller is ready. Here one subscription lives
+//! as long as the consumer, and a pull request for exactly one message is sent only when the
+//! caller asks for the next message. A request waits up to `pull_expires` (a minute) with
+//! idle heartbeats, so an idle agent costs the server a few messages a minute, not one a
+//! second. A request lost to a reconnect or a server restart is noticed (the reconnect, or
+//! missed heartbeats) and sent again.
 
 use std::time::Duration;
 
 use async_nats::jetstream::{self, AckKind, consumer};
+use async_nats::{StatusCode, Subscriber};
+use backon::{ExponentialBuilder, Retryable};
 use futures::StreamExt;
 use proto::{ReleaseSubject, SubjectError, header, stream};
 use serde::de::DeserializeOwned;
+use tokio::time::Instant;
 
 use crate::{Bus, BusError};
 
@@ -17,6 +28,11 @@ pub struct ConsumerOptions {
     pub ack_wait: Duration,
     /// Most messages handed out and not yet acked; bounds the agent's concurrency.
     pub max_ack_pending: i64,
+    /// How long one pull request waits for a message before the server ends it.
+    pub pull_expires: Duration,
+    /// How often the server says "still here" while a pull request waits; two missed
+    /// heartbeats and the request is sent again.
+    pub idle_heartbeat: Duration,
 }
 
 impl Default for ConsumerOptions {
@@ -24,6 +40,8 @@ impl Default for ConsumerOptions {
         Self {
             ack_wait: Duration::from_secs(30),
             max_ack_pending: 64,
+            pull_expires: Duration::from_secs(60),
+            idle_heartbeat: Duration::from_secs(30),
         }
     }
 }
@@ -33,14 +51,45 @@ impl Default for ConsumerOptions {
 /// A consumer created after intents were published starts from the latest intent of every
 /// release (deliver policy "last per subject"): a cluster that joins late or was offline is
 /// given what is current, not the history.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct IntentConsumer {
     name: String,
     consumer: consumer::PullConsumer,
+    bus: Bus,
+    options: ConsumerOptions,
+    puller: Option<Puller>,
+}
+
+/// The long-lived subscription pull requests are answered on, and the one request in flight.
+#[derive(Debug)]
+struct Puller {
+    subscriber: Subscriber,
+    /// Replies to request `n` come to `<inbox>.<n>`.
+    inbox: String,
+    /// The number of the request in flight, if one is.
+    waiting: Option<u64>,
+    requests: u64,
+    /// When anything last came from the server for the request in flight.
+    heard_at: Instant,
+    connects: tokio::sync::watch::Receiver<u64>,
+}
+
+/// What a message on the pull subscription means.
+enum Reply {
+    /// An intent.
+    Message,
+    /// The server is still holding the request.
+    Heartbeat,
+    /// The request ended without a message (expired, leadership change, ...): send another.
+    Ended,
+    /// The consumer is gone.
+    Deleted,
 }
 
 impl IntentConsumer {
-    /// Creates the consumer, or updates it when it exists.
+    /// Creates the consumer, or finds it as it is: idempotent, and retried with jittered
+    /// backoff while JetStream is busy or unreachable, so thousands of agents may start at
+    /// once. A refusal (permissions, limits, a conflicting configuration) ends it at once.
     pub async fn create(
         bus: &Bus,
         cluster: &str,
@@ -59,15 +108,36 @@ impl IntentConsumer {
             max_ack_pending: options.max_ack_pending,
             ..Default::default()
         };
-        let consumer = bus
-            .js()
-            .create_consumer_on_stream(config, stream::INTENTS)
-            .await
-            .map_err(|source| BusError::Consumer {
-                name: name.clone(),
-                source: Box::new(source),
-            })?;
-        Ok(Self { name, consumer })
+        let policy = ExponentialBuilder::default()
+            .with_min_delay(Duration::from_millis(100))
+            .with_max_delay(Duration::from_secs(10))
+            .with_jitter()
+            .with_max_times(30);
+        // The create subject names the stream and the consumer: a denial of it says so.
+        let subject = format!("CONSUMER.CREATE.{}.{name}", stream::INTENTS);
+        let consumer = (|| {
+            bus.js()
+                .create_consumer_on_stream(config.clone(), stream::INTENTS)
+        })
+        .retry(policy)
+        .when(|e| busy(e) && bus.denial(&subject).is_none())
+        .sleep(tokio::time::sleep)
+        .notify(|error, wait| tracing::warn!(%error, ?wait, consumer = name, "cannot create the intent consumer yet; retrying"))
+        .await
+        .map_err(|source| BusError::Consumer {
+            name: name.clone(),
+            source: match bus.denial(&subject) {
+                Some(denied) => denied.into(),
+                None => Box::new(source),
+            },
+        })?;
+        Ok(Self {
+            name,
+            consumer,
+            bus: bus.clone(),
+            options: options.clone(),
+            puller: None,
+        })
     }
 
     /// The consumer's durable name.
@@ -75,28 +145,154 @@ impl IntentConsumer {
         &self.name
     }
 
-    /// Waits up to `wait` for the next message; `None` when none came.
-    pub async fn next(&self, wait: Duration) -> Result<Option<Delivery>, BusError> {
-        let consumer_error = |source| BusError::Consumer {
-            name: self.name.clone(),
-            source,
-        };
-        let mut batch = self
-            .consumer
-            .batch()
-            .max_messages(1)
-            .expires(wait)
-            .messages()
-            .await
-            .map_err(|e| consumer_error(Box::new(e)))?;
-        match batch.next().await {
-            None => Ok(None),
-            Some(Err(e)) => Err(consumer_error(e)),
-            Some(Ok(message)) => Delivery::new(message).map(Some),
+    /// Waits up to `wait` for the next message; `None` when none came. A pull request for one
+    /// message is sent only if none is in flight: a request outlives a call that timed out,
+    /// and the next call goes on waiting for it.
+    pub async fn next(&mut self, wait: Duration) -> Result<Option<Delivery>, BusError> {
+        let deadline = Instant::now() + wait;
+        if self.puller.is_none() {
+            self.puller = Some(self.subscribe().await?);
+        }
+        loop {
+            self.request_if_idle().await?;
+            let Some(puller) = self.puller.as_mut() else {
+                return Ok(None);
+            };
+            let silence = puller.heard_at + self.options.idle_heartbeat * 2;
+            let message = tokio::select! {
+                changed = puller.connects.changed() => {
+                    if changed.is_ok() {
+                        tracing::debug!(consumer = self.name, "reconnected: pulling again");
+                        puller.waiting = None;
+                    }
+                    continue;
+                }
+                () = tokio::time::sleep_until(silence) => {
+                    tracing::info!(consumer = self.name, "no heartbeat from the server: pulling again");
+                    puller.waiting = None;
+                    continue;
+                }
+                () = tokio::time::sleep_until(deadline) => return Ok(None),
+                message = puller.subscriber.next() => message,
+            };
+            let Some(message) = message else {
+                self.puller = None;
+                return Err(self.closed());
+            };
+            if let Some(delivery) = self.on_reply(message)? {
+                return Ok(Some(delivery));
+            }
         }
     }
 
-    /// Messages that match the filter and were not yet delivered.
+    /// Handles one reply; a delivery when it was an intent.
+    fn on_reply(&mut self, message: async_nats::Message) -> Result<Option<Delivery>, BusError> {
+        let Some(puller) = self.puller.as_mut() else {
+            return Ok(None);
+        };
+        // Status replies come on `<inbox>.<n>`; a message keeps its own subject, and always
+        // answers the request in flight (one message per request).
+        let request = message
+            .subject
+            .as_str()
+            .rsplit('.')
+            .next()
+            .and_then(|n| n.parse::<u64>().ok());
+        let reply = classify(&message);
+        let current = matches!(reply, Reply::Message) || request == puller.waiting;
+        if current {
+            puller.heard_at = Instant::now();
+        }
+        match reply {
+            Reply::Message => {
+                puller.waiting = None;
+                let message = jetstream::Message {
+                    message,
+                    context: self.bus.js().clone(),
+                };
+                Delivery::new(message).map(Some)
+            }
+            Reply::Heartbeat => Ok(None),
+            Reply::Ended => {
+                if current {
+                    puller.waiting = None;
+                }
+                Ok(None)
+            }
+            Reply::Deleted => Err(BusError::Consumer {
+                name: self.name.clone(),
+                source: "the consumer was deleted".into(),
+            }),
+        }
+    }
+
+    async fn subscribe(&self) -> Result<Puller, BusError> {
+        let inbox = self.bus.client().new_inbox();
+        let subscriber = self
+            .bus
+            .client()
+            .subscribe(format!("{inbox}.*"))
+            .await
+            .map_err(|e| BusError::Consumer {
+                name: self.name.clone(),
+                source: Box::new(e),
+            })?;
+        Ok(Puller {
+            subscriber,
+            inbox,
+            waiting: None,
+            requests: 0,
+            heard_at: Instant::now(),
+            connects: self.bus.connects(),
+        })
+    }
+
+    /// Sends a pull request for one message unless one is in flight.
+    async fn request_if_idle(&mut self) -> Result<(), BusError> {
+        let Some(puller) = self.puller.as_mut() else {
+            return Ok(());
+        };
+        if puller.waiting.is_some() {
+            return Ok(());
+        }
+        puller.requests += 1;
+        let n = puller.requests;
+        let body = serde_json::json!({
+            "batch": 1,
+            "expires": nanos(self.options.pull_expires),
+            "idle_heartbeat": nanos(self.options.idle_heartbeat),
+        });
+        let subject = format!(
+            "$JS.API.CONSUMER.MSG.NEXT.{}.{}",
+            stream::INTENTS,
+            self.name
+        );
+        self.bus
+            .client()
+            .publish_with_reply(
+                subject,
+                format!("{}.{n}", puller.inbox),
+                body.to_string().into(),
+            )
+            .await
+            .map_err(|e| BusError::Consumer {
+                name: self.name.clone(),
+                source: Box::new(e),
+            })?;
+        puller.waiting = Some(n);
+        puller.heard_at = Instant::now();
+        Ok(())
+    }
+
+    fn closed(&self) -> BusError {
+        BusError::Consumer {
+            name: self.name.clone(),
+            source: "the pull subscription was closed".into(),
+        }
+    }
+
+    /// Messages that match the filter and were not yet delivered, from the consumer's info
+    /// (one request; the agent reads its backlog from message metadata instead).
     pub async fn pending(&self) -> Result<u64, BusError> {
         let mut consumer = self.consumer.clone();
         let info = consumer.info().await.map_err(|e| BusError::Consumer {
@@ -107,27 +303,58 @@ impl IntentConsumer {
     }
 }
 
+/// Whether creating a consumer failed for a reason that passes: a timeout, no JetStream to
+/// answer yet, or JetStream saying it is busy.
+fn busy(error: &jetstream::stream::ConsumerError) -> bool {
+    use jetstream::stream::ConsumerErrorKind;
+    match error.kind() {
+        ConsumerErrorKind::TimedOut | ConsumerErrorKind::Request => true,
+        ConsumerErrorKind::JetStream(e) => {
+            // 503: JetStream temporarily unavailable; 10008: not available (cluster
+            // forming, leader election).
+            e.code() == 503 || e.error_code() == jetstream::ErrorCode::CLUSTER_NOT_AVAILABLE
+        }
+        _ => false,
+    }
+}
+
+fn classify(message: &async_nats::Message) -> Reply {
+    match message.status {
+        None | Some(StatusCode::OK) => Reply::Message,
+        Some(StatusCode::IDLE_HEARTBEAT) => Reply::Heartbeat,
+        Some(_) if message.description.as_deref() == Some("Consumer Deleted") => Reply::Deleted,
+        // 408 expired, 409 leadership change / max waiting / ..., 404, 503.
+        Some(_) => Reply::Ended,
+    }
+}
+
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
 /// One delivered message and the acknowledgements that can be given for it.
 #[derive(Debug)]
 pub struct Delivery {
     message: jetstream::Message,
     stream_sequence: u64,
     delivery_count: u64,
+    pending: u64,
 }
 
 impl Delivery {
     fn new(message: jetstream::Message) -> Result<Self, BusError> {
-        let (stream_sequence, delivered) = {
+        let (stream_sequence, delivered, pending) = {
             let info = message.info().map_err(|source| BusError::NotJetStream {
                 subject: message.subject.to_string(),
                 source,
             })?;
-            (info.stream_sequence, info.delivered)
+            (info.stream_sequence, info.delivered, info.pending)
         };
         Ok(Self {
             message,
             stream_sequence,
             delivery_count: u64::try_from(delivered).unwrap_or(1),
+            pending,
         })
     }
 
@@ -144,6 +371,12 @@ impl Delivery {
     /// Its sequence in the stream.
     pub fn stream_sequence(&self) -> u64 {
         self.stream_sequence
+    }
+
+    /// Intents of the consumer still waiting behind this one when it was delivered (from the
+    /// message's metadata: no request to the server).
+    pub fn pending(&self) -> u64 {
+        self.pending
     }
 
     /// How many times it has been delivered, this time included (1 on first delivery).
@@ -233,10 +466,10 @@ pub struct Backlog {
 }
 
 impl Bus {
-    /// The intents stream; a failure is reported as one of consumer `name`.
-    async fn intents(&self, name: &str) -> Result<jetstream::stream::Stream, BusError> {
+    /// A handle on the intents stream, made without a request to the server.
+    async fn intents(&self, name: &str) -> Result<jetstream::stream::Stream<()>, BusError> {
         self.js()
-            .get_stream(stream::INTENTS)
+            .get_stream_no_info(stream::INTENTS)
             .await
             .map_err(|e| BusError::Consumer {
                 name: name.to_owned(),
@@ -245,7 +478,7 @@ impl Bus {
     }
 
     /// The stream sequence of the newest intent on `subject`; `None` when there is none. An
-    /// intent older than that is superseded.
+    /// intent older than that is superseded. One round trip.
     ///
     /// A direct get with the subject in the request's subject
     /// (`$JS.API.DIRECT.GET.COXSWAIN_INTENTS.<subject>`), so an agent's permissions can let it

@@ -15,15 +15,18 @@ mod consumer;
 mod error;
 pub mod events;
 mod publish;
+mod stats;
 #[cfg(feature = "testing")]
 pub mod testing;
 mod topology;
 
-pub use buckets::{Bundles, Conflict, Registry, ReleaseStates, Rollouts};
+pub use buckets::{
+    Bundles, Conflict, Registry, ReleaseStates, RolloutChange, RolloutWatch, Rollouts,
+};
 pub use client::Bus;
 pub use connect::{ConnectOptions, connect};
 pub use consumer::{Backlog, ConsumerOptions, Delivery, IntentConsumer};
 pub use error::BusError;
 pub use events::{EventFeed, EventQuery, Since};
-pub use publish::{Envelope, Published};
+pub use publish::{Envelope, PendingPublish, Published};
 pub use topology::{Topology, TopologyConfig};

@@ -36,12 +36,52 @@ pub struct Published {
     pub duplicate: bool,
 }
 
+/// A message sent and not yet confirmed: [`PendingPublish::stored`] waits for the server's
+/// ack. Sending several before awaiting any pipelines them (JetStream stores the messages of
+/// one connection in the order they were sent).
+pub struct PendingPublish {
+    subject: String,
+    ack: async_nats::jetstream::context::PublishAckFuture,
+}
+
+impl std::fmt::Debug for PendingPublish {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PendingPublish")
+            .field("subject", &self.subject)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PendingPublish {
+    /// Waits until JetStream has stored the message (or says it will not).
+    pub async fn stored(self) -> Result<Published, BusError> {
+        let subject = self.subject;
+        let ack = self
+            .ack
+            .await
+            .map_err(|source| BusError::Publish { subject, source })?;
+        Ok(Published {
+            stream: ack.stream,
+            sequence: ack.sequence,
+            duplicate: ack.duplicate,
+        })
+    }
+}
+
 impl Bus {
     /// Encodes and publishes a message, then waits until JetStream has stored it.
     pub async fn publish<T: Serialize>(
         &self,
         envelope: Envelope<'_, T>,
     ) -> Result<Published, BusError> {
+        self.send(envelope).await?.stored().await
+    }
+
+    /// Encodes and sends a message without waiting for the server's ack.
+    pub async fn send<T: Serialize>(
+        &self,
+        envelope: Envelope<'_, T>,
+    ) -> Result<PendingPublish, BusError> {
         let Envelope {
             subject,
             msg_id,
@@ -75,14 +115,8 @@ impl Bus {
             .js()
             .send_publish(subject.clone(), message)
             .await
-            .map_err(publish_error)?
-            .await
             .map_err(publish_error)?;
-        Ok(Published {
-            stream: ack.stream,
-            sequence: ack.sequence,
-            duplicate: ack.duplicate,
-        })
+        Ok(PendingPublish { subject, ack })
     }
 
     /// Publishes an intent on `coxswain.intent.<cluster>.<release>`, de-duplicated by its id.
@@ -105,22 +139,30 @@ impl Bus {
         content_type: ContentType,
         traceparent: Option<String>,
     ) -> Result<Published, BusError> {
-        let extra_headers = signature
-            .map(|s| {
-                vec![
-                    (header::SIGNATURE, s.value.clone()),
-                    (header::KEY_ID, s.key_id.clone()),
-                ]
-            })
-            .unwrap_or_default();
-        self.publish(Envelope {
-            subject: proto::intent_subject(&intent.cluster, &intent.release)?,
-            msg_id: format!("{}.{}", intent.cluster, intent.id),
+        self.publish(intent_envelope(
+            intent,
+            signature,
             content_type,
             traceparent,
-            extra_headers,
-            body: intent,
-        })
+        )?)
+        .await
+    }
+
+    /// Sends a signed intent without waiting for the server's ack: publish a wave's intents,
+    /// then confirm them with [`PendingPublish::stored`].
+    pub async fn send_signed_intent(
+        &self,
+        intent: &DeployIntent,
+        signature: Option<&Signature>,
+        content_type: ContentType,
+        traceparent: Option<String>,
+    ) -> Result<PendingPublish, BusError> {
+        self.send(intent_envelope(
+            intent,
+            signature,
+            content_type,
+            traceparent,
+        )?)
         .await
     }
 
@@ -132,25 +174,72 @@ impl Bus {
         content_type: ContentType,
         traceparent: Option<String>,
     ) -> Result<Published, BusError> {
-        self.publish(Envelope {
-            subject: proto::event_subject(&outcome.cluster, &outcome.release)?,
-            msg_id: outcome.event_id.clone(),
-            content_type,
-            traceparent,
-            extra_headers: vec![
-                (header::CE_SPECVERSION, "1.0".into()),
-                (
-                    header::CE_TYPE,
-                    format!("io.coxswain.outcome.{}", outcome.phase),
-                ),
-                (
-                    header::CE_SOURCE,
-                    format!("coxswain/agent/{}", outcome.cluster),
-                ),
-                (header::CE_ID, outcome.event_id.clone()),
-            ],
-            body: outcome,
-        })
-        .await
+        self.publish(outcome_envelope(outcome, content_type, traceparent)?)
+            .await
     }
+
+    /// Sends an outcome event without waiting for the server's ack, to be confirmed later
+    /// with [`PendingPublish::stored`].
+    pub async fn send_outcome(
+        &self,
+        outcome: &Outcome,
+        content_type: ContentType,
+        traceparent: Option<String>,
+    ) -> Result<PendingPublish, BusError> {
+        self.send(outcome_envelope(outcome, content_type, traceparent)?)
+            .await
+    }
+}
+
+/// An intent on `coxswain.intent.<cluster>.<release>`, de-duplicated by cluster and id, its
+/// signature (if any) in headers.
+fn intent_envelope<'a>(
+    intent: &'a DeployIntent,
+    signature: Option<&Signature>,
+    content_type: ContentType,
+    traceparent: Option<String>,
+) -> Result<Envelope<'a, DeployIntent>, BusError> {
+    let extra_headers = signature
+        .map(|s| {
+            vec![
+                (header::SIGNATURE, s.value.clone()),
+                (header::KEY_ID, s.key_id.clone()),
+            ]
+        })
+        .unwrap_or_default();
+    Ok(Envelope {
+        subject: proto::intent_subject(&intent.cluster, &intent.release)?,
+        msg_id: format!("{}.{}", intent.cluster, intent.id),
+        content_type,
+        traceparent,
+        extra_headers,
+        body: intent,
+    })
+}
+
+/// An outcome event with its CloudEvents headers, de-duplicated by its event id.
+fn outcome_envelope(
+    outcome: &Outcome,
+    content_type: ContentType,
+    traceparent: Option<String>,
+) -> Result<Envelope<'_, Outcome>, BusError> {
+    Ok(Envelope {
+        subject: proto::event_subject(&outcome.cluster, &outcome.release)?,
+        msg_id: outcome.event_id.clone(),
+        content_type,
+        traceparent,
+        extra_headers: vec![
+            (header::CE_SPECVERSION, "1.0".into()),
+            (
+                header::CE_TYPE,
+                format!("io.coxswain.outcome.{}", outcome.phase),
+            ),
+            (
+                header::CE_SOURCE,
+                format!("coxswain/agent/{}", outcome.cluster),
+            ),
+            (header::CE_ID, outcome.event_id.clone()),
+        ],
+        body: outcome,
+    })
 }

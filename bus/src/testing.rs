@@ -1,5 +1,6 @@
 //! A real `nats-server -js` for tests, behind an RAII guard: a random port, a temporary store,
 //! killed and deleted on drop, its log printed when the test that owns it panics.
+//! [`NatsCluster`] is three of them routed into one JetStream cluster.
 //!
 //! The server binary is `$COXSWAIN_NATS_SERVER`, else `.tools/bin/nats-server` in the repository
 //! (`scripts/install-tools` puts it there), else `nats-server` on `PATH`.
@@ -21,6 +22,8 @@ pub struct NatsServer {
     child: Option<Child>,
     port: u16,
     monitor_port: u16,
+    /// Further command-line arguments (a cluster node's name, cluster port and routes).
+    args: Vec<String>,
 }
 
 impl NatsServer {
@@ -37,6 +40,11 @@ impl NatsServer {
     }
 
     fn start_inner(config: Option<PathBuf>) -> io::Result<Self> {
+        Self::start_with_args(config, Vec::new())
+    }
+
+    /// Starts a server with further command-line arguments, kept for restarts.
+    fn start_with_args(config: Option<PathBuf>, args: Vec<String>) -> io::Result<Self> {
         let binary = find_binary()?;
         let dir = tempfile::Builder::new()
             .prefix("coxswain-nats-")
@@ -48,6 +56,7 @@ impl NatsServer {
             child: None,
             port: 0,
             monitor_port: 0,
+            args,
         };
         server.spawn(None, None)?;
         Ok(server)
@@ -147,6 +156,7 @@ impl NatsServer {
                 "-m",
                 &monitor_arg,
             ])
+            .args(&self.args)
             .arg("-sd")
             .arg(self.dir.path().join("store"))
             .arg("-l")
@@ -242,4 +252,241 @@ fn find_binary() -> io::Result<PathBuf> {
             "nats-server 2.10+ not found: run scripts/install-tools (or set COXSWAIN_NATS_SERVER)",
         )
     })
+}
+
+/// How long a cluster may take to elect its JetStream meta leader, and a restarted node to
+/// catch up.
+const CLUSTER_DEADLINE: Duration = Duration::from_secs(30);
+
+/// Servers in a [`NatsCluster`]: the smallest cluster that keeps a quorum with one node down.
+const CLUSTER_NODES: usize = 3;
+
+/// Three nats-servers with JetStream routed into one cluster (`coxswain`, servers `n1`..`n3`),
+/// owned by one test: random free ports, a temporary store each, all killed and deleted on
+/// drop, each log printed when the test panics. A node can be killed (SIGKILL) and restarted
+/// on the same ports with the same store, as an outage of one machine.
+#[derive(Debug)]
+pub struct NatsCluster {
+    nodes: Vec<NatsServer>,
+}
+
+impl NatsCluster {
+    /// Starts the three servers and waits until each listens, JetStream has a meta leader
+    /// every node agrees on, and every node is healthy (`/healthz`).
+    pub fn start() -> io::Result<Self> {
+        let cluster_ports = (0..CLUSTER_NODES)
+            .map(|_| free_port())
+            .collect::<io::Result<Vec<_>>>()?;
+        let routes = cluster_ports
+            .iter()
+            .map(|p| format!("nats://127.0.0.1:{p}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut nodes = Vec::with_capacity(CLUSTER_NODES);
+        for (i, port) in cluster_ports.iter().enumerate() {
+            let args = vec![
+                "--server_name".to_owned(),
+                node_name(i),
+                "--cluster_name".to_owned(),
+                "coxswain".to_owned(),
+                "--cluster".to_owned(),
+                format!("nats://127.0.0.1:{port}"),
+                "--routes".to_owned(),
+                routes.clone(),
+            ];
+            nodes.push(NatsServer::start_with_args(None, args)?);
+        }
+        let cluster = Self { nodes };
+        cluster.wait_until_ready()?;
+        Ok(cluster)
+    }
+
+    /// The client URLs of every node, comma separated: `nats://127.0.0.1:P1,...`.
+    pub fn urls(&self) -> String {
+        self.nodes
+            .iter()
+            .map(NatsServer::url)
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// How many nodes the cluster has, running or not.
+    pub fn node_count(&self) -> usize {
+        self.nodes.len()
+    }
+
+    /// Node `i` (0-based; its server name is `n<i+1>`).
+    ///
+    /// # Panics
+    /// When `i` is not below [`NatsCluster::node_count`].
+    pub fn node(&self, i: usize) -> &NatsServer {
+        &self.nodes[i]
+    }
+
+    /// Kills node `i` with SIGKILL, keeping its store.
+    ///
+    /// # Panics
+    /// When `i` is not below [`NatsCluster::node_count`].
+    pub fn kill(&mut self, i: usize) {
+        self.nodes[i].kill();
+    }
+
+    /// Starts node `i` again on the same ports with the same store, and waits until the
+    /// cluster is whole and healthy again.
+    ///
+    /// # Panics
+    /// When `i` is not below [`NatsCluster::node_count`].
+    pub fn restart(&mut self, i: usize) -> io::Result<()> {
+        self.nodes[i].restart()?;
+        self.wait_until_ready()
+    }
+
+    /// The node that is the JetStream meta leader now, as a running node sees it.
+    pub fn meta_leader(&self) -> Option<usize> {
+        self.running()
+            .find_map(|(_, node)| jsz(node, "").ok())
+            .and_then(|jsz| node_index(jsz.pointer("/meta_cluster/leader")?.as_str()?))
+    }
+
+    /// The node that leads stream `name` (`COXSWAIN_INTENTS`, `KV_coxswain-state`...) now.
+    pub fn stream_leader(&self, name: &str) -> Option<usize> {
+        self.running().find_map(|(_, node)| {
+            let jsz = jsz(node, "?streams=true").ok()?;
+            let leader = stream_details(&jsz)
+                .find(|s| s.get("name").and_then(|n| n.as_str()) == Some(name))?
+                .pointer("/cluster/leader")?
+                .as_str()?
+                .to_owned();
+            node_index(&leader)
+        })
+    }
+
+    /// Node `i`'s `/jsz` with `query` (`?streams=true&config=true`, say), parsed.
+    ///
+    /// # Panics
+    /// When `i` is not below [`NatsCluster::node_count`].
+    pub fn jsz(&self, i: usize, query: &str) -> io::Result<serde_json::Value> {
+        jsz(&self.nodes[i], query)
+    }
+
+    /// The nodes not killed, with their index.
+    fn running(&self) -> impl Iterator<Item = (usize, &NatsServer)> {
+        self.nodes
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| n.pid().is_some())
+    }
+
+    /// Waits until every running node is healthy (`/healthz`) and all name the same meta
+    /// leader: after a kill, until the others elected a new one.
+    pub fn wait_until_ready(&self) -> io::Result<()> {
+        let deadline = Instant::now() + CLUSTER_DEADLINE;
+        loop {
+            let last = match self.readiness() {
+                Ok(()) => return Ok(()),
+                Err(last) => last,
+            };
+            if Instant::now() > deadline {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("nats cluster not ready within {CLUSTER_DEADLINE:?}: {last}"),
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// `Ok` when the running nodes are healthy and agree on a meta leader that runs; else
+    /// why not.
+    fn readiness(&self) -> Result<(), String> {
+        let mut leaders = Vec::new();
+        for (_, node) in self.running() {
+            let (status, body) = http_get(node.monitor_port(), "/healthz")
+                .map_err(|e| format!("{}: /healthz: {e}", node.url()))?;
+            if status != 200 {
+                return Err(format!("{}: /healthz {status}: {body}", node.url()));
+            }
+            let jsz = jsz(node, "").map_err(|e| format!("{}: /jsz: {e}", node.url()))?;
+            let leader = jsz
+                .pointer("/meta_cluster/leader")
+                .and_then(|l| l.as_str())
+                .unwrap_or_default()
+                .to_owned();
+            leaders.push(leader);
+        }
+        let alive = |name: &String| self.running().any(|(i, _)| node_name(i) == *name);
+        match leaders.first() {
+            Some(first) if alive(first) && leaders.iter().all(|l| l == first) => Ok(()),
+            _ => Err(format!("meta leaders seen: {leaders:?}")),
+        }
+    }
+}
+
+/// `n1`, `n2`, `n3`.
+fn node_name(i: usize) -> String {
+    format!("n{}", i + 1)
+}
+
+/// The index of server `n<i+1>`.
+fn node_index(name: &str) -> Option<usize> {
+    name.strip_prefix('n')?
+        .parse::<usize>()
+        .ok()?
+        .checked_sub(1)
+}
+
+/// Every stream of every account in a `/jsz?streams=true` answer.
+fn stream_details(jsz: &serde_json::Value) -> impl Iterator<Item = &serde_json::Value> {
+    let accounts = jsz
+        .get("account_details")
+        .and_then(|a| a.as_array())
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    accounts.iter().flat_map(|account| {
+        account
+            .get("stream_detail")
+            .and_then(|s| s.as_array())
+            .map(Vec::as_slice)
+            .unwrap_or_default()
+    })
+}
+
+/// `GET /jsz<query>` on a server's monitoring port, parsed.
+fn jsz(node: &NatsServer, query: &str) -> io::Result<serde_json::Value> {
+    let (status, body) = http_get(node.monitor_port(), &format!("/jsz{query}"))?;
+    if status != 200 {
+        return Err(io::Error::other(format!("/jsz answered {status}: {body}")));
+    }
+    serde_json::from_str(&body).map_err(io::Error::other)
+}
+
+/// A plain `GET` on `127.0.0.1:<port>`: the status and the body. HTTP/1.0, so the body is
+/// never chunked.
+fn http_get(port: u16, path: &str) -> io::Result<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port))?;
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\n\r\n"
+    )?;
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer)?;
+    let status = answer
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = answer
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    Ok((status, body))
+}
+
+/// A port no one listens on now (the OS picks it; free until someone else takes it).
+fn free_port() -> io::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
 }

@@ -41,6 +41,17 @@ pub struct TopologyConfig {
     pub state_history: i64,
     /// Replicas of every stream and bucket (1 for a single server, 3 for a cluster).
     pub replicas: usize,
+    /// How long a cluster's registry record outlives its last heartbeat (agents write theirs
+    /// every minute): a dead cluster leaves the registry after this.
+    pub registry_ttl: Duration,
+    /// How long a rollout record is kept after it was last written. The promotion gate looks
+    /// only at rollouts still kept.
+    pub rollout_retention: Duration,
+    /// Consumers each stream allows: one per cluster on the intents stream, one per open
+    /// event feed (a rollout being driven, a `coxswain watch`) on the events stream. Set on
+    /// the streams themselves, because nats-server 2.15 otherwise caps a stream at its
+    /// `jetstream.limits.default_max_consumers` (1,000).
+    pub max_consumers: i32,
 }
 
 impl Default for TopologyConfig {
@@ -56,6 +67,9 @@ impl Default for TopologyConfig {
             bundle_max_age: Duration::from_secs(90 * DAY),
             state_history: 10,
             replicas: 1,
+            registry_ttl: Duration::from_secs(10 * 60),
+            rollout_retention: Duration::from_secs(90 * DAY),
+            max_consumers: 100_000,
         }
     }
 }
@@ -200,24 +214,30 @@ fn buckets(config: &TopologyConfig) -> [kv::Config; 3] {
         ..Default::default()
     };
     [
-        bucket(
-            bucket::CLUSTERS,
-            "coxswain cluster registry: labels, agent version, heartbeat",
-            1,
-            64 * 1024,
-        ),
+        kv::Config {
+            max_age: config.registry_ttl,
+            ..bucket(
+                bucket::CLUSTERS,
+                "coxswain cluster registry: labels, agent version, heartbeat",
+                1,
+                64 * 1024,
+            )
+        },
         bucket(
             bucket::STATE,
             "coxswain latest release state per <cluster>.<release>",
             config.state_history,
             64 * 1024,
         ),
-        bucket(
-            bucket::ROLLOUTS,
-            "coxswain rollouts driven by the coordinator",
-            5,
-            i32::try_from(MAX_MESSAGE_BYTES).unwrap_or(i32::MAX),
-        ),
+        kv::Config {
+            max_age: config.rollout_retention,
+            ..bucket(
+                bucket::ROLLOUTS,
+                "coxswain rollouts driven by the coordinator",
+                5,
+                i32::try_from(MAX_MESSAGE_BYTES).unwrap_or(i32::MAX),
+            )
+        },
     ]
 }
 
@@ -245,6 +265,7 @@ fn intents_stream(config: &TopologyConfig) -> stream::Config {
         duplicate_window: config.intent_duplicate_window,
         discard: stream::DiscardPolicy::Old,
         num_replicas: config.replicas,
+        max_consumers: config.max_consumers,
         // `Bus::latest_intent_sequence` names the subject in the request's subject, so an
         // agent's grant covers its own intents only (a STREAM.MSG.GET body could name any).
         allow_direct: true,
@@ -264,6 +285,7 @@ fn events_stream(config: &TopologyConfig) -> stream::Config {
         duplicate_window: config.event_duplicate_window,
         discard: stream::DiscardPolicy::Old,
         num_replicas: config.replicas,
+        max_consumers: config.max_consumers,
         ..Default::default()
     }
 }
@@ -284,6 +306,31 @@ async fn ensure_kv(js: &jetstream::Context, config: kv::Config) -> Result<kv::St
 
 /// Sets `allow_rollup_hdrs: false` on a stream, when it is not already.
 async fn refuse_rollups(js: &jetstream::Context, name: &str) -> Result<(), BusError> {
+    adjust_stream(js, name, |config| {
+        std::mem::replace(&mut config.allow_rollup, false)
+    })
+    .await
+}
+
+/// Sets a stream's `num_replicas`, when it differs.
+async fn set_replicas(
+    js: &jetstream::Context,
+    name: &str,
+    replicas: usize,
+) -> Result<(), BusError> {
+    adjust_stream(js, name, |config| {
+        std::mem::replace(&mut config.num_replicas, replicas) != replicas
+    })
+    .await
+}
+
+/// Reads a stream's configuration, lets `change` edit it, and writes it back only when
+/// `change` says it changed something.
+async fn adjust_stream(
+    js: &jetstream::Context,
+    name: &str,
+    change: impl FnOnce(&mut stream::Config) -> bool,
+) -> Result<(), BusError> {
     let settings_error = |source: async_nats::Error| BusError::StreamSettings {
         name: name.to_owned(),
         source,
@@ -293,8 +340,7 @@ async fn refuse_rollups(js: &jetstream::Context, name: &str) -> Result<(), BusEr
         .await
         .map_err(|e| settings_error(Box::new(e)))?;
     let mut config = stream.cached_info().config.clone();
-    if config.allow_rollup {
-        config.allow_rollup = false;
+    if change(&mut config) {
         js.update_stream(config)
             .await
             .map_err(|e| settings_error(Box::new(e)))?;
@@ -302,13 +348,16 @@ async fn refuse_rollups(js: &jetstream::Context, name: &str) -> Result<(), BusEr
     Ok(())
 }
 
-/// async-nats cannot update an object store's settings; an existing store is opened as it is.
+/// async-nats cannot update an object store's settings; an existing store is opened as it is,
+/// but for its replicas, set on its stream (a topology made for one server, then raised to a
+/// cluster's three).
 async fn ensure_object_store(
     js: &jetstream::Context,
     config: object_store::Config,
 ) -> Result<object_store::ObjectStore, BusError> {
     let name = config.bucket.clone();
     if let Ok(store) = js.get_object_store(&name).await {
+        set_replicas(js, &object_stream(&name), config.num_replicas).await?;
         return Ok(store);
     }
     match js.create_object_store(config).await {

@@ -131,7 +131,7 @@ async fn same_msg_id_is_reported_duplicate_and_delivered_once() {
     assert!(second.duplicate);
     assert_eq!(first.sequence, second.sequence);
 
-    let consumer = IntentConsumer::create(&js, "beta", &ConsumerOptions::default())
+    let mut consumer = IntentConsumer::create(&js, "beta", &ConsumerOptions::default())
         .await
         .unwrap();
     let d = consumer
@@ -158,7 +158,7 @@ async fn progress_acks_for_three_ack_waits_prevent_redelivery() {
         .await
         .unwrap();
     let options = short_ack_wait();
-    let consumer = IntentConsumer::create(&js, "beta", &options).await.unwrap();
+    let mut consumer = IntentConsumer::create(&js, "beta", &options).await.unwrap();
     let d = consumer
         .next(Duration::from_secs(5))
         .await
@@ -185,7 +185,7 @@ async fn a_dropped_message_is_redelivered_with_count_two() {
     js.publish_intent(&intent("lost", "beta", "web"), ContentType::MsgPack, None)
         .await
         .unwrap();
-    let consumer = IntentConsumer::create(&js, "beta", &short_ack_wait())
+    let mut consumer = IntentConsumer::create(&js, "beta", &short_ack_wait())
         .await
         .unwrap();
     let d = consumer
@@ -225,7 +225,7 @@ async fn an_undecodable_message_is_terminated_and_the_next_is_delivered() {
         .unwrap();
 
     let options = short_ack_wait();
-    let consumer = IntentConsumer::create(&js, "beta", &options).await.unwrap();
+    let mut consumer = IntentConsumer::create(&js, "beta", &options).await.unwrap();
     let poison = consumer
         .next(Duration::from_secs(5))
         .await
@@ -268,7 +268,7 @@ async fn a_late_consumer_receives_only_the_latest_intent_per_release() {
         .await
         .unwrap();
 
-    let consumer = IntentConsumer::create(&js, "prod-east", &ConsumerOptions::default())
+    let mut consumer = IntentConsumer::create(&js, "prod-east", &ConsumerOptions::default())
         .await
         .unwrap();
     let mut ids = Vec::new();
@@ -408,4 +408,64 @@ async fn typed_buckets_round_trip_and_refuse_wildcard_keys() {
         ),
         "{err}"
     );
+}
+
+#[tokio::test]
+async fn a_pull_request_outlives_a_call_and_is_sent_again_after_a_server_restart() {
+    let mut server = NatsServer::start().unwrap();
+    let js = ready(&server).await;
+    let mut consumer = IntentConsumer::create(&js, "beta", &ConsumerOptions::default())
+        .await
+        .unwrap();
+    // The call gives up; its pull request stays with the server and answers the next call.
+    assert!(
+        consumer
+            .next(Duration::from_millis(100))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    js.publish_intent(&intent("before", "beta", "web"), ContentType::MsgPack, None)
+        .await
+        .unwrap();
+    let d = consumer
+        .next(Duration::from_secs(5))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(d.decode::<DeployIntent>().unwrap().id, "before");
+    assert_eq!(d.pending(), 0);
+    d.double_ack().await.unwrap();
+
+    // A restart drops the waiting request; the reconnect makes the consumer ask again, long
+    // before its missed-heartbeat check (a minute) would.
+    assert!(
+        consumer
+            .next(Duration::from_millis(100))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    server.restart().unwrap();
+    let publisher = js.clone();
+    let publish = tokio::spawn(async move {
+        for attempt in 0..100 {
+            let sent = publisher
+                .publish_intent(&intent("after", "beta", "web"), ContentType::MsgPack, None)
+                .await;
+            if sent.is_ok() {
+                return;
+            }
+            assert!(attempt < 99, "cannot publish after the restart: {sent:?}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+    let d = consumer
+        .next(Duration::from_secs(15))
+        .await
+        .unwrap()
+        .expect("the intent published after the restart");
+    assert_eq!(d.decode::<DeployIntent>().unwrap().id, "after");
+    d.double_ack().await.unwrap();
+    publish.await.unwrap();
 }

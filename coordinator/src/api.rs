@@ -23,6 +23,7 @@ use tracing::Instrument;
 
 use crate::CoordinatorError;
 use crate::driver::{self, Context};
+use crate::index::Index;
 use crate::plan::{self, Refusal};
 use crate::policy::{self, Policy};
 
@@ -47,6 +48,9 @@ pub struct CoordinatorConfig {
     pub signer: Option<Arc<proto::Signer>>,
     /// How long a published intent stays valid (its signed `expires_at`).
     pub intent_ttl: Duration,
+    /// How long beyond the release's health timeout a cluster may take to report a final
+    /// outcome before it fails its wave.
+    pub outcome_grace: Duration,
     /// Connection limit and header timeout of the HTTP server.
     pub limits: crate::ServerLimits,
 }
@@ -61,6 +65,8 @@ struct AppState {
     token: Option<Arc<str>>,
     tasks: TaskTracker,
     shutdown: CancellationToken,
+    /// Every rollout, kept current by a watch.
+    index: Index,
 }
 
 /// Serves the API and drives rollouts until `shutdown`.
@@ -78,6 +84,7 @@ pub async fn run(
         driving: Mutex::new(HashSet::new()),
         signer: config.signer,
         intent_ttl: config.intent_ttl,
+        outcome_grace: config.outcome_grace,
         events_rejected: std::sync::atomic::AtomicU64::new(0),
     });
     let tasks = TaskTracker::new();
@@ -90,7 +97,13 @@ pub async fn run(
         token: config.token.map(Arc::from),
         tasks: tasks.clone(),
         shutdown: shutdown.clone(),
+        index: Index::default(),
     };
+    tasks.spawn(crate::index::keep_current(
+        state.index.clone(),
+        topology.rollouts,
+        shutdown.clone(),
+    ));
     tasks.spawn(resume(state.clone()));
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
@@ -214,7 +227,12 @@ async fn submit(State(state): State<AppState>, body: axum::body::Bytes) -> Respo
         Ok(applied) => applied,
         Err(refusal) => return refused(&refusal),
     };
-    let (registry, history) = match (state.registry.all().await, state.ctx.rollouts.all().await) {
+    // The gate and the revert target look only at this release's rollouts.
+    let release = request.release.clone();
+    let history = state
+        .index
+        .select(&state.ctx.rollouts, |r| r.request.release == release);
+    let (registry, history) = match (state.registry.all().await, history.await) {
         (Ok(registry), Ok(history)) => (registry, history),
         (Err(e), _) | (_, Err(e)) => return bus_error(&e),
     };
@@ -293,6 +311,8 @@ async fn create(state: &AppState, rollout: proto::Rollout) -> Response {
     let id = rollout.id.clone();
     match state.ctx.rollouts.create(&rollout).await {
         Ok(true) => {
+            state.index.put(rollout.clone());
+            supersede_older(state, &rollout).await;
             tracing::info!(rollout = id, release = rollout.request.release, environment = rollout.request.environment,
                 version = rollout.request.version, content = rollout.request.content_digest,
                 waves = ?rollout.waves, "rollout accepted");
@@ -304,6 +324,35 @@ async fn create(state: &AppState, rollout: proto::Rollout) -> Response {
             _ => error(StatusCode::CONFLICT, "rollout created concurrently; retry"),
         },
         Err(e) => bus_error(&e),
+    }
+}
+
+/// Ends, as superseded, the running rollouts of the same release to the same environment
+/// that came before `newer`: their drivers stop at their next pass and revert nothing, so no
+/// cluster is rolled back under the newer rollout's feet.
+async fn supersede_older(state: &AppState, newer: &proto::Rollout) {
+    let same = |r: &proto::Rollout| {
+        r.status == RolloutStatus::Running
+            && r.id != newer.id
+            && r.request.release == newer.request.release
+            && r.request.environment == newer.request.environment
+            && r.created_at <= newer.created_at
+    };
+    let older = match state.index.select(&state.ctx.rollouts, same).await {
+        Ok(older) => older,
+        Err(error) => {
+            tracing::warn!(%error, "cannot look for the rollouts this one supersedes");
+            return;
+        }
+    };
+    for r in older {
+        let reason = format!("superseded by rollout {}", newer.id);
+        match driver::finish(&state.ctx, &r.id, RolloutStatus::Superseded, &reason).await {
+            Ok(()) => tracing::info!(rollout = r.id, newer = newer.id, "rollout superseded"),
+            Err(error) => {
+                tracing::warn!(rollout = r.id, %error, "cannot mark the rollout superseded")
+            }
+        }
     }
 }
 
@@ -345,18 +394,18 @@ async fn list_rollouts(
     State(state): State<AppState>,
     Query(filter): Query<RolloutFilter>,
 ) -> Response {
-    match state.ctx.rollouts.all().await {
+    let wanted = |r: &proto::Rollout| {
+        filter
+            .release
+            .as_ref()
+            .is_none_or(|x| *x == r.request.release)
+            && filter
+                .environment
+                .as_ref()
+                .is_none_or(|x| *x == r.request.environment)
+    };
+    match state.index.select(&state.ctx.rollouts, wanted).await {
         Ok(mut all) => {
-            all.retain(|r| {
-                filter
-                    .release
-                    .as_ref()
-                    .is_none_or(|x| *x == r.request.release)
-                    && filter
-                        .environment
-                        .as_ref()
-                        .is_none_or(|x| *x == r.request.environment)
-            });
             all.sort_by_key(|r| r.created_at);
             Json(all).into_response()
         }
@@ -379,17 +428,26 @@ async fn releases(State(state): State<AppState>) -> Response {
 }
 
 /// Every couple of seconds, picks up running rollouts nobody drives: after a restart, or when
-/// the instance that claimed one stopped renewing its claim.
+/// the instance that claimed one stopped renewing its claim. Read from the index (the bucket
+/// itself only while the index is not ready).
 async fn resume(state: AppState) {
     loop {
-        match state.ctx.rollouts.all().await {
-            Ok(all) => {
+        let running = match state.index.running() {
+            Some(running) => Ok(running),
+            None => state.ctx.rollouts.all().await.map(|all| {
+                all.into_iter()
+                    .filter(|r| r.status == RolloutStatus::Running)
+                    .map(|r| (r.id, r.owner, r.owner_until))
+                    .collect()
+            }),
+        };
+        match running {
+            Ok(running) => {
                 let now = Timestamp::now();
-                for r in all.iter().filter(|r| r.status == RolloutStatus::Running) {
-                    let free = r.owner == state.ctx.instance
-                        || r.owner_until.is_none_or(|until| until <= now);
+                for (id, owner, until) in running {
+                    let free = owner == state.ctx.instance || until.is_none_or(|u| u <= now);
                     if free {
-                        spawn_driver(&state, &r.id);
+                        spawn_driver(&state, &id);
                     }
                 }
             }

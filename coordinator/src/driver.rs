@@ -28,6 +28,8 @@ pub(crate) struct Context {
     pub(crate) signer: Option<Arc<proto::Signer>>,
     /// How long a published intent stays valid.
     pub(crate) intent_ttl: Duration,
+    /// How long beyond the health timeout a cluster may stay silent.
+    pub(crate) outcome_grace: Duration,
     /// Events ignored because their clusters did not agree (`coordinator_events_rejected_total`).
     pub(crate) events_rejected: std::sync::atomic::AtomicU64,
 }
@@ -106,6 +108,38 @@ fn remember(seen: &mut Seen, event: Outcome) -> bool {
     let terminal = event.terminal;
     seen.insert(event.intent_id.clone(), event);
     terminal
+}
+
+/// How long events keep being gathered after a final one before the record is written.
+const BATCH_WINDOW: Duration = Duration::from_millis(20);
+
+/// Most intents sent and not yet confirmed by JetStream.
+const IN_FLIGHT: usize = 1024;
+
+/// Ends a running rollout with `status` (compare-and-set, retried on a conflict); a rollout
+/// already final is left as it is.
+pub(crate) async fn finish(
+    ctx: &Context,
+    id: &str,
+    status: RolloutStatus,
+    reason: &str,
+) -> Result<(), BusError> {
+    for _ in 0..10 {
+        let Some((mut r, revision)) = ctx.rollouts.get(id).await? else {
+            return Ok(());
+        };
+        if r.status.is_final() {
+            return Ok(());
+        }
+        r.status = status;
+        r.reason = Some(reason.to_owned());
+        r.updated_at = Timestamp::now();
+        if ctx.rollouts.update(&r, revision).await?.is_ok() {
+            return Ok(());
+        }
+    }
+    tracing::warn!(rollout = id, "rollout kept changing; not marked {status:?}");
+    Ok(())
 }
 
 /// Drives the rollout until it is final, another instance owns it, or `shutdown`.
@@ -201,6 +235,7 @@ impl<'a> Driver<'a> {
         }
         self.judge_heard(&r);
         apply_events(&mut r, &self.seen);
+        plan::expire_silent(&mut r, Timestamp::now(), self.actor.ctx.outcome_grace);
         let actor = &self.actor;
         let step = plan::decide(&r);
         tracing::debug!(
@@ -242,20 +277,21 @@ impl<'a> Driver<'a> {
         self.heard = later;
     }
 
-    /// Takes in events until a final one arrives, or for at most a second (to renew the
-    /// claim); `false` on shutdown.
+    /// Takes in events until a final one arrives, then whatever else arrives within
+    /// [`BATCH_WINDOW`] (a wave of thousands of clusters ends in a burst, judged and written
+    /// in a few passes, not one per event); or for at most a second (to renew the claim).
+    /// `false` on shutdown.
     async fn take_events(&mut self, shutdown: &CancellationToken) -> bool {
-        let until = tokio::time::Instant::now() + Duration::from_secs(1);
+        let mut until = tokio::time::Instant::now() + Duration::from_secs(1);
         loop {
             tokio::select! {
                 () = shutdown.cancelled() => return false,
                 next = tokio::time::timeout_at(until, self.feed.next_with_subject()) => match next {
                     Ok(Ok(Some((subject, event)))) => {
-                        let terminal = event.terminal;
-                        self.heard.push((subject.cluster, event));
-                        if terminal {
-                            return true;
+                        if event.terminal {
+                            until = until.min(tokio::time::Instant::now() + BATCH_WINDOW);
                         }
+                        self.heard.push((subject.cluster, event));
                     }
                     Ok(Err(error)) => {
                         tracing::warn!(%error, "event feed error");
@@ -306,50 +342,68 @@ impl Actor<'_> {
         Ok(())
     }
 
-    /// Publishes a deploy (or revert) intent to each cluster and records its id.
+    /// Publishes a deploy (or revert) intent to each cluster and records its id. The intents
+    /// are pipelined: up to [`IN_FLIGHT`] are sent, then their acks awaited, so a wave of
+    /// thousands costs a few round trips, not one per cluster. An intent counts as sent only
+    /// once JetStream confirmed it; a failure leaves the rest for the next pass (their
+    /// message ids make a repeat harmless).
     async fn publish(
         &self,
         r: &mut Rollout,
         clusters: &[String],
         revert: bool,
     ) -> Result<(), DriveError> {
-        for cluster in clusters {
-            let intent_id = if revert {
-                plan::revert_intent_id(&r.id, cluster)
-            } else {
-                plan::intent_id(&r.id, cluster)
-            };
-            let i = intent(r, cluster, intent_id.clone(), revert, self.ctx.intent_ttl);
-            let signature = match &self.ctx.signer {
-                Some(signer) => Some(signer.sign(&i)?),
-                None => None,
-            };
-            self.ctx
-                .bus
-                .publish_signed_intent(&i, signature.as_ref(), ContentType::MsgPack, None)
-                .await?;
-            if let Some(c) = r.clusters.get_mut(cluster) {
-                if revert {
-                    c.revert_intent_id = Some(intent_id);
+        for batch in clusters.chunks(IN_FLIGHT) {
+            let mut sent = Vec::with_capacity(batch.len());
+            for cluster in batch {
+                let intent_id = if revert {
+                    plan::revert_intent_id(&r.id, cluster)
                 } else {
-                    c.intent_id = Some(intent_id);
-                }
+                    plan::intent_id(&r.id, cluster)
+                };
+                let i = intent(r, cluster, intent_id.clone(), revert, self.ctx.intent_ttl);
+                let signature = match &self.ctx.signer {
+                    Some(signer) => Some(signer.sign(&i)?),
+                    None => None,
+                };
+                let pending = self
+                    .ctx
+                    .bus
+                    .send_signed_intent(&i, signature.as_ref(), ContentType::MsgPack, None)
+                    .await?;
+                sent.push((cluster, intent_id, pending));
             }
-            if revert {
-                tracing::warn!(
-                    rollout = self.id,
-                    cluster,
-                    "reverting a cluster an earlier wave updated"
-                );
-            } else {
-                tracing::info!(
-                    rollout = self.id,
-                    cluster,
-                    wave = r.current_wave,
-                    "intent published"
-                );
+            for (cluster, intent_id, pending) in sent {
+                pending.stored().await?;
+                self.record_sent(r, cluster, intent_id, revert);
             }
         }
         Ok(())
+    }
+
+    /// Records the intent a cluster was sent.
+    fn record_sent(&self, r: &mut Rollout, cluster: &str, intent_id: String, revert: bool) {
+        if let Some(c) = r.clusters.get_mut(cluster) {
+            c.sent_at = Some(Timestamp::now());
+            if revert {
+                c.revert_intent_id = Some(intent_id);
+            } else {
+                c.intent_id = Some(intent_id);
+            }
+        }
+        if revert {
+            tracing::warn!(
+                rollout = self.id,
+                cluster,
+                "reverting a cluster an earlier wave updated"
+            );
+        } else {
+            tracing::info!(
+                rollout = self.id,
+                cluster,
+                wave = r.current_wave,
+                "intent published"
+            );
+        }
     }
 }

@@ -12,6 +12,7 @@
 mod api;
 pub mod appconfig;
 mod driver;
+mod index;
 pub mod plan;
 pub mod policy;
 mod serve;

@@ -15,6 +15,26 @@ pub fn matches(labels: &BTreeMap<String, String>, selector: &BTreeMap<String, St
     selector.iter().all(|(k, v)| labels.get(k) == Some(v))
 }
 
+/// A cluster whose heartbeat is older than this is not targeted: its agent is most likely
+/// gone (agents write theirs every minute).
+pub const STALE_AFTER: std::time::Duration = std::time::Duration::from_secs(180);
+
+/// Why a registered cluster cannot be targeted now, if it cannot.
+pub fn unavailable(cluster: &ClusterRecord, now: Timestamp) -> Option<String> {
+    if cluster.status == proto::AgentStatus::Draining {
+        return Some("its agent is draining (shutting down)".into());
+    }
+    let age = now.duration_since(cluster.heartbeat_at);
+    let stale = jiff::SignedDuration::try_from(STALE_AFTER).unwrap_or(jiff::SignedDuration::MAX);
+    (age > stale).then(|| {
+        format!(
+            "its agent's last heartbeat was {}s ago (stale after {}s)",
+            age.as_secs(),
+            STALE_AFTER.as_secs()
+        )
+    })
+}
+
 /// The registered clusters an environment selects, by name.
 pub fn targets(clusters: &[ClusterRecord], selector: &BTreeMap<String, String>) -> Vec<String> {
     let mut names: Vec<String> = clusters
@@ -33,19 +53,19 @@ pub fn waves(
     targets: &[String],
     selectors: &[BTreeMap<String, String>],
 ) -> Vec<Vec<String>> {
-    let labels_of = |name: &str| {
-        clusters
-            .iter()
-            .find(|c| c.name == name)
-            .map(|c| c.labels.clone())
-            .unwrap_or_default()
-    };
+    // By name, so 10,000 clusters are split in linear time.
+    let labels: std::collections::HashMap<&str, &BTreeMap<String, String>> = clusters
+        .iter()
+        .map(|c| (c.name.as_str(), &c.labels))
+        .collect();
+    let no_labels = BTreeMap::new();
+    let labels_of = |name: &str| labels.get(name).copied().unwrap_or(&no_labels);
     let mut left: Vec<String> = targets.to_vec();
     let mut out = Vec::new();
     for selector in selectors {
         let (wave, rest): (Vec<String>, Vec<String>) = left
             .into_iter()
-            .partition(|n| matches(&labels_of(n), selector));
+            .partition(|n| matches(labels_of(n), selector));
         left = rest;
         if !wave.is_empty() {
             out.push(wave);
@@ -166,6 +186,7 @@ pub fn fresh_progress(waves: &[Vec<String>]) -> BTreeMap<String, ClusterProgress
                 reason: None,
                 revert_intent_id: None,
                 revert_phase: None,
+                sent_at: None,
             };
             (c, progress)
         })
@@ -182,17 +203,44 @@ pub fn new_rollout(
     history: &[Rollout],
     now: Timestamp,
 ) -> Result<Rollout, Refusal> {
-    let found = targets(registry, &policy.selector);
+    let selected = targets(registry, &policy.selector);
+    let by_name: std::collections::HashMap<&str, &ClusterRecord> =
+        registry.iter().map(|c| (c.name.as_str(), c)).collect();
+    let mut excluded = BTreeMap::new();
+    let found: Vec<String> = selected
+        .into_iter()
+        .filter(
+            |name| match by_name.get(name.as_str()).and_then(|c| unavailable(c, now)) {
+                Some(why) => {
+                    excluded.insert(name.clone(), why);
+                    false
+                }
+                None => true,
+            },
+        )
+        .collect();
     if found.is_empty() {
         let selector: Vec<String> = policy
             .selector
             .iter()
             .map(|(k, v)| format!("{k}={v}"))
             .collect();
-        return Err(Refusal::NoTargets(format!(
-            "selector {} matches no registered cluster; nothing would be deployed",
-            selector.join(",")
-        )));
+        let why: Vec<String> = excluded
+            .iter()
+            .map(|(c, why)| format!("{c}: {why}"))
+            .collect();
+        return Err(Refusal::NoTargets(if why.is_empty() {
+            format!(
+                "selector {} matches no registered cluster; nothing would be deployed",
+                selector.join(",")
+            )
+        } else {
+            format!(
+                "selector {} matches no cluster that can be deployed to now ({}); nothing would be deployed",
+                selector.join(","),
+                why.join("; ")
+            )
+        }));
     }
     gate(history, &request, &policy.requires)?;
     let waves = waves(registry, &found, &policy.waves);
@@ -201,6 +249,7 @@ pub fn new_rollout(
         id: rollout_id(&request.idempotency_key),
         revert_to: revert_target(history, &request),
         clusters: fresh_progress(&waves),
+        excluded,
         request,
         policy,
         waves,
@@ -278,6 +327,7 @@ pub fn rollback_rollout(
             ..Default::default()
         },
         clusters: fresh_progress(&waves),
+        excluded: BTreeMap::new(),
         waves,
         current_wave: 0,
         status: RolloutStatus::Running,
@@ -333,8 +383,52 @@ fn failure(r: &Rollout) -> Option<String> {
     })
 }
 
+/// A cluster that received a newer intent for the release than this rollout's (another
+/// rollout, or someone's `coxswain rollback`): the rollout must stop, not revert.
+fn overtaken(r: &Rollout) -> Option<String> {
+    r.clusters.iter().find_map(|(name, c)| {
+        let forward = c.terminal && c.phase == Some(Phase::Superseded);
+        let revert = c.revert_phase == Some(Phase::Superseded);
+        (forward || revert).then(|| {
+            format!(
+                "cluster {name} received a newer intent for {}",
+                r.request.release
+            )
+        })
+    })
+}
+
+/// Ends, as failed, every cluster that was sent an intent and has not reported a final
+/// outcome within the release's health timeout plus `grace` (time to be queued behind other
+/// releases, a slow apply); `true` when one was.
+pub fn expire_silent(r: &mut Rollout, now: Timestamp, grace: std::time::Duration) -> bool {
+    let allowed = std::time::Duration::from_secs(r.request.health.timeout_secs) + grace;
+    let limit = jiff::SignedDuration::try_from(allowed).unwrap_or(jiff::SignedDuration::MAX);
+    let overdue = |sent: Option<Timestamp>| sent.is_some_and(|at| now.duration_since(at) > limit);
+    let mut changed = false;
+    for (name, c) in &mut r.clusters {
+        let silent = format!("no outcome from {name} within {}s", allowed.as_secs());
+        if c.revert_intent_id.is_some() {
+            if c.revert_phase.is_none() && overdue(c.sent_at) {
+                c.revert_phase = Some(Phase::Failed);
+                c.reason = Some(format!("revert: {silent}"));
+                changed = true;
+            }
+        } else if c.intent_id.is_some() && !c.terminal && overdue(c.sent_at) {
+            c.phase = Some(Phase::Failed);
+            c.terminal = true;
+            c.reason = Some(silent);
+            changed = true;
+        }
+    }
+    changed
+}
+
 /// Decides the next step from the rollout record alone.
 pub fn decide(r: &Rollout) -> Step {
+    if let Some(reason) = overtaken(r) {
+        return Step::Finish(RolloutStatus::Superseded, reason);
+    }
     if let Some(reason) = failure(r) {
         if !(r.policy.revert_on_failure && r.revert_to.is_some()) {
             return Step::Finish(RolloutStatus::Failed, reason);
@@ -494,6 +588,7 @@ mod tests {
                 ..Default::default()
             },
             clusters: fresh_progress(&waves),
+            excluded: BTreeMap::new(),
             waves,
             current_wave: 0,
             status: RolloutStatus::Running,
@@ -694,5 +789,100 @@ mod tests {
             new_rollout(request, policy, &fleet, &[], now),
             Err(Refusal::Gate(_))
         ));
+    }
+
+    #[test]
+    fn draining_and_stale_clusters_are_not_targeted_and_the_rollout_says_why() {
+        let now = jiff::Timestamp::UNIX_EPOCH + jiff::SignedDuration::from_hours(1);
+        let fresh = |name: &str| ClusterRecord {
+            heartbeat_at: now - jiff::SignedDuration::from_secs(30),
+            ..cluster(name, &[("env", "prod")])
+        };
+        let fleet = vec![
+            fresh("live"),
+            ClusterRecord {
+                status: proto::AgentStatus::Draining,
+                ..fresh("leaving")
+            },
+            ClusterRecord {
+                heartbeat_at: now - jiff::SignedDuration::from_secs(600),
+                ..fresh("dead")
+            },
+        ];
+        let request = rollout(vec![vec!["a"]], true).request;
+        let policy = AppliedPolicy {
+            selector: sel(&[("env", "prod")]),
+            ..Default::default()
+        };
+        let r = new_rollout(request.clone(), policy.clone(), &fleet, &[], now).unwrap();
+        assert_eq!(r.waves, [vec!["live".to_owned()]]);
+        assert_eq!(
+            r.excluded.get("leaving").map(String::as_str),
+            Some("its agent is draining (shutting down)")
+        );
+        assert_eq!(
+            r.excluded.get("dead").map(String::as_str),
+            Some("its agent's last heartbeat was 600s ago (stale after 180s)")
+        );
+        // Nothing left: refused, naming why.
+        let refused = new_rollout(request, policy, &fleet[1..], &[], now).unwrap_err();
+        assert!(
+            refused
+                .to_string()
+                .contains("dead: its agent's last heartbeat was 600s ago"),
+            "{refused}"
+        );
+    }
+
+    const MINUTE: std::time::Duration = std::time::Duration::from_secs(60);
+
+    #[test]
+    fn a_silent_cluster_fails_its_wave_by_its_deadline_and_is_named() {
+        let mut r = rollout(vec![vec!["a", "b"]], false);
+        r.request.health.timeout_secs = 30;
+        let sent = jiff::Timestamp::UNIX_EPOCH;
+        for c in ["a", "b"] {
+            report(&mut r, c, Phase::Received, false);
+            r.clusters.get_mut(c).unwrap().sent_at = Some(sent);
+        }
+        report(&mut r, "a", Phase::Succeeded, true);
+        assert!(!expire_silent(
+            &mut r,
+            sent + jiff::SignedDuration::from_secs(90),
+            MINUTE
+        ));
+        assert_eq!(decide(&r), Step::Wait);
+        assert!(expire_silent(
+            &mut r,
+            sent + jiff::SignedDuration::from_secs(91),
+            MINUTE
+        ));
+        assert_eq!(
+            decide(&r),
+            Step::Finish(
+                RolloutStatus::Failed,
+                "cluster b ended failed: no outcome from b within 90s".into()
+            )
+        );
+        assert_eq!(
+            r.clusters["a"].phase,
+            Some(Phase::Succeeded),
+            "a is untouched"
+        );
+    }
+
+    #[test]
+    fn a_cluster_given_a_newer_intent_stops_the_rollout_without_reverting() {
+        let mut r = rollout(vec![vec!["a"], vec!["b"]], true);
+        report(&mut r, "a", Phase::Succeeded, true);
+        r.current_wave = 1;
+        report(&mut r, "b", Phase::Superseded, true);
+        assert_eq!(
+            decide(&r),
+            Step::Finish(
+                RolloutStatus::Superseded,
+                "cluster b received a newer intent for web".into()
+            )
+        );
     }
 }

@@ -43,9 +43,16 @@ impl<P> Stopped<P, crate::DeployError> {
     }
 }
 
-/// Looks at `condition` every `pace` until it is done or fails, `deadline` passes, or `cancel`
-/// fires. The condition is looked at once even when the deadline has already passed, and the
-/// deadline is checked after each look; cancellation ends the pause between two looks at once.
+/// The first pause between two looks; each next pause doubles, up to the caller's pace. What
+/// becomes ready quickly (a simulated pod after 50 ms, a small Deployment) is seen within tens
+/// of milliseconds, and what takes minutes is looked at no more often than the pace.
+pub const FIRST_PAUSE: Duration = Duration::from_millis(20);
+
+/// Looks at `condition` until it is done or fails, `deadline` passes, or `cancel` fires,
+/// pausing [`FIRST_PAUSE`] after the first look and twice as long after each next one, never
+/// longer than `pace`. The condition is looked at once even when the deadline has already
+/// passed, and the deadline is checked after each look; cancellation ends the pause between
+/// two looks at once.
 pub async fn wait_until<T, P, E, Look>(
     mut condition: impl FnMut() -> Look,
     pace: Duration,
@@ -55,11 +62,14 @@ pub async fn wait_until<T, P, E, Look>(
 where
     Look: Future<Output = Result<Check<T, P>, E>>,
 {
+    let mut backoff = FIRST_PAUSE.min(pace);
     loop {
+        let step = backoff;
+        backoff = (backoff * 2).min(pace);
         let (pending, pause) = match condition().await.map_err(Stopped::Failed)? {
             Check::Done(value) => return Ok(value),
-            Check::Pending(pending) => (pending, pace),
-            Check::PendingFor(pending, soon) => (pending, soon.min(pace)),
+            Check::Pending(pending) => (pending, step),
+            Check::PendingFor(pending, soon) => (pending, soon.min(step)),
         };
         if Instant::now() >= deadline {
             return Err(Stopped::TimedOut(pending));
@@ -196,6 +206,28 @@ mod tests {
         )
         .await;
         assert_eq!((waited, looks), (Err(Stopped::Cancelled), 1));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn pauses_start_at_tens_of_milliseconds_and_double_up_to_the_pace() {
+        let started = Instant::now();
+        let mut looks = Vec::new();
+        let waited = wait_until(
+            || {
+                looks.push(started.elapsed().as_millis());
+                ready(Ok::<_, ()>(if looks.len() == 7 {
+                    Check::Done(())
+                } else {
+                    Check::Pending(())
+                }))
+            },
+            Duration::from_millis(250),
+            in_secs(60),
+            &CancellationToken::new(),
+        )
+        .await;
+        assert_eq!(waited, Ok(()));
+        assert_eq!(looks, [0, 20, 60, 140, 300, 550, 800]);
     }
 
     #[tokio::test]

@@ -150,6 +150,9 @@ pub enum RolloutStatus {
     Failed,
     /// A cluster failed; later waves were not started and earlier waves were rolled back.
     Reverted,
+    /// A newer rollout of the same release to the same environment took over: this one
+    /// stopped where it was, and reverted nothing.
+    Superseded,
 }
 
 impl RolloutStatus {
@@ -182,6 +185,11 @@ pub struct ClusterProgress {
     /// Last phase of the revert.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub revert_phase: Option<Phase>,
+    /// When the intent (or the revert) was sent: the cluster must report a final outcome
+    /// within the release's health timeout plus a minute of it, or it fails its wave.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<String>")]
+    pub sent_at: Option<Timestamp>,
 }
 
 /// A rollout as the coordinator keeps it (`coxswain-rollouts`, key = id).
@@ -200,6 +208,10 @@ pub struct Rollout {
     pub waves: Vec<Vec<String>>,
     /// Per cluster progress.
     pub clusters: BTreeMap<String, ClusterProgress>,
+    /// Clusters the environment selects that were not targeted, and why (their agent is
+    /// draining, or its heartbeat is stale).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub excluded: BTreeMap<String, String>,
     /// The wave being deployed.
     pub current_wave: usize,
     /// Where it stands.

@@ -24,6 +24,11 @@ pub struct ReleaseState {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(with = "Option<String>")]
     pub intent_issued_at: Option<Timestamp>,
+    /// That intent's sequence in the intents stream. An intent issued earlier but published
+    /// earlier too (a lower sequence) was merely overtaken and ends superseded; one issued
+    /// earlier and published later (a higher sequence) is a replay.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub intent_sequence: Option<u64>,
     /// Version that intent deploys.
     pub version: String,
     /// Revision in the cluster's release history.

@@ -19,7 +19,7 @@ const TOKEN: &str = "test-token";
 struct Fleet {
     nats: NatsServer,
     sim: SimProcess,
-    _agents: Vec<AgentProcess>,
+    agents: Vec<AgentProcess>,
     coordinator: CoordinatorProcess,
     config: tempfile::TempDir,
     bus: bus::Bus,
@@ -103,7 +103,7 @@ async fn fleet(timeout_secs: u64) -> Fleet {
     Fleet {
         nats,
         sim,
-        _agents: agents,
+        agents,
         coordinator,
         config,
         bus,
@@ -560,4 +560,103 @@ async fn idle_connections_time_out_and_a_bad_id_is_400() {
     }
     assert_eq!(get_status(&coordinator.url, "/v1/rollouts/r0123"), 404);
     drop(idle);
+}
+
+/// Two rollouts of the same release to the same environment: the newer takes over. The older
+/// ends `superseded` (not failed), and no cluster is reverted under the newer one's feet.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_newer_rollout_supersedes_an_older_one_without_reverts() {
+    let f = fleet(30).await;
+    for tag in ["1.0", "2.0"] {
+        let (code, out, err) = f.deploy("beta", tag, &["--wait"]);
+        assert_eq!(code, 0, "beta {tag}: {out}{err}");
+    }
+    // A slow API server keeps the older rollout's first wave busy.
+    f.sim
+        .set_faults("prod-east", &json!({"latency_ms": 150}))
+        .unwrap();
+    let (code, out, err) = f.deploy("prod", "1.0", &[]);
+    assert_eq!(code, 0, "{out}{err}");
+    let older = rollout_id(&out);
+    eventually(
+        Duration::from_secs(30),
+        "prod-east received 2.0-slow",
+        || async {
+            let r = f.rollout(&older).await;
+            r.clusters["prod-east"]
+                .intent_id
+                .clone()
+                .ok_or(r.current_wave)
+        },
+    )
+    .await;
+    let (code, out, err) = f.deploy("prod", "2.0", &["--wait"]);
+    assert_eq!(code, 0, "the newer rollout succeeds: {out}{err}");
+    let newer = rollout_id(&out);
+    let r = eventually(
+        Duration::from_secs(30),
+        "the older rollout final",
+        || async {
+            let r = f.rollout(&older).await;
+            if r.status.is_final() {
+                Ok(r)
+            } else {
+                Err(r.status)
+            }
+        },
+    )
+    .await;
+    assert_eq!(r.status, RolloutStatus::Superseded, "{r:?}");
+    assert_eq!(
+        r.reason.as_deref(),
+        Some(format!("superseded by rollout {newer}").as_str())
+    );
+    assert!(
+        r.clusters.values().all(|c| c.revert_intent_id.is_none()),
+        "nothing reverted: {r:?}"
+    );
+    let reverts = f
+        .events()
+        .await
+        .into_iter()
+        .filter(|e| e.intent_id.ends_with(".revert"))
+        .count();
+    assert_eq!(reverts, 0);
+    for cluster in ["prod-east", "prod-west"] {
+        assert_eq!(f.image(cluster), "registry.example.com/shop/web:2.0");
+    }
+}
+
+/// An agent that dies mid-rollout never answers: its wave fails by the cluster's deadline
+/// (health timeout + `--outcome-grace`), naming it, instead of waiting forever.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_cluster_whose_agent_died_fails_its_wave_by_the_deadline() {
+    let mut f = fleet(3).await;
+    f.coordinator.kill();
+    f.coordinator = CoordinatorProcess::start_with(
+        &f.nats.url(),
+        TOKEN,
+        &f.policy(),
+        &[
+            "--create-topology",
+            "--insecure-unsigned-intents",
+            "--outcome-grace",
+            "2s",
+        ],
+    )
+    .unwrap();
+    // The beta agent is gone (kill -9): its registry record is still fresh.
+    f.agents[0].kill();
+    let started = std::time::Instant::now();
+    let (code, out, err) = f.deploy("beta", "1.0", &["--wait"]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        out.contains("failed: cluster beta ended failed: no outcome from beta within 5s"),
+        "{out}{err}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "{:?}",
+        started.elapsed()
+    );
 }

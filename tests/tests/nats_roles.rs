@@ -269,7 +269,7 @@ async fn each_role_may_do_what_it_needs_and_nothing_more() {
     assert!(as_coordinator.registry.all().await.unwrap().is_empty());
 
     // Each agent: its own consumer, events, keys; the bundles; the newest of its own intents.
-    let consumer = IntentConsumer::create(&agent_beta, "beta", &ConsumerOptions::default())
+    let mut consumer = IntentConsumer::create(&agent_beta, "beta", &ConsumerOptions::default())
         .await
         .unwrap();
     let delivery = consumer
