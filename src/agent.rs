@@ -66,6 +66,18 @@ pub(crate) struct AgentArgs {
         value_delimiter = ','
     )]
     allow_cluster_kinds: Vec<String>,
+    /// A host HTTP probes may reach besides the release's own Services
+    /// (`<service>.<namespace>.svc`), any port (repeatable, or comma separated). Probes to
+    /// anything else are refused before any connection.
+    #[arg(
+        long = "probe-allow",
+        env = "COXSWAIN_PROBE_ALLOW",
+        value_delimiter = ','
+    )]
+    probe_allow: Vec<String>,
+    /// A PEM file of CA certificates `https://` probes trust besides the system's roots.
+    #[arg(long, env = "COXSWAIN_PROBE_CA")]
+    probe_ca: Option<PathBuf>,
     #[command(flatten)]
     nats: NatsArgs,
     #[command(flatten)]
@@ -87,6 +99,8 @@ impl AgentArgs {
             insecure_accept_unsigned,
             allow_namespaces,
             allow_cluster_kinds,
+            probe_allow,
+            probe_ca,
             nats,
             kube,
         } = self;
@@ -111,12 +125,34 @@ impl AgentArgs {
             cluster_kinds: allow_cluster_kinds.into_iter().collect(),
         };
         config.engine.holder = format!("agent-{cluster}/{}/{}", hostname(), std::process::id());
+        config.engine.probes = probe_policy(&probe_allow, probe_ca.as_deref())?;
 
         let bus = nats.connect(format!("coxswain-agent-{cluster}")).await?;
         let kube = kube.client().await.context("cannot reach the cluster")?;
         agent::run(config, bus, kube, cancel_on_signal()).await?;
         Ok(ExitCode::SUCCESS)
     }
+}
+
+/// Where probes may go (`--probe-allow`) and whom https probes trust (`--probe-ca`).
+fn probe_policy(
+    hosts: &[String],
+    ca: Option<&std::path::Path>,
+) -> anyhow::Result<deploy::ProbePolicy> {
+    let mut policy = deploy::ProbePolicy::default();
+    for host in hosts.iter().map(|h| h.trim()).filter(|h| !h.is_empty()) {
+        let bare = host.trim_start_matches('[').trim_end_matches(']');
+        if bare.parse::<std::net::IpAddr>().is_err() && bare.contains(['/', ':', '[', ']', '@']) {
+            bail!(
+                "--probe-allow {host:?} is not a host name or IP address (no scheme, path or port)"
+            );
+        }
+        policy.allow_host(host);
+    }
+    if let Some(path) = ca {
+        policy.trust_ca_file(path)?;
+    }
+    Ok(policy)
 }
 
 /// The keys an agent trusts, read from their files; or insecure, said loudly.
@@ -137,4 +173,32 @@ fn trust(files: &[PathBuf], insecure: bool) -> anyhow::Result<agent::Trust> {
     let trusted = proto::TrustedKeys::new(keys.iter().map(String::as_str))
         .context("a --trust-key file does not hold a public nkey")?;
     Ok(agent::Trust::Signed(std::sync::Arc::new(trusted)))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn probe_allow_takes_hosts_and_ip_addresses_only() {
+        let hosts = ["status.example.com", "10.0.0.7", "::1", "[fd00::1]", " "];
+        let hosts: Vec<String> = hosts.iter().map(|h| (*h).to_owned()).collect();
+        assert!(probe_policy(&hosts, None).is_ok());
+        for bad in [
+            "http://status.example.com",
+            "status.example.com:8080",
+            "a/b",
+            "[fd00::1]:80",
+        ] {
+            let error = probe_policy(&[bad.to_owned()], None).unwrap_err();
+            assert!(
+                error.to_string().contains("--probe-allow"),
+                "{bad}: {error}"
+            );
+        }
+        let missing = std::path::Path::new("/nonexistent/probe-ca.pem");
+        assert!(probe_policy(&[], Some(missing)).is_err());
+    }
 }

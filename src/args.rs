@@ -28,15 +28,39 @@ pub(crate) struct NatsArgs {
     /// NATS user (with --nats-password).
     #[arg(long, env = "COXSWAIN_NATS_USER")]
     nats_user: Option<String>,
-    /// NATS password (with --nats-user).
-    #[arg(long, env = "COXSWAIN_NATS_PASSWORD", hide_env_values = true)]
+    /// NATS password (with --nats-user). Prefer COXSWAIN_NATS_PASSWORD or
+    /// --nats-password-file: a command line is visible to every user of the machine.
+    #[arg(
+        long,
+        env = "COXSWAIN_NATS_PASSWORD",
+        hide_env_values = true,
+        conflicts_with = "nats_password_file"
+    )]
     nats_password: Option<String>,
-    /// NATS token.
-    #[arg(long, env = "COXSWAIN_NATS_TOKEN", hide_env_values = true)]
+    /// A file holding the NATS password (its first line).
+    #[arg(long, env = "COXSWAIN_NATS_PASSWORD_FILE")]
+    nats_password_file: Option<PathBuf>,
+    /// NATS token. Prefer COXSWAIN_NATS_TOKEN or --nats-token-file.
+    #[arg(
+        long,
+        env = "COXSWAIN_NATS_TOKEN",
+        hide_env_values = true,
+        conflicts_with = "nats_token_file"
+    )]
     nats_token: Option<String>,
+    /// A file holding the NATS token (its first line).
+    #[arg(long, env = "COXSWAIN_NATS_TOKEN_FILE")]
+    nats_token_file: Option<PathBuf>,
     /// CA certificate (PEM) that signed the NATS server's certificate; turns TLS on.
     #[arg(long, env = "COXSWAIN_NATS_TLS_CA")]
     nats_tls_ca: Option<PathBuf>,
+    /// This process's client certificate (PEM) for a NATS server that verifies clients
+    /// (mutual TLS); with --nats-tls-key.
+    #[arg(long, env = "COXSWAIN_NATS_TLS_CERT", requires = "nats_tls_key")]
+    nats_tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of --nats-tls-cert.
+    #[arg(long, env = "COXSWAIN_NATS_TLS_KEY", requires = "nats_tls_cert")]
+    nats_tls_key: Option<PathBuf>,
     /// How long a NATS request or a publish's ack is awaited (`5s`). A request caught on a
     /// server that just died fails after this and is retried on another: keep it short.
     #[arg(long, env = "COXSWAIN_NATS_TIMEOUT", default_value = "5s", value_parser = crate::duration::parse)]
@@ -50,9 +74,14 @@ impl NatsArgs {
             creds_file: self.creds.clone(),
             nkey_seed_file: self.nats_nkey.clone(),
             user: self.nats_user.clone(),
-            password: self.nats_password.clone(),
-            token: self.nats_token.clone(),
+            password: secret(
+                self.nats_password.as_ref(),
+                self.nats_password_file.as_deref(),
+            )?,
+            token: secret(self.nats_token.as_ref(), self.nats_token_file.as_deref())?,
             tls_ca: self.nats_tls_ca.clone(),
+            tls_cert: self.nats_tls_cert.clone(),
+            tls_key: self.nats_tls_key.clone(),
             name: Some(name),
             request_timeout: Some(self.nats_timeout),
         };
@@ -106,6 +135,23 @@ pub(crate) fn hostname() -> String {
     std::fs::read_to_string("/etc/hostname")
         .map(|h| h.trim().to_owned())
         .unwrap_or_default()
+}
+
+/// A secret given directly, or the first line of a file; an unreadable or empty file is an
+/// error naming the file (never the secret).
+pub(crate) fn secret(
+    given: Option<&String>,
+    file: Option<&std::path::Path>,
+) -> anyhow::Result<Option<String>> {
+    let Some(path) = file else {
+        return Ok(given.cloned());
+    };
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+    match text.lines().next().map(str::trim) {
+        Some(line) if !line.is_empty() => Ok(Some(line.to_owned())),
+        _ => anyhow::bail!("{} is empty", path.display()),
+    }
 }
 
 /// A token cancelled on the first SIGTERM or Ctrl-C.

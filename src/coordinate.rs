@@ -17,7 +17,13 @@ pub(crate) struct CoordinatorArgs {
     /// Address of the HTTP API.
     #[arg(long, env = "COXSWAIN_LISTEN", default_value = "127.0.0.1:8080")]
     listen: SocketAddr,
-    /// Bearer token every API call must carry.
+    /// The API's identities: a file with one `<name> <roles> <token or sha256:hex>` per line,
+    /// roles `deploy:<env>`, `deploy:*` or `read` (comma separated). `requested_by` in
+    /// rollouts, events and history is the caller's identity.
+    #[arg(long, env = "COXSWAIN_TOKENS_FILE", conflicts_with = "token")]
+    tokens_file: Option<PathBuf>,
+    /// A single bearer token with every right, for one CI system (identity `token`). Prefer
+    /// the environment variable or --tokens-file: a command line is visible to every user.
     #[arg(long, env = "COXSWAIN_TOKEN", hide_env_values = true)]
     token: Option<String>,
     /// Serve the API without authentication (only behind something that authenticates).
@@ -71,6 +77,13 @@ pub(crate) struct CoordinatorArgs {
     /// connection its next request, or it is closed.
     #[arg(long, env = "COXSWAIN_HEADER_TIMEOUT", default_value = "10s", value_parser = crate::duration::parse)]
     header_timeout: Duration,
+    /// Serve the API over HTTPS with this certificate chain (PEM, the server's first); with
+    /// --tls-key.
+    #[arg(long, env = "COXSWAIN_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of --tls-cert.
+    #[arg(long, env = "COXSWAIN_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
     #[command(flatten)]
     nats: NatsArgs,
 }
@@ -79,6 +92,7 @@ impl CoordinatorArgs {
     pub(crate) async fn run(self) -> anyhow::Result<ExitCode> {
         let Self {
             listen,
+            tokens_file,
             token,
             no_auth,
             instance,
@@ -92,13 +106,22 @@ impl CoordinatorArgs {
             replicas,
             max_connections,
             header_timeout,
+            tls_cert,
+            tls_key,
             nats,
         } = self;
         let policy = load_policy(policy.as_deref())?;
+        let tls = server_tls(tls_cert.as_deref(), tls_key.as_deref())?;
         let signer = signer(signing_key.as_deref(), insecure_unsigned_intents)?;
-        if token.is_none() && !no_auth {
-            bail!("set --token (or COXSWAIN_TOKEN), or --no-auth to serve without authentication");
-        }
+        let tokens = match (tokens_file, token, no_auth) {
+            (_, _, true) => None,
+            (Some(path), _, false) => Some(read_tokens(&path)?),
+            (None, Some(token), false) => Some(coordinator::Tokens::single("token", &token)),
+            (None, None, false) => bail!(
+                "set --tokens-file (or COXSWAIN_TOKENS_FILE), COXSWAIN_TOKEN, or --no-auth to \
+                 serve without authentication"
+            ),
+        };
         let instance = instance
             .unwrap_or_else(|| format!("coordinator-{}-{}", hostname(), std::process::id()));
         let bus = nats.connect(format!("coxswain-{instance}")).await?;
@@ -111,7 +134,7 @@ impl CoordinatorArgs {
         }
         let config = coordinator::CoordinatorConfig {
             listen,
-            token: if no_auth { None } else { token },
+            tokens,
             instance,
             claim: Duration::from_secs(claim_seconds),
             policy,
@@ -122,10 +145,25 @@ impl CoordinatorArgs {
                 max_connections,
                 header_timeout,
             },
+            tls,
         };
         coordinator::run(config, bus, cancel_on_signal()).await?;
         Ok(ExitCode::SUCCESS)
     }
+}
+
+/// The API's TLS from `--tls-cert` and `--tls-key` (clap requires both or neither).
+fn server_tls(
+    cert: Option<&Path>,
+    key: Option<&Path>,
+) -> anyhow::Result<Option<coordinator::ServerTls>> {
+    let (Some(cert), Some(key)) = (cert, key) else {
+        return Ok(None);
+    };
+    let tls = coordinator::ServerTls::from_pem_files(cert, key)
+        .context("cannot set up TLS for the API (--tls-cert, --tls-key)")?;
+    tracing::info!(cert = %cert.display(), "serving the API over HTTPS");
+    Ok(Some(tls))
 }
 
 /// The intent-signing key, or nothing when asked to run insecure.
@@ -172,4 +210,14 @@ fn load_policy(path: Option<&Path>) -> anyhow::Result<Policy> {
             problems.join("\n  - ")
         )
     })
+}
+
+/// Reads the API's identities; an error names the file and the line, never a token.
+fn read_tokens(path: &std::path::Path) -> anyhow::Result<coordinator::Tokens> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read the tokens file {}", path.display()))?;
+    let tokens = coordinator::Tokens::parse(&text)
+        .map_err(|e| anyhow::anyhow!("tokens file {}: {e}", path.display()))?;
+    tracing::info!(identities = tokens.len(), file = %path.display(), "API identities loaded");
+    Ok(tokens)
 }

@@ -30,9 +30,22 @@ pub(crate) struct CoordinatorClientArgs {
         default_value = "http://127.0.0.1:8080"
     )]
     coordinator: String,
-    /// Bearer token for the coordinator.
-    #[arg(long, env = "COXSWAIN_TOKEN", hide_env_values = true)]
+    /// Bearer token for the coordinator. Prefer COXSWAIN_TOKEN or --token-file: a command
+    /// line is visible to every user of the machine.
+    #[arg(
+        long,
+        env = "COXSWAIN_TOKEN",
+        hide_env_values = true,
+        conflicts_with = "token_file"
+    )]
     token: Option<String>,
+    /// A file holding the bearer token (its first line).
+    #[arg(long, env = "COXSWAIN_TOKEN_FILE")]
+    token_file: Option<std::path::PathBuf>,
+    /// A PEM file with the private CA that signed an `https://` coordinator's certificate;
+    /// only that CA is trusted then (else the system's roots).
+    #[arg(long, env = "COXSWAIN_COORDINATOR_CA")]
+    coordinator_ca: Option<PathBuf>,
 }
 
 impl CoordinatorClientArgs {
@@ -48,6 +61,18 @@ impl CoordinatorClientArgs {
             request = request.bearer_auth(token);
         }
         request
+    }
+
+    /// Reads the token file into the token (its first line); an unreadable or empty file is
+    /// an error naming it. Call once, before any request.
+    pub(crate) fn load_token(&mut self) -> anyhow::Result<()> {
+        self.token = crate::args::secret(self.token.as_ref(), self.token_file.as_deref())?;
+        Ok(())
+    }
+
+    /// The HTTP client for the coordinator: rustls, with `--coordinator-ca` when given.
+    pub(crate) fn client(&self) -> anyhow::Result<reqwest::Client> {
+        crate::tls::http_client(self.coordinator_ca.as_deref(), Duration::from_secs(30))
     }
 
     pub(crate) async fn rollout(
@@ -237,7 +262,8 @@ impl DeployArgs {
         Ok((request, bytes))
     }
 
-    pub(crate) async fn run(self) -> anyhow::Result<ExitCode> {
+    pub(crate) async fn run(mut self) -> anyhow::Result<ExitCode> {
+        self.coordinator.load_token()?;
         let (request, bytes) = match self.build() {
             Ok(built) => built,
             Err(error) => {
@@ -245,9 +271,7 @@ impl DeployArgs {
                 return Ok(ExitCode::from(2));
             }
         };
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(30))
-            .build()?;
+        let http = self.coordinator.client()?;
         if let Manifests::Bundle { digest, .. } = &request.manifests {
             self.coordinator.upload_bundle(&http, bytes, digest).await?;
         }

@@ -14,12 +14,14 @@ mod schema;
 mod shutdown;
 mod simulate;
 mod telemetry;
+mod tls;
 mod topology;
 
 use clap::Parser;
 
 fn main() -> std::process::ExitCode {
     let args = cli::Args::parse();
+    tls::install_crypto();
     let _telemetry = cli::init_tracing(&args.log);
     match args.run() {
         Ok(code) => code,

@@ -42,10 +42,9 @@ pub(crate) struct RollbackArgs {
 impl RollbackArgs {
     /// Asks the coordinator for the rollback and follows it; exit 0 when the earlier revision
     /// is back and healthy, 1 when it failed, 3 on timeout.
-    pub(crate) async fn run(self) -> anyhow::Result<ExitCode> {
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(30))
-            .build()?;
+    pub(crate) async fn run(mut self) -> anyhow::Result<ExitCode> {
+        self.coordinator.load_token()?;
+        let http = self.coordinator.client()?;
         let rollout = self.submit(&http).await?;
         if self.output == Output::Text {
             println!(

@@ -1,6 +1,7 @@
 //! Logs and traces: `tracing` to stderr (text or JSON), and spans exported over OTLP
-//! (HTTP/protobuf) when `OTEL_EXPORTER_OTLP_ENDPOINT` is set. Export is opt-in: with no
-//! collector listening the exporter would only log errors.
+//! (HTTP/protobuf) when `OTEL_EXPORTER_OTLP_ENDPOINT` is set, `http://` or `https://` (rustls;
+//! a private CA in `OTEL_EXPORTER_OTLP_CERTIFICATE`). Export is opt-in: with no collector
+//! listening the exporter would only log errors.
 
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
@@ -28,39 +29,21 @@ impl Drop for Telemetry {
 pub(crate) fn init(filter: &str, json: bool) -> Telemetry {
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
     let filter = EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new("info"));
-    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    // Colours only for a person at a terminal: a log file or a collector gets plain text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let fmt = tracing_subscriber::fmt::layer()
+        .with_ansi(ansi)
+        .with_writer(std::io::stderr);
     let fmt = if json {
         fmt.json().boxed()
     } else {
         fmt.boxed()
     };
 
-    let endpoint = std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT")
-        .ok()
-        .filter(|e| !e.is_empty());
-    let mut export_error = None;
-    let provider = endpoint.and_then(|_| {
-        match opentelemetry_otlp::SpanExporter::builder()
-            .with_http()
-            .build()
-        {
-            Ok(exporter) => {
-                let resource = opentelemetry_sdk::Resource::builder()
-                    .with_service_name("coxswain")
-                    .build();
-                Some(
-                    SdkTracerProvider::builder()
-                        .with_batch_exporter(exporter)
-                        .with_resource(resource)
-                        .build(),
-                )
-            }
-            Err(error) => {
-                export_error = Some(error.to_string());
-                None
-            }
-        }
-    });
+    let (provider, export_error) = match exporting() {
+        Ok(provider) => (provider, None),
+        Err(error) => (None, Some(format!("{error:#}"))),
+    };
     let otel = provider
         .as_ref()
         .map(|p| tracing_opentelemetry::layer().with_tracer(p.tracer("coxswain")));
@@ -77,4 +60,52 @@ pub(crate) fn init(filter: &str, json: bool) -> Telemetry {
         tracing::info!("exporting traces over OTLP");
     }
     Telemetry { provider }
+}
+
+/// A non-empty environment variable.
+fn env(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
+}
+
+/// The span exporter when `OTEL_EXPORTER_OTLP_ENDPOINT` is set, else `None`.
+fn exporting() -> anyhow::Result<Option<SdkTracerProvider>> {
+    if env("OTEL_EXPORTER_OTLP_ENDPOINT").is_none() {
+        return Ok(None);
+    }
+    let ca = env("OTEL_EXPORTER_OTLP_CERTIFICATE").map(std::path::PathBuf::from);
+    Ok(Some(provider(exporter(None, ca.as_deref())?)))
+}
+
+/// OTLP/HTTP (protobuf) to `traces_url`, else to the endpoint the `OTEL_EXPORTER_OTLP_*`
+/// variables name; an `https://` endpoint is verified with rustls against the system's roots,
+/// or only against `ca` (`OTEL_EXPORTER_OTLP_CERTIFICATE`, a PEM file) when given.
+fn exporter(
+    traces_url: Option<&str>,
+    ca: Option<&std::path::Path>,
+) -> anyhow::Result<opentelemetry_otlp::SpanExporter> {
+    use opentelemetry_otlp::{WithExportConfig as _, WithHttpConfig as _};
+    let timeout = std::time::Duration::from_secs(10);
+    let client = crate::tls::blocking_client(ca, timeout)?;
+    let mut builder = opentelemetry_otlp::SpanExporter::builder()
+        .with_http()
+        .with_http_client(client)
+        .with_timeout(timeout);
+    if let Some(url) = traces_url {
+        builder = builder.with_endpoint(url);
+    }
+    Ok(builder.build()?)
+}
+
+#[cfg(test)]
+mod tests;
+
+/// A batching tracer provider for `exporter`, service `coxswain`.
+fn provider(exporter: opentelemetry_otlp::SpanExporter) -> SdkTracerProvider {
+    let resource = opentelemetry_sdk::Resource::builder()
+        .with_service_name("coxswain")
+        .build();
+    SdkTracerProvider::builder()
+        .with_batch_exporter(exporter)
+        .with_resource(resource)
+        .build()
 }

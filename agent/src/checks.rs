@@ -6,7 +6,7 @@ use proto::{
     DecodeError, DeployIntent, Manifests, ReleaseSubject, Signature, SubjectError, Validate,
 };
 
-use crate::{AgentConfig, Trust};
+use crate::{AgentConfig, Trust, limits};
 
 /// How an intent arrived: what the checks need besides the intent and the agent's config.
 #[derive(Debug)]
@@ -141,6 +141,17 @@ pub(crate) fn manifests_match(intent: &DeployIntent) -> Result<(), String> {
     }
 }
 
+/// The intent must stay within the agent's limits: a declared bundle size of at most
+/// `MAX_BUNDLE_BYTES` (checked before any download), at most `MAX_OBJECTS_PER_RELEASE` inline
+/// objects.
+pub(crate) fn within_limits(intent: &DeployIntent) -> Result<(), String> {
+    match &intent.manifests {
+        Manifests::Bundle { digest, size } => limits::check_bundle_size(digest, *size),
+        Manifests::Inline { objects, .. } => limits::check_object_count(objects.len()),
+        Manifests::Revision { .. } => Ok(()),
+    }
+}
+
 /// Every check in order; the intent when all pass.
 pub(crate) fn admit(
     raw: Result<DeployIntent, DecodeError>,
@@ -159,7 +170,8 @@ pub(crate) fn admit(
     )
     .and_then(|()| same_environment(&intent, config))
     .and_then(|()| unexpired(&intent, arrival.now, &config.trust))
-    .and_then(|()| manifests_match(&intent));
+    .and_then(|()| manifests_match(&intent))
+    .and_then(|()| within_limits(&intent));
     match verdict {
         Ok(()) => Ok(intent),
         Err(reason) => Err(Rejection::of(intent, reason)),
@@ -237,6 +249,35 @@ mod tests {
 
     fn admit_on(intent: DeployIntent, on: &str) -> Result<DeployIntent, Rejection> {
         admit(Ok(intent), &arrival(&subject(on), on, None), &config())
+    }
+
+    #[test]
+    fn a_2_gib_bundle_or_too_many_objects_are_refused_naming_limit_and_value() {
+        let mut big = intent("beta", "beta");
+        big.manifests = Manifests::Bundle {
+            digest: format!("sha256:{}", "ab".repeat(32)),
+            size: 2 << 30,
+        };
+        let refused = admit_on(big, "coxswain.intent.beta.web").unwrap_err();
+        assert!(
+            refused.reason.contains("declares 2147483648 bytes")
+                && refused.reason.contains("limit of 67108864 bytes"),
+            "{}",
+            refused.reason
+        );
+        let mut many = intent("beta", "beta");
+        let objects: Vec<_> = (0..=deploy::limits::MAX_OBJECTS_PER_RELEASE)
+            .map(|i| serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": format!("c{i}")}}))
+            .collect();
+        many.manifests = Manifests::Inline {
+            digest: proto::manifests_digest(&objects),
+            objects,
+        };
+        assert_eq!(
+            within_limits(&many).unwrap_err(),
+            "the release has 1001 objects, over the limit of 1000 objects per release"
+        );
+        assert_eq!(within_limits(&intent("beta", "beta")), Ok(()));
     }
 
     #[test]

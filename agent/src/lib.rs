@@ -7,6 +7,7 @@
 
 mod checks;
 mod config;
+mod limits;
 mod metrics;
 mod registry;
 mod reporter;

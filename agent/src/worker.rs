@@ -13,10 +13,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::AgentConfig;
 use crate::checks::{self, Rejection};
+use crate::limits::{MAX_BUNDLE_BYTES, check_bundle_size, check_object_count};
 use crate::reporter::{About, Reported, Reporter};
-
-/// The largest manifest bundle an agent fetches.
-pub(crate) const MAX_BUNDLE_BYTES: u64 = 64 * 1024 * 1024;
 
 /// What every worker shares.
 pub(crate) struct Shared {
@@ -52,6 +50,9 @@ enum Unready {
     Refused(String),
     /// The cluster could not be asked (an outage): the intent failed.
     Failed(String),
+    /// The bundle store could not be reached (a NATS outage, a leader election): the intent
+    /// comes back later.
+    Unavailable(String),
 }
 
 /// How an intent issued before the one that last ran on its release came to be here.
@@ -362,6 +363,10 @@ impl Handling<'_> {
                     let event = about.ended(Phase::Failed, reason);
                     return Ok(self.report_then(&event, about, Ending::Reported).await);
                 }
+                Err(Unready::Unavailable(reason)) => {
+                    tracing::warn!(%reason, "the bundle cannot be fetched now; the intent comes back later");
+                    return Ok(Ending::Retry(Duration::from_secs(2)));
+                }
             },
         };
         let (tx, rx) = mpsc::unbounded_channel::<Progress>();
@@ -425,9 +430,7 @@ impl Handling<'_> {
     /// The release an intent with manifests deploys, once every object is inside the
     /// agent's allowlist.
     async fn release(&self, intent: &DeployIntent) -> Result<Release, Unready> {
-        let rendered = manifests(&self.shared.bundles, intent)
-            .await
-            .map_err(Unready::Refused)?;
+        let rendered = manifests(&self.shared.bundles, intent).await?;
         let engine = Engine::new(self.shared.kube.clone(), self.shared.config.engine.clone());
         let refused = match engine
             .disallowed(
@@ -454,6 +457,16 @@ impl Handling<'_> {
                 "outside this agent's allowlist: {}",
                 refused.join("; ")
             )));
+        }
+        // Probes may reach only the release's own Services or the agent's --probe-allow hosts.
+        let probes = deploy::probe_refusals(
+            &intent.health.http_probes,
+            &rendered.objects,
+            &intent.namespace,
+            &self.shared.config.engine.probes,
+        );
+        if !probes.is_empty() {
+            return Err(Unready::Refused(probes.join("; ")));
         }
         Ok(Release {
             name: intent.release.clone(),
@@ -491,25 +504,44 @@ async fn publish_progress(
 }
 
 /// The intent's manifests: inline, or a bundle fetched from the object store and verified
-/// against its digest.
-async fn manifests(bundles: &Bundles, intent: &DeployIntent) -> Result<Rendered, String> {
+/// against its digest; a bundle declared over [`MAX_BUNDLE_BYTES`] is refused before the
+/// download, and at most [`deploy::limits::MAX_OBJECTS_PER_RELEASE`] objects are accepted.
+async fn manifests(bundles: &Bundles, intent: &DeployIntent) -> Result<Rendered, Unready> {
     let objects = match &intent.manifests {
         Manifests::Inline { objects, .. } => objects.clone(),
-        Manifests::Revision { .. } => return Err("a revision is not a set of manifests".into()),
-        Manifests::Bundle { digest, .. } => {
-            let bytes = bundles
-                .get(digest, MAX_BUNDLE_BYTES)
-                .await
-                .map_err(|e| format!("bundle {digest} cannot be fetched: {e}"))?;
+        Manifests::Revision { .. } => {
+            return Err(Unready::Refused(
+                "a revision is not a set of manifests".into(),
+            ));
+        }
+        Manifests::Bundle { digest, size } => {
+            check_bundle_size(digest, *size).map_err(Unready::Refused)?;
+            let bytes = match bundles.get(digest, MAX_BUNDLE_BYTES).await {
+                Ok(bytes) => bytes,
+                Err(e @ bus::BusError::Bundle { .. }) => {
+                    return Err(Unready::Unavailable(format!(
+                        "bundle {digest} cannot be fetched: {e}"
+                    )));
+                }
+                Err(e) => {
+                    return Err(Unready::Refused(format!(
+                        "bundle {digest} cannot be fetched: {e}"
+                    )));
+                }
+            };
             let actual = deploy::render::sha256(&bytes);
             if &actual != digest {
-                return Err(format!(
+                return Err(Unready::Refused(format!(
                     "bundle digest mismatch: expected {digest}, got {actual}"
-                ));
+                )));
             }
-            serde_json::from_slice::<Vec<serde_json::Value>>(&bytes)
-                .map_err(|e| format!("bundle {digest} is not a JSON list of objects: {e}"))?
+            serde_json::from_slice::<Vec<serde_json::Value>>(&bytes).map_err(|e| {
+                Unready::Refused(format!(
+                    "bundle {digest} is not a JSON list of objects: {e}"
+                ))
+            })?
         }
     };
+    check_object_count(objects.len()).map_err(Unready::Refused)?;
     Ok(Rendered::from_objects(objects))
 }

@@ -36,18 +36,19 @@ impl Coordinator {
         .map_err(|problems| anyhow::anyhow!("bench policy: {problems:?}"))?;
         let config = coordinator::CoordinatorConfig {
             listen,
-            token: Some(TOKEN.into()),
+            tokens: Some(coordinator::Tokens::single("bench", TOKEN)),
             instance: "bench".into(),
             claim: Duration::from_secs(30),
             policy,
             signer: Some(keys.signer.clone()),
-            // The binary's default (`--intent-ttl 24h`): a long throughput run must not expire its queue.
+            // The binary's defaults (`--intent-ttl 24h`, `--outcome-grace 60s`).
             intent_ttl: Duration::from_secs(24 * 3600),
             outcome_grace: Duration::from_secs(60),
             limits: coordinator::ServerLimits {
                 max_connections: 4096,
                 header_timeout: Duration::from_secs(10),
             },
+            tls: None,
         };
         let bus = server.connect("coxswain-coordinator-bench").await?;
         let shutdown = CancellationToken::new();

@@ -9,16 +9,10 @@ use anyhow::Context;
 use bus::testing::NatsServer;
 
 /// What the server's configuration file changes from the defaults, and why.
-const SETTINGS: &[(&str, &str)] = &[
-    (
-        "jetstream.limits.default_max_consumers: -1",
-        "2.15 caps consumers per stream at 1,000 and COXSWAIN_INTENTS sets no max_consumers",
-    ),
-    (
-        "max_connections: 100000",
-        "one connection per in-process agent (default 65,536)",
-    ),
-];
+const SETTINGS: &[(&str, &str)] = &[(
+    "max_connections: 100000",
+    "one connection per in-process agent (default 65,536)",
+)];
 
 /// A running nats-server and its configuration file.
 pub struct Server {
@@ -35,7 +29,8 @@ impl Server {
             .suffix(".conf")
             .tempfile()?;
         config.write_all(
-            b"max_connections: 100000\njetstream {\n  limits {\n    default_max_consumers: -1\n  }\n}\n",
+            // Nothing about consumers: the streams set their own max_consumers (100,000).
+            b"max_connections: 100000\n",
         )?;
         config.flush()?;
         for (setting, why) in SETTINGS {

@@ -101,11 +101,11 @@ impl JsonBucket {
     /// Decodes a value; an unreadable entry is logged and skipped, never fatal to a reader.
     fn decode<T: DeserializeOwned>(&self, key: &str, bytes: &[u8]) -> Option<T> {
         let expanded;
-        let bytes = if bytes.starts_with(&[0x1f, 0x8b]) {
+        let (bytes, limit) = if bytes.starts_with(&[0x1f, 0x8b]) {
             match gunzip(bytes) {
                 Ok(json) => {
                     expanded = json;
-                    expanded.as_slice()
+                    (expanded.as_slice(), MAX_EXPANDED_BYTES as usize)
                 }
                 Err(error) => {
                     tracing::warn!(bucket = self.name, key, %error, "unreadable compressed entry skipped");
@@ -113,9 +113,9 @@ impl JsonBucket {
                 }
             }
         } else {
-            bytes
+            (bytes, proto::MAX_MESSAGE_BYTES)
         };
-        match proto::decode(Some(ContentType::Json.as_str()), bytes) {
+        match proto::decode_with_limit(Some(ContentType::Json.as_str()), bytes, limit) {
             Ok(v) => Some(v),
             Err(error) => {
                 tracing::warn!(bucket = self.name, key, %error, "unreadable key-value entry skipped");
@@ -464,11 +464,15 @@ impl Bundles {
             size,
             limit,
         };
-        let object = self
-            .0
-            .get(digest)
-            .await
-            .map_err(|e| fetch_error(Box::new(e)))?;
+        let object = self.0.get(digest).await.map_err(|e| {
+            if e.kind() == object_store::GetErrorKind::NotFound {
+                BusError::BundleMissing {
+                    digest: digest.to_owned(),
+                }
+            } else {
+                fetch_error(Box::new(e))
+            }
+        })?;
         let declared = u64::try_from(object.info.size).unwrap_or(u64::MAX);
         if declared > limit {
             return Err(too_large(declared));

@@ -1,5 +1,6 @@
 //! Connecting to NATS: URL, credentials (a `.creds` file, an nkey seed, user and password, a
-//! token), TLS, retry on the first connect, reconnect forever.
+//! token), TLS (a CA, and a client certificate for mutual TLS), retry on the first connect,
+//! reconnect forever.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -29,6 +30,11 @@ pub struct ConnectOptions {
     pub token: Option<String>,
     /// A PEM file with the CA that signed the server's certificate; turns TLS on.
     pub tls_ca: Option<PathBuf>,
+    /// This client's certificate (PEM), with `tls_key`, for servers that verify clients
+    /// (mutual TLS, `verify: true`); turns TLS on.
+    pub tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of `tls_cert`.
+    pub tls_key: Option<PathBuf>,
     /// Connection name shown by the server's monitoring (`coxswain-agent-beta`).
     pub name: Option<String>,
     /// How long a request or a publish's ack is awaited; async-nats' defaults when `None`. A
@@ -88,18 +94,38 @@ async fn connect_client(
     .retry(policy)
     .sleep(tokio::time::sleep)
     .when(|error| match error {
-        BusError::Connect { source, .. } => matches!(
-            source.kind(),
-            async_nats::ConnectErrorKind::Io
-                | async_nats::ConnectErrorKind::TimedOut
-                | async_nats::ConnectErrorKind::Dns
-        ),
+        BusError::Connect { source, .. } => {
+            matches!(
+                source.kind(),
+                async_nats::ConnectErrorKind::Io
+                    | async_nats::ConnectErrorKind::TimedOut
+                    | async_nats::ConnectErrorKind::Dns
+            ) && !tls_refused(source)
+        }
         _ => false,
     })
     .notify(|error, wait| {
         tracing::warn!(error = %crate::error::chain(error), ?wait, "nats not reachable yet; retrying");
     })
     .await
+}
+
+/// Whether a connect failed in TLS itself (an untrusted server certificate, a client
+/// certificate missing or refused): async-nats reports some of these as IO errors, but no
+/// retry can fix them, so the first connect ends at once with the reason.
+fn tls_refused(error: &async_nats::ConnectError) -> bool {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(e) = cause {
+        let inner_tls = e
+            .downcast_ref::<std::io::Error>()
+            .and_then(std::io::Error::get_ref)
+            .is_some_and(|inner| inner.is::<async_nats::rustls::Error>());
+        if inner_tls || e.is::<async_nats::rustls::Error>() {
+            return true;
+        }
+        cause = e.source();
+    }
+    false
 }
 
 /// Reads and checks a user seed; neither the seed nor any part of it reaches an error.
@@ -128,6 +154,45 @@ async fn read_nkey(path: &Path) -> Result<Nkey, BusError> {
     })
 }
 
+/// TLS: the CA that signed the server's certificate, and this client's certificate and key
+/// for mutual TLS. Either turns TLS on; every file must exist.
+fn tls(
+    mut nats: async_nats::ConnectOptions,
+    ca: Option<&Path>,
+    cert: Option<&Path>,
+    key: Option<&Path>,
+) -> Result<async_nats::ConnectOptions, BusError> {
+    let missing = |what: &str, path: &Path| {
+        BusError::Options(format!("tls {what} file {} does not exist", path.display()))
+    };
+    if let Some(ca) = ca {
+        if !ca.is_file() {
+            return Err(missing("CA", ca));
+        }
+        nats = nats.add_root_certificates(ca.to_owned()).require_tls(true);
+    }
+    match (cert, key) {
+        (Some(cert), Some(key)) => {
+            if !cert.is_file() {
+                return Err(missing("certificate", cert));
+            }
+            if !key.is_file() {
+                return Err(missing("key", key));
+            }
+            nats = nats
+                .add_client_certificate(cert.to_owned(), key.to_owned())
+                .require_tls(true);
+        }
+        (None, None) => {}
+        _ => {
+            return Err(BusError::Options(
+                "a tls client certificate and its key go together: give both or neither".into(),
+            ));
+        }
+    }
+    Ok(nats)
+}
+
 /// The async-nats options for one connection attempt.
 async fn nats_options(
     options: &ConnectOptions,
@@ -143,6 +208,8 @@ async fn nats_options(
         password,
         token,
         tls_ca,
+        tls_cert,
+        tls_key,
         name,
         request_timeout,
     } = options;
@@ -184,15 +251,12 @@ async fn nats_options(
     if let Some(token) = token {
         nats = nats.token(token.clone());
     }
-    if let Some(ca) = tls_ca {
-        if !ca.is_file() {
-            return Err(BusError::Options(format!(
-                "tls CA file {} does not exist",
-                ca.display()
-            )));
-        }
-        nats = nats.add_root_certificates(ca.clone()).require_tls(true);
-    }
+    nats = tls(
+        nats,
+        tls_ca.as_deref(),
+        tls_cert.as_deref(),
+        tls_key.as_deref(),
+    )?;
     if let Some(name) = name {
         nats = nats.name(name.clone());
     }

@@ -204,7 +204,14 @@ pub enum BusError {
         #[source]
         source: async_nats::Error,
     },
-    /// A manifest bundle could not be stored or fetched.
+    /// No bundle is stored under this digest.
+    #[error("no bundle {digest} is stored")]
+    BundleMissing {
+        /// Its digest.
+        digest: String,
+    },
+    /// A manifest bundle could not be stored or fetched (NATS was unreachable, a leader
+    /// election): worth trying again.
     #[error("cannot {action} bundle {digest}")]
     Bundle {
         /// `store` or `fetch`.

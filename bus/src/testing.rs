@@ -490,3 +490,64 @@ fn free_port() -> io::Result<u16> {
         .local_addr()?
         .port())
 }
+
+/// A CA and what it issued, as PEM files in a temporary directory: `ca.pem`, a server
+/// certificate for 127.0.0.1 (`server.pem`, `server-key.pem`) and a client certificate
+/// (`client.pem`, `client-key.pem`), generated with rcgen, so no TLS test depends on files or
+/// on the openssl tool.
+#[derive(Debug)]
+pub struct Pki {
+    dir: tempfile::TempDir,
+}
+
+impl Pki {
+    /// Generates the CA and both certificates and writes them out.
+    pub fn new() -> io::Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let ca_key = rcgen::KeyPair::generate().map_err(io::Error::other)?;
+        let mut ca_params =
+            rcgen::CertificateParams::new(Vec::<String>::new()).map_err(io::Error::other)?;
+        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let ca =
+            rcgen::CertifiedIssuer::self_signed(ca_params, ca_key).map_err(io::Error::other)?;
+        std::fs::write(dir.path().join("ca.pem"), ca.pem())?;
+        for (name, san) in [("server", "127.0.0.1"), ("client", "coxswain")] {
+            let key = rcgen::KeyPair::generate().map_err(io::Error::other)?;
+            let mut params =
+                rcgen::CertificateParams::new(vec![san.to_owned()]).map_err(io::Error::other)?;
+            params.extended_key_usages = vec![
+                rcgen::ExtendedKeyUsagePurpose::ServerAuth,
+                rcgen::ExtendedKeyUsagePurpose::ClientAuth,
+            ];
+            let cert = params.signed_by(&key, &ca).map_err(io::Error::other)?;
+            std::fs::write(dir.path().join(format!("{name}.pem")), cert.pem())?;
+            std::fs::write(
+                dir.path().join(format!("{name}-key.pem")),
+                key.serialize_pem(),
+            )?;
+        }
+        Ok(Self { dir })
+    }
+
+    /// One of its files (`ca.pem`, `server.pem`, `client-key.pem`, ...).
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// A nats-server configuration demanding TLS with a client certificate from this CA
+    /// (`verify: true`).
+    pub fn nats_config(&self) -> io::Result<PathBuf> {
+        let config = self.path("nats.conf");
+        let quoted = |name: &str| format!("{:?}", self.path(name).display().to_string());
+        std::fs::write(
+            &config,
+            format!(
+                "tls {{\n  cert_file: {}\n  key_file: {}\n  ca_file: {}\n  verify: true\n  timeout: 2\n}}\n",
+                quoted("server.pem"),
+                quoted("server-key.pem"),
+                quoted("ca.pem"),
+            ),
+        )?;
+        Ok(config)
+    }
+}

@@ -11,7 +11,7 @@ use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use bus::{Bundles, Bus, BusError, Registry, ReleaseStates};
 use jiff::Timestamp;
 use proto::{RolloutStatus, Validate};
@@ -23,6 +23,7 @@ use tracing::Instrument;
 
 use crate::CoordinatorError;
 use crate::driver::{self, Context};
+use crate::identity::Identity;
 use crate::index::Index;
 use crate::plan::{self, Refusal};
 use crate::policy::{self, Policy};
@@ -35,8 +36,9 @@ pub const MAX_BUNDLE_BYTES: usize = 64 * 1024 * 1024;
 pub struct CoordinatorConfig {
     /// HTTP address.
     pub listen: SocketAddr,
-    /// Bearer token every API call must carry; `None` turns authentication off.
-    pub token: Option<String>,
+    /// The identities that may call the API, by bearer token; `None` turns authentication
+    /// off (only behind something that authenticates).
+    pub tokens: Option<crate::Tokens>,
     /// This instance's name (two coordinators share rollouts by claims).
     pub instance: String,
     /// How long a claim on a rollout lasts without renewal.
@@ -53,6 +55,8 @@ pub struct CoordinatorConfig {
     pub outcome_grace: Duration,
     /// Connection limit and header timeout of the HTTP server.
     pub limits: crate::ServerLimits,
+    /// Serve the API over TLS (`--tls-cert`, `--tls-key`); plain HTTP when `None`.
+    pub tls: Option<crate::ServerTls>,
 }
 
 #[derive(Clone)]
@@ -62,7 +66,7 @@ struct AppState {
     registry: Registry,
     states: ReleaseStates,
     bundles: Bundles,
-    token: Option<Arc<str>>,
+    tokens: Option<Arc<crate::Tokens>>,
     tasks: TaskTracker,
     shutdown: CancellationToken,
     /// Every rollout, kept current by a watch.
@@ -94,7 +98,7 @@ pub async fn run(
         registry: topology.registry,
         states: topology.states,
         bundles: topology.bundles,
-        token: config.token.map(Arc::from),
+        tokens: config.tokens.map(Arc::new),
         tasks: tasks.clone(),
         shutdown: shutdown.clone(),
         index: Index::default(),
@@ -119,7 +123,14 @@ pub async fn run(
         })?;
     tracing::info!(%addr, instance = config.instance, environments = ?state.policy.environments.keys().collect::<Vec<_>>(),
         "coordinator listening");
-    crate::serve::serve(listener, router(state), config.limits, shutdown.clone()).await;
+    crate::serve::serve(
+        listener,
+        router(state),
+        config.limits,
+        config.tls,
+        shutdown.clone(),
+    )
+    .await;
     shutdown.cancel();
     tasks.close();
     tasks.wait().await;
@@ -157,24 +168,78 @@ fn bus_error(e: &BusError) -> Response {
     error(code, e.to_string())
 }
 
-/// Constant-time comparison, so the token cannot be guessed byte by byte from timings.
-fn same(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
+/// Who is calling: the identity its bearer token names; `None` when authentication is off.
+#[derive(Debug, Clone)]
+struct Caller(Option<Identity>);
 
-async fn authenticate(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    if let Some(token) = &state.token {
-        let given = request
-            .headers()
-            .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .unwrap_or_default();
-        if !same(given.as_bytes(), token.as_bytes()) {
-            return error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
+impl Caller {
+    /// The refusal (403) of a caller that may not deploy to `environment`, if it may not.
+    fn refuse_deploy_to(&self, environment: &str) -> Option<Response> {
+        match &self.0 {
+            Some(who) if !who.may_deploy(environment) => Some(error(
+                StatusCode::FORBIDDEN,
+                format!(
+                    "identity {} may not deploy to {environment} (its roles: {})",
+                    who.name,
+                    who.roles_text()
+                ),
+            )),
+            _ => None,
         }
     }
-    next.run(request).await
+
+    /// The refusal (403) of a caller that may deploy nowhere, if it may not.
+    fn refuse_deploy_anywhere(&self) -> Option<Response> {
+        match &self.0 {
+            Some(who) if !who.may_deploy_somewhere() => Some(error(
+                StatusCode::FORBIDDEN,
+                format!(
+                    "identity {} may not upload bundles (its roles: {})",
+                    who.name,
+                    who.roles_text()
+                ),
+            )),
+            _ => None,
+        }
+    }
+
+    /// The name `requested_by` records: the identity's, whatever the request said.
+    fn requested_by(&self, claimed: String) -> String {
+        self.0.as_ref().map_or(claimed, |who| who.name.clone())
+    }
+}
+
+/// Authenticates the bearer token, then writes one audit line per call: identity, action,
+/// result.
+async fn authenticate(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
+    let action = format!("{} {}", request.method(), request.uri().path());
+    let caller = match &state.tokens {
+        None => Caller(None),
+        Some(tokens) => {
+            let given = request
+                .headers()
+                .get("authorization")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Bearer "))
+                .unwrap_or_default();
+            match tokens.authenticate(given) {
+                Some(who) => Caller(Some(who.clone())),
+                None => {
+                    tracing::info!(target: "audit", identity = "-", action, result = 401, "api call");
+                    return error(StatusCode::UNAUTHORIZED, "missing or unknown bearer token");
+                }
+            }
+        }
+    };
+    let identity = caller
+        .0
+        .as_ref()
+        .map_or("-", |i| i.name.as_str())
+        .to_owned();
+    request.extensions_mut().insert(caller);
+    let response = next.run(request).await;
+    tracing::info!(target: "audit", identity, action, result = response.status().as_u16(), "api call");
+    response
 }
 
 fn spawn_driver(state: &AppState, id: &str) {
@@ -200,11 +265,19 @@ fn spawn_driver(state: &AppState, id: &str) {
 /// `POST /v1/rollouts`: parse (400), validate (422), answer a known idempotency key with its
 /// rollout, admit under the platform policy (422 / 403), plan against the registry and the
 /// history (422 / 412), store and drive.
-async fn submit(State(state): State<AppState>, body: axum::body::Bytes) -> Response {
-    let request = match policy::decode_request(&body) {
+async fn submit(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    body: axum::body::Bytes,
+) -> Response {
+    let mut request = match policy::decode_request(&body) {
         Ok(r) => r,
         Err(message) => return error(StatusCode::BAD_REQUEST, message),
     };
+    if let Some(refused) = caller.refuse_deploy_to(&request.environment) {
+        return refused;
+    }
+    request.requested_by = caller.requested_by(std::mem::take(&mut request.requested_by));
     if let Err(problems) = request.validate() {
         let list: Vec<String> = problems
             .problems()
@@ -227,6 +300,9 @@ async fn submit(State(state): State<AppState>, body: axum::body::Bytes) -> Respo
         Ok(applied) => applied,
         Err(refusal) => return refused(&refusal),
     };
+    if let Err(answer) = inline_to_bundle(&state, &mut request).await {
+        return answer;
+    }
     // The gate and the revert target look only at this release's rollouts.
     let release = request.release.clone();
     let history = state
@@ -244,8 +320,12 @@ async fn submit(State(state): State<AppState>, body: axum::body::Bytes) -> Respo
 
 /// `POST /v1/rollbacks`: one cluster's release back to an earlier revision, as a one-cluster
 /// rollout whose intent the coordinator signs like any other.
-async fn rollback(State(state): State<AppState>, body: axum::body::Bytes) -> Response {
-    let request: proto::RollbackRequest = match serde_json::from_slice(&body) {
+async fn rollback(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    body: axum::body::Bytes,
+) -> Response {
+    let mut request: proto::RollbackRequest = match serde_json::from_slice(&body) {
         Ok(r) => r,
         Err(e) => {
             return error(
@@ -264,6 +344,15 @@ async fn rollback(State(state): State<AppState>, body: axum::body::Bytes) -> Res
         Ok(c) => c,
         Err(e) => return bus_error(&e),
     };
+    // Rolling a cluster back is deploying to its environment.
+    let environment = cluster
+        .as_ref()
+        .and_then(|c| c.labels.get("env"))
+        .map_or("", String::as_str);
+    if let Some(refused) = caller.refuse_deploy_to(environment) {
+        return refused;
+    }
+    request.requested_by = caller.requested_by(std::mem::take(&mut request.requested_by));
     let release_state = match state.states.get(&request.cluster, &request.release).await {
         Ok(s) => s,
         Err(e) => return bus_error(&e),
@@ -327,6 +416,40 @@ async fn create(state: &AppState, rollout: proto::Rollout) -> Response {
     }
 }
 
+/// Moves inline manifests into the bundle store and leaves the request (and so the rollout
+/// record, its listing and every answer) with the bundle's digest and size: a record never
+/// holds manifests, Secret data included. The bytes are the ones the digest was computed
+/// over, so the agent's check of the fetched bundle is the same check.
+async fn inline_to_bundle(
+    state: &AppState,
+    request: &mut proto::RolloutRequest,
+) -> Result<(), Response> {
+    let proto::Manifests::Inline { objects, digest } = &request.manifests else {
+        return Ok(());
+    };
+    let bytes = serde_json::to_vec(objects)
+        .map_err(|e| error(StatusCode::BAD_REQUEST, format!("manifests: {e}")))?;
+    let actual = proto::sha256_digest(&bytes);
+    if actual != *digest {
+        return Err(error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!(
+                "the inline manifests do not match their digest: {digest} declared, {actual} computed"
+            ),
+        ));
+    }
+    state
+        .bundles
+        .put(&actual, &bytes)
+        .await
+        .map_err(|e| bus_error(&e))?;
+    request.manifests = proto::Manifests::Bundle {
+        digest: actual,
+        size: bytes.len() as u64,
+    };
+    Ok(())
+}
+
 /// Ends, as superseded, the running rollouts of the same release to the same environment
 /// that came before `newer`: their drivers stop at their next pass and revert nothing, so no
 /// cluster is rolled back under the newer rollout's feet.
@@ -358,7 +481,14 @@ async fn supersede_older(state: &AppState, newer: &proto::Rollout) {
 
 /// Stores a manifest bundle (a JSON list of objects) under its sha256 digest and answers the
 /// digest, so CI never needs NATS.
-async fn put_bundle(State(state): State<AppState>, body: axum::body::Bytes) -> Response {
+async fn put_bundle(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    body: axum::body::Bytes,
+) -> Response {
+    if let Some(refused) = caller.refuse_deploy_anywhere() {
+        return refused;
+    }
     if let Err(e) = serde_json::from_slice::<Vec<serde_json::Value>>(&body) {
         return error(
             StatusCode::BAD_REQUEST,

@@ -12,6 +12,7 @@
 mod api;
 pub mod appconfig;
 mod driver;
+pub mod identity;
 mod index;
 pub mod plan;
 pub mod policy;
@@ -20,8 +21,9 @@ pub mod verify;
 
 pub use api::{CoordinatorConfig, MAX_BUNDLE_BYTES, run};
 pub use appconfig::{AppConfig, Loaded};
+pub use identity::{Identity, Role, Tokens};
 pub use policy::Policy;
-pub use serve::ServerLimits;
+pub use serve::{ServerLimits, ServerTls};
 
 /// The coordinator could not start or stopped on an error.
 #[derive(Debug, thiserror::Error)]

@@ -1,5 +1,7 @@
 //! Release history in the cluster, so the agent keeps no state: one Secret per revision (like
 //! Helm's release Secrets), gzip + base64 JSON, labelled `owner=coxswain,name=<release>`.
+//! Reading one expands at most `MAX_HISTORY_RECORD_BYTES` and trusts only that type and those
+//! labels.
 
 use std::io::{Read, Write};
 
@@ -14,6 +16,7 @@ use tokio::time::Instant;
 
 use crate::DeployError;
 use crate::cluster::{FIELD_MANAGER, ObjectRef, retrying};
+use crate::limits::MAX_HISTORY_RECORD_BYTES;
 
 /// Secret type of history records.
 pub const RECORD_TYPE: &str = "coxswain.dev/release.v1";
@@ -100,11 +103,34 @@ pub fn record_name(release: &str, number: u32) -> String {
 
 fn encode(revision: &Revision) -> Result<String, DeployError> {
     let json = serde_json::to_vec(revision).map_err(|e| DeployError::Invalid(e.to_string()))?;
+    if json.len() as u64 > MAX_HISTORY_RECORD_BYTES {
+        return Err(DeployError::Invalid(format!(
+            "history record of revision {} is {} bytes, over the limit of {MAX_HISTORY_RECORD_BYTES} bytes",
+            revision.number,
+            json.len()
+        )));
+    }
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
     gz.write_all(&json)
         .and_then(|()| gz.finish())
         .map(|bytes| base64::engine::general_purpose::STANDARD.encode(bytes))
         .map_err(|e| DeployError::Invalid(format!("cannot compress a history record: {e}")))
+}
+
+/// Expands a record's gzip, refusing one that grows past `limit` bytes (a gzip bomb) without
+/// ever holding more than `limit + 1` bytes.
+fn gunzip(gz: &[u8], limit: u64) -> Result<Vec<u8>, String> {
+    let mut json = Vec::new();
+    flate2::read::GzDecoder::new(gz)
+        .take(limit.saturating_add(1))
+        .read_to_end(&mut json)
+        .map_err(|e| format!("not valid gzip: {e}"))?;
+    if json.len() as u64 > limit {
+        return Err(format!(
+            "the record expands past the limit of {limit} bytes (history expansion limit)"
+        ));
+    }
+    Ok(json)
 }
 
 fn decode(secret: &Value) -> Result<Revision, String> {
@@ -114,11 +140,26 @@ fn decode(secret: &Value) -> Result<Revision, String> {
     let gz = base64::engine::general_purpose::STANDARD
         .decode(data)
         .map_err(|e| e.to_string())?;
-    let mut json = Vec::new();
-    flate2::read::GzDecoder::new(gz.as_slice())
-        .read_to_end(&mut json)
-        .map_err(|e| e.to_string())?;
+    let json = gunzip(&gz, MAX_HISTORY_RECORD_BYTES)?;
     serde_json::from_slice(&json).map_err(|e| e.to_string())
+}
+
+/// Why a Secret listed as history is not one of `release`'s records: it must carry the record
+/// type and the labels [`save`] writes (`owner=coxswain`, `name=<release>`). Any other Secret
+/// (another tool's, an opaque one carrying the labels) is ignored: it cannot steer a rollback or
+/// a prune. Whoever may write Secrets of this type in the namespace is trusted like the agent.
+fn untrusted(secret: &Value, release: &str) -> Option<String> {
+    let labels = &secret["metadata"]["labels"];
+    if secret["type"] != RECORD_TYPE {
+        Some(format!(
+            "type is {}, not {RECORD_TYPE}",
+            secret["type"].as_str().unwrap_or("(none)")
+        ))
+    } else if labels["owner"] != "coxswain" || labels["name"] != release {
+        Some(format!("labels are not owner=coxswain,name={release}"))
+    } else {
+        None
+    }
 }
 
 /// Every revision of a release, oldest first. Unreadable records are skipped with a warning.
@@ -138,19 +179,44 @@ pub async fn list(
         }) if s.code == 404 => return Ok(Vec::new()),
         Err(e) => return Err(e),
     };
-    let mut revisions = Vec::new();
-    for secret in list.items {
-        let value = serde_json::to_value(&secret).unwrap_or_default();
-        match decode(&value) {
-            Ok(r) if r.release == release => revisions.push(r),
-            Ok(_) => {}
-            Err(error) => {
-                tracing::warn!(record = ?secret.metadata.name, %error, "unreadable release history record skipped")
-            }
-        }
-    }
+    let mut revisions: Vec<Revision> = list
+        .items
+        .iter()
+        .filter_map(|secret| trusted_record(secret, ns, release))
+        .collect();
     revisions.sort_by_key(|r| r.number);
     Ok(revisions)
+}
+
+/// The revision a listed Secret holds, when it is a readable record of this release in `ns`;
+/// anything else is skipped with a warning.
+fn trusted_record(secret: &DynamicObject, ns: &str, release: &str) -> Option<Revision> {
+    let value = serde_json::to_value(secret).unwrap_or_default();
+    let name = secret.metadata.name.as_deref().unwrap_or_default();
+    if let Some(why) = untrusted(&value, release) {
+        tracing::warn!(
+            record = name,
+            why,
+            "secret is not a release history record; ignored"
+        );
+        return None;
+    }
+    match decode(&value) {
+        Ok(r) if r.release == release && r.namespace == ns => Some(r),
+        Ok(r) => {
+            tracing::warn!(
+                record = name,
+                release = r.release,
+                namespace = r.namespace,
+                "history record of another release ignored"
+            );
+            None
+        }
+        Err(error) => {
+            tracing::warn!(record = name, %error, "unreadable release history record skipped");
+            None
+        }
+    }
 }
 
 /// Writes a revision's record.
@@ -271,5 +337,48 @@ pub(crate) mod tests {
         let secret = json!({"data": {"release": encode(&r).unwrap()}});
         assert_eq!(decode(&secret).unwrap(), r);
         assert!(decode(&json!({"data": {"release": "!!"}})).is_err());
+    }
+
+    #[test]
+    fn a_gzip_bomb_is_refused_at_the_limit_without_expanding_it() {
+        // 64 MiB of zeros compresses to about 64 KiB.
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        let zeros = vec![0u8; 1024 * 1024];
+        for _ in 0..64 {
+            gz.write_all(&zeros).unwrap();
+        }
+        let bomb = gz.finish().unwrap();
+        assert!(bomb.len() < 1024 * 1024, "it fits a Secret");
+        let secret = json!({"data": {"release":
+            base64::engine::general_purpose::STANDARD.encode(&bomb)}});
+        let err = decode(&secret).unwrap_err();
+        assert!(
+            err.contains(&format!("limit of {MAX_HISTORY_RECORD_BYTES} bytes")),
+            "{err}"
+        );
+        // Under a small limit the same bytes are refused after reading limit + 1 bytes.
+        assert!(gunzip(&bomb, 10).unwrap_err().contains("limit of 10 bytes"));
+        // A real record still reads.
+        let good = json!({"data": {"release": encode(&revision(1, RevisionStatus::Deployed, None)).unwrap()}});
+        assert_eq!(decode(&good).unwrap().number, 1);
+    }
+
+    #[test]
+    fn only_secrets_with_the_record_type_and_the_release_labels_are_trusted() {
+        let labels = json!({"owner": "coxswain", "name": "web"});
+        let record = json!({"type": RECORD_TYPE, "metadata": {"labels": labels}});
+        assert_eq!(untrusted(&record, "web"), None);
+        let opaque = json!({"type": "Opaque", "metadata": {"labels": labels}});
+        assert!(
+            untrusted(&opaque, "web")
+                .unwrap()
+                .contains("type is Opaque")
+        );
+        let untyped = json!({"metadata": {"labels": labels}});
+        assert!(untrusted(&untyped, "web").is_some());
+        let other = json!({"type": RECORD_TYPE, "metadata": {"labels": {"owner": "coxswain", "name": "api"}}});
+        assert!(untrusted(&other, "web").unwrap().contains("name=web"));
+        let unlabelled = json!({"type": RECORD_TYPE, "metadata": {}});
+        assert!(untrusted(&unlabelled, "web").is_some());
     }
 }

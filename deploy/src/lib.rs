@@ -8,9 +8,12 @@ mod cluster;
 mod engine;
 pub mod health;
 pub mod history;
+mod injection;
+pub mod limits;
 mod lock;
 mod poll;
 mod probe;
+pub mod redact;
 pub mod render;
 
 pub use allow::Allowlist;
@@ -20,6 +23,7 @@ pub use engine::{
     Rollback, Situation, decide,
 };
 pub use lock::lease_name;
+pub use probe::{ProbePolicy, probe_refusals};
 pub use render::{RenderError, Rendered};
 
 /// A release operation failed; each variant names the step.
@@ -74,4 +78,8 @@ pub enum DeployError {
     /// Something that should be an object is not.
     #[error("invalid object: {0}")]
     Invalid(String),
+    /// An HTTP probe is malformed or aimed outside the release's Services and the agent's
+    /// `--probe-allow` list; nothing was applied and nothing connected.
+    #[error("probe refused: {0}")]
+    ProbeRefused(String),
 }

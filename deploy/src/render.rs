@@ -8,6 +8,8 @@ use std::path::{Path, PathBuf};
 use minijinja::{Environment, UndefinedBehavior};
 use serde_json::{Map, Value, json};
 
+use crate::limits::{MAX_OBJECTS_PER_RELEASE, TEMPLATE_FUEL};
+
 /// The annotation that marks a Job as a release test (run after the rollout is healthy).
 pub const TEST_ANNOTATION: &str = "coxswain.dev/test";
 /// The file in a release folder holding the release's default values (not a manifest).
@@ -76,6 +78,55 @@ pub enum RenderError {
     /// The folder has no manifest.
     #[error("{0} contains no manifests (*.yaml, *.yml)")]
     Empty(PathBuf),
+    /// A template ran longer than [`TEMPLATE_FUEL`] allows (a loop that does not end).
+    #[error(
+        "template {file} ran out of fuel: it used the limit of {limit} instructions (an endless or huge loop?)"
+    )]
+    OutOfFuel {
+        /// The file.
+        file: String,
+        /// The fuel it had.
+        limit: u64,
+    },
+    /// A value with YAML syntax did not stay one scalar: it added, changed or cut fields.
+    #[error(
+        "template {file}: the value of {path} does not stay one YAML scalar (its YAML syntax would add, change or cut fields); quote it in the template or change the value"
+    )]
+    NotAScalar {
+        /// The file.
+        file: String,
+        /// `values.a.b` of the value.
+        path: String,
+    },
+    /// More objects than [`MAX_OBJECTS_PER_RELEASE`].
+    #[error(
+        "the release renders at least {count} objects, over the limit of {limit} objects per release"
+    )]
+    TooManyObjects {
+        /// How many it had rendered when it stopped.
+        count: usize,
+        /// The limit.
+        limit: usize,
+    },
+}
+
+impl RenderError {
+    /// A template error of `file`, told apart when it is the fuel running out.
+    fn template(file: &str, error: &minijinja::Error) -> Self {
+        if error.kind() == minijinja::ErrorKind::OutOfFuel {
+            Self::OutOfFuel {
+                file: file.to_owned(),
+                limit: TEMPLATE_FUEL,
+            }
+        } else {
+            Self::Template {
+                file: file.to_owned(),
+                // Not `{error:#}`: minijinja's debug form lists the values of the variables a
+                // failing template referenced, and those may be secrets.
+                reason: error.to_string(),
+            }
+        }
+    }
 }
 
 /// The rendered release: objects in install order, test Jobs apart, and a digest of both.
@@ -194,7 +245,9 @@ fn values_file(path: &Path) -> Result<Value, RenderError> {
 }
 
 /// Applies one `--set a.b.c=value`: `true`/`false` are booleans, plain integers numbers,
-/// everything else a string.
+/// everything else a string. A value is one YAML-safe scalar: a line break or any other
+/// control character is refused (a newline in `--set tag=...` would otherwise let the value
+/// add fields to a manifest); multi-line values belong in a values file.
 pub fn apply_set(values: &mut Value, expr: &str) -> Result<(), RenderError> {
     let bad = |reason: &str| RenderError::Set {
         expr: expr.to_owned(),
@@ -203,6 +256,11 @@ pub fn apply_set(values: &mut Value, expr: &str) -> Result<(), RenderError> {
     let (key, raw) = expr
         .split_once('=')
         .ok_or_else(|| bad("expected key.path=value"))?;
+    if let Some((at, c)) = raw.char_indices().find(|(_, c)| c.is_control()) {
+        return Err(bad(&format!(
+            "the value has the control character {c:?} at byte {at}; a --set value must be a single-line scalar (put multi-line values in a values file)"
+        )));
+    }
     let path: Vec<&str> = key.split('.').collect();
     if path.iter().any(|p| p.trim().is_empty()) {
         return Err(bad("empty key segment"));
@@ -285,9 +343,11 @@ fn manifest_files(dir: &Path) -> Result<Vec<PathBuf>, RenderError> {
 }
 
 /// Renders a release folder with `values`; `release` is `{name, namespace}` for templates.
+/// Each template runs with [`TEMPLATE_FUEL`]; at most [`MAX_OBJECTS_PER_RELEASE`] objects.
 pub fn render(dir: &Path, values: &Value, release: &Value) -> Result<Rendered, RenderError> {
     let mut env = Environment::new();
     env.set_undefined_behavior(UndefinedBehavior::Strict);
+    env.set_fuel(Some(TEMPLATE_FUEL));
     let context = json!({"values": values, "release": release});
     let jinja_context = minijinja::Value::from(minijinja::value::Serde(&context));
     let sources = sources(dir)?;
@@ -296,11 +356,21 @@ pub fn render(dir: &Path, values: &Value, release: &Value) -> Result<Rendered, R
     for (name, text) in &sources {
         let rendered = env
             .render_str(text, &jinja_context)
-            .map_err(|e| RenderError::Template {
+            .map_err(|e| RenderError::template(name, &e))?;
+        let objects = objects_of(name, &rendered)?;
+        if let Some(path) = crate::injection::broken_scalar(values, &rendered, &objects) {
+            return Err(RenderError::NotAScalar {
                 file: name.clone(),
-                reason: format!("{e:#}"),
-            })?;
-        all.extend(objects_of(name, &rendered)?);
+                path,
+            });
+        }
+        all.extend(objects);
+        if all.len() > MAX_OBJECTS_PER_RELEASE {
+            return Err(RenderError::TooManyObjects {
+                count: all.len(),
+                limit: MAX_OBJECTS_PER_RELEASE,
+            });
+        }
     }
     if all.is_empty() {
         return Err(RenderError::Empty(dir.to_owned()));
@@ -358,7 +428,10 @@ fn check_values(
                 file: name.clone(),
                 reason: e.to_string(),
             })?;
-        if template.render(jinja_context).is_err() {
+        if let Err(e) = template.render(jinja_context) {
+            if e.kind() == minijinja::ErrorKind::OutOfFuel {
+                return Err(RenderError::template(name, &e));
+            }
             for var in template.undeclared_variables(true) {
                 if lookup(context, &var).is_none() && env.globals().all(|(g, _)| g != var) {
                     missing.insert(format!("{name}: {var}"));
@@ -587,5 +660,102 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert_eq!(err, "bad.yaml document 0: metadata.name is required");
+    }
+
+    #[test]
+    fn an_endless_template_loop_runs_out_of_fuel_and_the_next_render_works() {
+        let endless =
+            "{% for a in range(100000) %}{% for b in range(100000) %}x{% endfor %}{% endfor %}\n";
+        let dir = folder(&[("loop.yaml", endless)]);
+        let err = render(dir.path(), &json!({}), &json!({})).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                RenderError::OutOfFuel {
+                    limit: TEMPLATE_FUEL,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        let text = err.to_string();
+        assert!(
+            text.starts_with("template loop.yaml ran out of fuel")
+                && text.contains(&TEMPLATE_FUEL.to_string()),
+            "{text}"
+        );
+        let dir = folder(&[(
+            "cm.yaml",
+            "{% for i in range(3) %}\n---\napiVersion: v1\nkind: ConfigMap\nmetadata: {name: c{{ i }}}\n{% endfor %}",
+        )]);
+        assert_eq!(
+            render(dir.path(), &json!({}), &json!({}))
+                .unwrap()
+                .objects
+                .len(),
+            3
+        );
+    }
+
+    #[test]
+    fn a_set_value_with_a_line_break_cannot_inject_fields() {
+        let dir = folder(&[(
+            "deploy.yaml",
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: web\ndata:\n  tag: {{ values.tag }}\n",
+        )]);
+        for evil in [
+            "1\nkind: ClusterRoleBinding",
+            "1\r\nkind: ClusterRoleBinding",
+            "1\u{85}x",
+        ] {
+            let err = layered_values(dir.path(), None, &[format!("tag={evil}")]).unwrap_err();
+            assert!(
+                matches!(&err, RenderError::Set { reason, .. } if reason.contains("single-line scalar")),
+                "{err}"
+            );
+        }
+        let values = layered_values(dir.path(), None, &["tag=v2".into()]).unwrap();
+        let r = render(dir.path(), &values, &json!({})).unwrap();
+        assert_eq!(r.objects[0]["kind"], "ConfigMap");
+        assert_eq!(r.objects[0]["data"], json!({"tag": "v2"}));
+    }
+
+    #[test]
+    fn a_single_line_value_cannot_add_fields_through_a_flow_mapping() {
+        let dir = folder(&[(
+            "cm.yaml",
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: \"{{ values.name }}\"}\n",
+        )]);
+        let values = layered_values(
+            dir.path(),
+            None,
+            &["name=web\", namespace: \"kube-system".into()],
+        )
+        .unwrap();
+        let err = render(dir.path(), &values, &json!({})).unwrap_err();
+        assert!(
+            matches!(&err, RenderError::NotAScalar { path, .. } if path == "values.name"),
+            "{err}"
+        );
+        let values = layered_values(dir.path(), None, &["name=web".into()]).unwrap();
+        let r = render(dir.path(), &values, &json!({})).unwrap();
+        assert_eq!(r.objects[0]["metadata"], json!({"name": "web"}));
+    }
+
+    #[test]
+    fn more_objects_than_the_limit_are_refused_naming_limit_and_count() {
+        let many = format!(
+            "{{% for i in range({}) %}}\n---\napiVersion: v1\nkind: ConfigMap\nmetadata: {{name: c{{{{ i }}}}}}\n{{% endfor %}}",
+            MAX_OBJECTS_PER_RELEASE + 1
+        );
+        let dir = folder(&[("many.yaml", &many)]);
+        let err = render(dir.path(), &json!({}), &json!({})).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "the release renders at least {} objects, over the limit of {MAX_OBJECTS_PER_RELEASE} objects per release",
+                MAX_OBJECTS_PER_RELEASE + 1
+            )
+        );
     }
 }

@@ -18,7 +18,15 @@ fn config(holder: &str) -> EngineConfig {
         lock_wait: Duration::from_secs(10),
         history: 10,
         poll: Duration::from_millis(30),
+        probes: probes_to_localhost(),
     }
+}
+
+/// The tests' probe servers listen on 127.0.0.1, which the agent's operator would list.
+fn probes_to_localhost() -> deploy::ProbePolicy {
+    let mut probes = deploy::ProbePolicy::default();
+    probes.allow_host("127.0.0.1");
+    probes
 }
 
 fn deployment(image: &str, deadline: i64) -> Value {
@@ -701,4 +709,187 @@ async fn discovery_retries_like_every_other_api_call() {
         .await
         .unwrap();
     assert_eq!(report.phase, Phase::Succeeded, "{report:?}");
+}
+
+/// A history Secret of release `web` in `shop` holding `body` gzip + base64, with `type`.
+fn history_secret(name: &str, secret_type: &str, gz: &[u8]) -> Value {
+    use base64::Engine as _;
+    json!({"apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": name, "labels": {"owner": "coxswain", "name": "web", "status": "deployed"}},
+        "type": secret_type,
+        "data": {"release": base64::engine::general_purpose::STANDARD.encode(gz)}})
+}
+
+fn gzip(bytes: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    gz.write_all(bytes).unwrap();
+    gz.finish().unwrap()
+}
+
+#[tokio::test]
+async fn forged_history_cannot_steer_prune_and_a_gzip_bomb_is_skipped() {
+    let (fleet, client) = setup();
+    let mut engine = Engine::new(client.clone(), config("agent-beta"));
+    let cancel = CancellationToken::new();
+    let quiet = |_: &Progress| {};
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let r = engine
+        .deploy(
+            release("1", vec![config_map("a"), deployment("web:1", 30)]),
+            &quiet,
+            &cancel,
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.phase, Phase::Succeeded);
+    let cluster = deploy::Cluster::new(client.clone());
+    // Someone else's ConfigMap, without the release's labels.
+    cluster
+        .apply(&config_map("foreign"), "shop", false, deadline)
+        .await
+        .unwrap();
+    // A forged inventory in the deployed revision's own record names it.
+    let mut history = engine.history("shop", "web").await.unwrap();
+    let mut forged = history.pop().unwrap();
+    forged.inventory.push(deploy::ObjectRef {
+        api_version: "v1".into(),
+        kind: "ConfigMap".into(),
+        namespace: Some("shop".into()),
+        name: "foreign".into(),
+    });
+    deploy::history::save(&client, &forged, deadline)
+        .await
+        .unwrap();
+    // A Secret with the labels but not the record type, claiming a newer deployed revision.
+    let mut untyped = forged.clone();
+    untyped.number = 7;
+    let json = serde_json::to_vec(&untyped).unwrap();
+    let opaque = history_secret("coxswain.release.v1.web.v7", "Opaque", &gzip(&json));
+    cluster
+        .apply(&opaque, "shop", false, deadline)
+        .await
+        .unwrap();
+    // A gzip bomb with the right type and labels: 64 MiB of zeros in about 64 KiB.
+    let bomb = history_secret(
+        "coxswain.release.v1.web.v8",
+        deploy::history::RECORD_TYPE,
+        &gzip(&vec![0u8; 64 * 1024 * 1024]),
+    );
+    cluster.apply(&bomb, "shop", false, deadline).await.unwrap();
+
+    let history = engine.history("shop", "web").await.unwrap();
+    let numbers: Vec<u32> = history.iter().map(|r| r.number).collect();
+    assert_eq!(
+        numbers,
+        [1],
+        "the untyped Secret and the bomb are not records"
+    );
+
+    // The next revision drops nothing of its own; `foreign` leaves the forged inventory.
+    let r = engine
+        .deploy(
+            release("2", vec![config_map("a"), deployment("web:2", 30)]),
+            &quiet,
+            &cancel,
+        )
+        .await
+        .unwrap();
+    assert_eq!((r.phase, r.revision), (Phase::Succeeded, Some(2)));
+    assert!(
+        get(&client, "v1", "ConfigMap", "configmaps", "shop", "foreign")
+            .await
+            .is_some(),
+        "an object without the release's labels is never pruned"
+    );
+    // A real object that leaves the release is still pruned.
+    let r = engine
+        .deploy(release("3", vec![deployment("web:3", 30)]), &quiet, &cancel)
+        .await
+        .unwrap();
+    assert_eq!(r.phase, Phase::Succeeded);
+    assert!(
+        get(&client, "v1", "ConfigMap", "configmaps", "shop", "a")
+            .await
+            .is_none(),
+        "the release's own object is pruned"
+    );
+    fleet.shutdown().await;
+}
+
+#[tokio::test]
+async fn secret_values_never_reach_progress_events() {
+    let (fleet, client) = setup();
+    let mut engine = Engine::new(client.clone(), config("agent-beta"));
+    let cancel = CancellationToken::new();
+    let seen = Arc::new(Mutex::new(Vec::<String>::new()));
+    let log = Arc::clone(&seen);
+    let observe = move |p: &Progress| log.lock().unwrap().push(format!("{p:?}"));
+    let secret = |data: Value| {
+        json!({"apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": "db"}, "data": data})
+    };
+    // "old-s3cret", then "new-s3cret" with a broken rollout (reasons, resources, rollback).
+    let releases = [
+        release(
+            "1",
+            vec![
+                secret(json!({"password": "b2xkLXMzY3JldA=="})),
+                deployment("web:1", 30),
+            ],
+        ),
+        release(
+            "2",
+            vec![
+                secret(json!({"password": "bmV3LXMzY3JldA=="})),
+                deployment("web:2-broken", 30),
+            ],
+        ),
+        // Not base64: an apply the server may refuse, quoting the value in its error.
+        release(
+            "3",
+            vec![
+                secret(json!({"password": "raw s3cret!"})),
+                deployment("web:3", 30),
+            ],
+        ),
+    ];
+    for r in releases {
+        engine.deploy(r, &observe, &cancel).await.unwrap();
+    }
+    let seen = std::mem::take(&mut *seen.lock().unwrap());
+    assert!(seen.len() > 6, "{seen:?}");
+    for event in seen.iter() {
+        for value in ["b2xkLXMzY3JldA", "bmV3LXMzY3JldA", "s3cret"] {
+            assert!(!event.contains(value), "{value} in {event}");
+        }
+    }
+    fleet.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_probe_aimed_outside_the_release_is_refused_before_anything_is_applied() {
+    let (fleet, client) = setup();
+    let mut engine = Engine::new(client.clone(), config("agent-beta"));
+    let mut aimed = release("1", vec![config_map("settings")]);
+    aimed.health.http_probes = vec![proto::HttpProbe {
+        url: "http://169.254.169.254/latest/meta-data/".into(),
+        successes: 1,
+        timeout_ms: 500,
+    }];
+    let phases = Phases::default();
+    let err = engine
+        .deploy(aimed, &phases.observer(), &CancellationToken::new())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, DeployError::ProbeRefused(_)), "{err}");
+    assert!(err.to_string().contains("169.254.169.254"), "{err}");
+    assert!(err.to_string().contains("--probe-allow"), "{err}");
+    assert!(phases.take().is_empty(), "no phase reached");
+    let history = Engine::new(client, config("reader"))
+        .history("shop", "web")
+        .await
+        .unwrap();
+    assert!(history.is_empty(), "nothing recorded: {history:?}");
+    fleet.shutdown().await;
 }

@@ -145,11 +145,21 @@ pub fn decode<T: DeserializeOwned>(
     content_type: Option<&str>,
     bytes: &[u8],
 ) -> Result<T, DecodeError> {
+    decode_with_limit(content_type, bytes, MAX_MESSAGE_BYTES)
+}
+
+/// Like [`decode`], for bytes that may be longer than one message: a stored record expanded
+/// from its compressed form (a rollout to 10,000 clusters), up to `limit` bytes.
+pub fn decode_with_limit<T: DeserializeOwned>(
+    content_type: Option<&str>,
+    bytes: &[u8],
+    limit: usize,
+) -> Result<T, DecodeError> {
     let content_type = ContentType::from_header(content_type)?;
-    if bytes.len() > MAX_MESSAGE_BYTES {
+    if bytes.len() > limit {
         return Err(DecodeError::TooLarge {
             size: bytes.len(),
-            limit: MAX_MESSAGE_BYTES,
+            limit,
         });
     }
     let probe: VersionProbe = parse(content_type, bytes)?;

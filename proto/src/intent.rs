@@ -144,6 +144,31 @@ pub struct HttpProbe {
     pub timeout_ms: u64,
 }
 
+/// Parses a probe URL: `http://` or `https://` with a host and no credentials. A control or
+/// whitespace character anywhere (CR, LF, tab, NUL, ...) is refused before parsing, since a URL
+/// parser would silently drop some of them: no request header can be injected through a probe.
+/// Errors quote the URL escaped (`{:?}`), never raw.
+pub fn probe_url(raw: &str) -> Result<url::Url, String> {
+    if let Some(c) = raw.chars().find(|c| c.is_control() || c.is_whitespace()) {
+        return Err(format!(
+            "{raw:?} contains the control or whitespace character {c:?}"
+        ));
+    }
+    let url = url::Url::parse(raw).map_err(|e| format!("{raw:?} is not a URL: {e}"))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(format!("{raw:?} is not an http:// or https:// URL"));
+    }
+    if url.host().is_none() {
+        return Err(format!("{raw:?} names no host"));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(format!(
+            "{raw:?} carries credentials; probes send none, and intents must not hold them"
+        ));
+    }
+    Ok(url)
+}
+
 /// What happens when a release fails its health checks.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct RollbackPolicy {
@@ -318,10 +343,10 @@ fn check_health(errors: &mut ValidationErrors, health: &HealthPolicy) {
         );
     }
     for (i, probe) in health.http_probes.iter().enumerate() {
-        if !(probe.url.starts_with("http://") || probe.url.starts_with("https://")) {
+        if let Err(why) = probe_url(&probe.url) {
             errors.push(
                 format!("health.http_probes[{i}].url"),
-                ProblemKind::Invalid(format!("{:?} is not an http(s) URL", probe.url)),
+                ProblemKind::Invalid(why),
             );
         }
         if probe.successes == 0 {
@@ -395,6 +420,51 @@ mod tests {
     #[test]
     fn sample_is_valid() {
         assert_eq!(sample().validate(), Ok(()));
+    }
+
+    #[test]
+    fn probe_urls_are_parsed_and_control_characters_refused() {
+        let fine = [
+            "http://web.shop.svc/healthz",
+            "http://web.shop.svc:8080/healthz?deep=1",
+            "https://status.example.com",
+            "http://127.0.0.1:9000/",
+            "http://[::1]:9000/",
+        ];
+        for url in fine {
+            assert!(probe_url(url).is_ok(), "{url}");
+        }
+        let refused = [
+            ("http://web.shop.svc/healthz\r\nX-Injected: 1", "control"),
+            ("http://web.shop.svc/\nGET /admin", "control"),
+            ("http://web.shop.svc/a\tb", "control"),
+            ("http://web.shop.svc/\u{0}", "control"),
+            ("http://web.shop.svc/\u{85}", "control"),
+            ("http://web.shop.svc/a b", "whitespace"),
+            ("ftp://web.shop.svc/", "not an http"),
+            ("file:///etc/passwd", "not an http"),
+            ("http://", "not a URL"),
+            ("http://user:secret@web.shop.svc/", "credentials"),
+            ("web.shop.svc/healthz", "not a URL"),
+        ];
+        for (url, why) in refused {
+            let error = probe_url(url).unwrap_err();
+            assert!(error.contains(why), "{url:?}: {error}");
+            assert!(!error.contains('\r') && !error.contains('\n'), "{error}");
+        }
+        let mut intent = sample();
+        intent.health.http_probes = vec![HttpProbe {
+            url: "http://web.web.svc/\r\nHost: evil".into(),
+            successes: 1,
+            timeout_ms: 100,
+        }];
+        let problems = problems(&intent);
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(
+            problems[0].contains("health.http_probes[0].url"),
+            "{problems:?}"
+        );
+        assert!(problems[0].contains("control"), "{problems:?}");
     }
 
     #[test]

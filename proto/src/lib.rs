@@ -20,11 +20,14 @@ mod subject;
 mod validate;
 
 pub use cluster::{AgentStatus, ClusterRecord};
-pub use codec::{ContentType, DecodeError, EncodeError, MAX_MESSAGE_BYTES, decode, encode};
+pub use codec::{
+    ContentType, DecodeError, EncodeError, MAX_MESSAGE_BYTES, decode, decode_with_limit, encode,
+};
 pub use digest::{manifests_digest, sha256_digest};
 pub use headers::header;
 pub use intent::{
     DeployIntent, HealthPolicy, HttpProbe, MAX_INLINE_MANIFEST_BYTES, Manifests, RollbackPolicy,
+    probe_url,
 };
 pub use outcome::{
     HealthStatus, MAX_EVENT_FIELD_CHARS, MAX_EVENT_RESOURCES, MAX_REASON_CHARS, Outcome, Phase,

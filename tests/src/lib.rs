@@ -360,7 +360,8 @@ impl CoordinatorProcess {
     }
 
     /// Like [`CoordinatorProcess::start`], with `extra` arguments instead of the insecure
-    /// defaults (the trust tests pass `--nats-nkey` and `--signing-key`).
+    /// defaults (the trust tests pass `--nats-nkey` and `--signing-key`). An empty `token`
+    /// passes no `--token` (for `--tokens-file`).
     pub fn start_with(
         nats_url: &str,
         token: &str,
@@ -370,8 +371,11 @@ impl CoordinatorProcess {
         let address = free_address()?;
         let dir = tempfile::tempdir()?;
         let mut command = Command::new(coxswain_bin()?);
+        command.args(["coordinator", "--listen", &address]);
+        if !token.is_empty() {
+            command.args(["--token", token]);
+        }
         command
-            .args(["coordinator", "--listen", &address, "--token", token])
             .args(["--nats", nats_url, "--claim-seconds", "2"])
             .arg("--policy")
             .arg(policy)
@@ -433,14 +437,22 @@ pub async fn cluster_events(bus: &bus::Bus, cluster: &str) -> anyhow::Result<Vec
 /// A plain HTTP/1.1 `POST` of a JSON body to `url` + `path` with a bearer token: the status
 /// and the body of the answer. For requests no well-behaved client would send.
 pub fn http_post(url: &str, path: &str, token: &str, body: &serde_json::Value) -> (u16, String) {
+    http_request("POST", url, path, token, &body.to_string())
+}
+
+/// A plain HTTP/1.1 `GET` with a bearer token: the status and the body of the answer.
+pub fn http_get(url: &str, path: &str, token: &str) -> (u16, String) {
+    http_request("GET", url, path, token, "")
+}
+
+fn http_request(method: &str, url: &str, path: &str, token: &str, body: &str) -> (u16, String) {
     use std::io::{Read, Write};
     let address = url.trim_start_matches("http://");
-    let body = body.to_string();
     let answer = (|| -> std::io::Result<String> {
         let mut stream = std::net::TcpStream::connect(address)?;
         write!(
             stream,
-            "POST {path} HTTP/1.1\r\nHost: {address}\r\nAuthorization: Bearer {token}\r\n\
+            "{method} {path} HTTP/1.1\r\nHost: {address}\r\nAuthorization: Bearer {token}\r\n\
              Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
             body.len()
         )?;

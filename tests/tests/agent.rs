@@ -898,3 +898,51 @@ async fn an_api_outage_ends_rollback_failed_within_seconds_of_the_one_deadline()
         "final event {took:?} after publishing, deadline 6 s: {events:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_2_gib_bundle_and_too_many_objects_are_refused_and_the_next_intent_still_deploys() {
+    let f = fixture(&["beta"]).await;
+    let _agent = f.agent("beta", "beta");
+    // Nothing is stored under this digest: a download would fail with "cannot be fetched",
+    // so a refusal naming the limit proves the size was checked first.
+    let mut huge = intent("huge", "beta", "beta", "web:huge");
+    huge.manifests = Manifests::Bundle {
+        digest: format!("sha256:{}", "cd".repeat(32)),
+        size: 2 << 30,
+    };
+    f.publish(&huge).await;
+    let events = f.until_final("beta", "huge", Duration::from_secs(30)).await;
+    assert_eq!(phases(&events), [Phase::Rejected], "refused at the checks");
+    let reason = events[0].reason.as_deref().unwrap();
+    assert!(
+        reason.contains("declares 2147483648 bytes, over the limit of 67108864 bytes"),
+        "{reason}"
+    );
+
+    // 1,001 objects in a bundle: fetched (it is small) and refused by count.
+    let objects: Vec<Value> = (0..=1000)
+        .map(|i| json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": format!("c{i}")}}))
+        .collect();
+    let bytes = serde_json::to_vec(&objects).unwrap();
+    let digest = deploy::render::sha256(&bytes);
+    f.topology.bundles.put(&digest, &bytes).await.unwrap();
+    let mut many = intent("many", "beta", "beta", "web:many");
+    many.manifests = Manifests::Bundle {
+        digest,
+        size: bytes.len() as u64,
+    };
+    f.publish(&many).await;
+    let events = f.until_final("beta", "many", Duration::from_secs(30)).await;
+    assert_eq!(phases(&events), [Phase::Received, Phase::Rejected]);
+    assert_eq!(
+        events[1].reason.as_deref(),
+        Some("the release has 1001 objects, over the limit of 1000 objects per release")
+    );
+
+    f.publish(&intent("after", "beta", "beta", "web:1.0")).await;
+    let events = f
+        .until_final("beta", "after", Duration::from_secs(60))
+        .await;
+    assert_eq!(events.last().unwrap().phase, Phase::Succeeded, "{events:?}");
+    assert_eq!(f.image("beta"), "web:1.0");
+}

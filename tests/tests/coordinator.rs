@@ -11,7 +11,8 @@ use std::time::Duration;
 use proto::{Outcome, Phase, Rollout, RolloutStatus};
 use serde_json::json;
 use tests::{
-    AgentProcess, CoordinatorProcess, NatsServer, SimProcess, coxswain_bin, eventually, kubectl_bin,
+    AgentProcess, CoordinatorProcess, NatsServer, SimProcess, coxswain_bin, eventually, http_get,
+    http_post, kubectl_bin,
 };
 
 const TOKEN: &str = "test-token";
@@ -121,6 +122,17 @@ impl Fleet {
     }
 
     fn deploy(&self, env: &str, tag: &str, extra: &[&str]) -> (i32, String, String) {
+        self.deploy_as(&["--token", TOKEN], env, tag, extra)
+    }
+
+    /// `coxswain deploy` with these credentials flags.
+    fn deploy_as(
+        &self,
+        auth: &[&str],
+        env: &str,
+        tag: &str,
+        extra: &[&str],
+    ) -> (i32, String, String) {
         let config = self.config.path().join("coxswain.yaml");
         let out: Output = std::process::Command::new(coxswain_bin().unwrap())
             .args([
@@ -137,9 +149,8 @@ impl Fleet {
                 &format!("image.tag={tag}"),
                 "--coordinator",
                 &self.coordinator.url,
-                "--token",
-                TOKEN,
             ])
+            .args(auth)
             .args(["--requested-by", "ci-job-42"])
             .args(extra)
             .env("COXSWAIN_LOG", "warn")
@@ -236,7 +247,8 @@ async fn gate_waves_idempotency_and_exit_codes() {
         east_done.at <= west_start.at,
         "wave 2 starts after wave 1 finished"
     );
-    assert_eq!(east_done.requested_by.as_deref(), Some("ci-job-42"));
+    // The single --token identity, whatever the request claimed (ci-job-42).
+    assert_eq!(east_done.requested_by.as_deref(), Some("token"));
     assert_eq!(f.image("prod-west"), "registry.example.com/shop/web:1.0");
 
     // A broken version fails in beta (rolled back there) and the CLI exits non-zero.
@@ -659,4 +671,108 @@ async fn a_cluster_whose_agent_died_fails_its_wave_by_the_deadline() {
         "{:?}",
         started.elapsed()
     );
+}
+
+/// API identities from a tokens file: each may deploy only where its roles say, `read` only
+/// reads, `requested_by` is the identity whatever the request claims, and every call leaves
+/// an audit line (identity, action, result).
+#[tokio::test(flavor = "multi_thread")]
+async fn identities_decide_who_may_deploy_where_and_every_call_is_audited() {
+    let mut f = fleet(30).await;
+    let dir = f.config.path().to_owned();
+    let dashboard_digest = proto::sha256_digest(b"dash-token-0123456789");
+    let tokens = dir.join("tokens");
+    std::fs::write(
+        &tokens,
+        format!(
+            "# identities\nci-beta deploy:beta beta-token-0123456789\n\
+             release-bot deploy:* bot-token-0123456789\ndashboard read {dashboard_digest}\n"
+        ),
+    )
+    .unwrap();
+    for (file, token) in [
+        ("beta.token", "beta-token-0123456789"),
+        ("bot.token", "bot-token-0123456789"),
+    ] {
+        std::fs::write(dir.join(file), format!("{token}\n")).unwrap();
+    }
+    f.coordinator.kill();
+    let tokens_arg = tokens.to_str().unwrap();
+    f.coordinator = CoordinatorProcess::start_with(
+        &f.nats.url(),
+        "",
+        &f.policy(),
+        &[
+            "--tokens-file",
+            tokens_arg,
+            "--create-topology",
+            "--insecure-unsigned-intents",
+        ],
+    )
+    .unwrap();
+    let as_beta = dir.join("beta.token");
+    let as_beta = ["--token-file", as_beta.to_str().unwrap()];
+    let (code, out, err) = f.deploy_as(&as_beta, "beta", "1.0", &["--wait"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let r = f.rollout(&rollout_id(&out)).await;
+    assert_eq!(
+        r.request.requested_by, "ci-beta",
+        "not the claimed ci-job-42"
+    );
+    let events = f.events().await;
+    assert!(!events.is_empty());
+    assert!(
+        events
+            .iter()
+            .all(|e| e.requested_by.as_deref() == Some("ci-beta")),
+        "{events:?}"
+    );
+
+    let (code, _, err) = f.deploy_as(&as_beta, "prod", "1.0", &[]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("identity ci-beta may not deploy to prod (its roles: deploy:beta)"),
+        "{err}"
+    );
+    let url = &f.coordinator.url;
+    assert_eq!(
+        http_get(url, "/v1/rollouts", "dash-token-0123456789").0,
+        200
+    );
+    let body = serde_json::json!({
+        "schema_version": proto::SCHEMA_VERSION, "idempotency_key": "dash", "release": "web",
+        "namespace": "shop", "environment": "beta", "version": "9",
+        "manifests": {"source": "bundle", "digest": format!("sha256:{}", "0".repeat(64)), "size": 1},
+        "requested_by": "dashboard",
+    });
+    let (status, answer) = http_post(url, "/v1/rollouts", "dash-token-0123456789", &body);
+    assert_eq!(status, 403, "{answer}");
+    assert!(
+        answer.contains("identity dashboard may not deploy to"),
+        "{answer}"
+    );
+    assert_eq!(
+        http_get(url, "/v1/rollouts", "guessed-token-0123456").0,
+        401
+    );
+
+    let as_bot = dir.join("bot.token");
+    let (code, out, err) = f.deploy_as(
+        &["--token-file", as_bot.to_str().unwrap()],
+        "prod",
+        "1.0",
+        &["--wait"],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    let log = f.coordinator.log();
+    for line in [
+        "identity=\"ci-beta\" action=\"POST /v1/rollouts\" result=201",
+        "identity=\"ci-beta\" action=\"POST /v1/rollouts\" result=403",
+        "identity=\"dashboard\" action=\"GET /v1/rollouts\" result=200",
+        "identity=\"-\" action=\"GET /v1/rollouts\" result=401",
+        "identity=\"release-bot\" action=\"POST /v1/rollouts\" result=201",
+    ] {
+        assert!(log.contains(line), "no audit line {line} in:\n{log}");
+    }
+    assert!(!log.contains("0123456789"), "a token reached the log");
 }

@@ -225,3 +225,71 @@ fn apply_roll_back_and_history_from_the_command_line() {
         "revision 4: succeeded"
     );
 }
+
+#[test]
+fn secret_values_never_show_in_diff_and_a_set_value_cannot_inject_fields() {
+    let sim = SimProcess::start(&["beta"]).unwrap();
+    let kubeconfig = sim.kubeconfig("beta").display().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("db.yaml"),
+        "apiVersion: v1\nkind: Secret\nmetadata:\n  name: db\nstringData:\n  user: app\n  password: \"{{ values.password }}\"\n---\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: web\ndata:\n  tag: {{ values.tag }}\n",
+    )
+    .unwrap();
+    let manifests = dir.path().display().to_string();
+    let run = |verb: &[&str], sets: &[&str]| {
+        let mut args: Vec<&str> = verb.to_vec();
+        args.extend([manifests.as_str(), "--name", "web", "--namespace", "shop"]);
+        for set in sets {
+            args.extend(["--set", set]);
+        }
+        args.extend(["--kubeconfig", kubeconfig.as_str()]);
+        coxswain(&args).unwrap()
+    };
+    let output = |out: &std::process::Output| {
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
+    };
+    let first = run(&["release", "apply"], &["password=old-s3cret", "tag=1"]);
+    assert!(first.status.success(), "{}", output(&first));
+    assert!(!output(&first).contains("old-s3cret"));
+
+    // A new password: the diff names the Secret and counts the key, never shows a value.
+    let diff = run(&["diff"], &["password=new-s3cret", "tag=1"]);
+    assert_eq!(diff.status.code(), Some(1), "{}", output(&diff));
+    let shown = output(&diff);
+    assert!(
+        shown.contains("--- v1/Secret shop/db (live)")
+            && shown.contains("# Secret data: 1 key changed (values not shown)"),
+        "{shown}"
+    );
+    for value in [
+        "old-s3cret",
+        "new-s3cret",
+        "b2xkLXMzY3JldA",
+        "bmV3LXMzY3JldA",
+        "YXBw",
+    ] {
+        assert!(!shown.contains(value), "{value} in {shown}");
+    }
+
+    // A line break in a --set value is refused before anything is rendered or applied.
+    let injected = run(
+        &["release", "apply"],
+        &["password=x", "tag=1\nkind: ClusterRoleBinding"],
+    );
+    assert!(!injected.status.success());
+    let err = output(&injected);
+    assert!(err.contains("single-line scalar"), "{err}");
+    let diff = run(&["diff"], &["password=old-s3cret", "tag=1"]);
+    assert_eq!(
+        diff.status.code(),
+        Some(0),
+        "nothing was applied: {}",
+        output(&diff)
+    );
+
+    // A valid apply still works.
+    let next = run(&["release", "apply"], &["password=new-s3cret", "tag=2"]);
+    assert!(next.status.success(), "{}", output(&next));
+    assert!(!output(&next).contains("new-s3cret"));
+}

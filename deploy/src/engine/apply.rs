@@ -14,6 +14,7 @@ use crate::DeployError;
 use crate::cluster::{Cluster, MANAGED_BY, ObjectRef, RELEASE_LABEL};
 use crate::health;
 use crate::poll::{Check, wait_until};
+use crate::redact::{keys_changed_note, redact_secret, secret_keys_changed};
 use crate::render::Rendered;
 
 impl Run<'_> {
@@ -158,15 +159,26 @@ pub(super) async fn diff(
             }) if s.code == 404 => object.clone(),
             Err(e) => return Err(e),
         };
-        let before = live.as_ref().map(comparable).unwrap_or_default();
-        out.push_str(&unified(&target, &before, &comparable(&after)));
+        out.push_str(&shown(&target, live.as_ref(), &after));
     }
     Ok(out)
 }
 
-/// The change from `before` to `after` of one object, line by line; empty when none.
-fn unified(target: &ObjectRef, before: &str, after: &str) -> String {
-    if before == after {
+/// The diff of one object; a Secret's values are redacted and its changes counted instead.
+fn shown(target: &ObjectRef, live: Option<&Value>, after: &Value) -> String {
+    let before = live.map(redact_secret);
+    let note = (after["kind"] == "Secret")
+        .then(|| secret_keys_changed(live, after))
+        .filter(|&changed| changed > 0)
+        .map(keys_changed_note);
+    let before = before.as_ref().map(comparable).unwrap_or_default();
+    unified(target, &before, &comparable(&redact_secret(after)), note)
+}
+
+/// The change from `before` to `after` of one object, line by line, then `note`; empty when
+/// there is neither.
+fn unified(target: &ObjectRef, before: &str, after: &str, note: Option<String>) -> String {
+    if before == after && note.is_none() {
         return String::new();
     }
     let mut out = format!("--- {target} (live)\n+++ {target} (after apply)\n");
@@ -177,6 +189,9 @@ fn unified(target: &ObjectRef, before: &str, after: &str) -> String {
             similar::ChangeTag::Equal => " ",
         };
         out.push_str(&format!("{sign}{change}"));
+    }
+    if let Some(note) = note {
+        out.push_str(&format!("# {note}\n"));
     }
     out
 }
@@ -231,8 +246,11 @@ mod tests {
             json!({"kind": "ConfigMap", "metadata": {"name": "a", "uid": "1"}, "data": {"k": "1"}});
         let after =
             json!({"kind": "ConfigMap", "metadata": {"name": "a", "uid": "2"}, "data": {"k": "2"}});
-        assert_eq!(unified(&target, &comparable(&live), &comparable(&live)), "");
-        let shown = unified(&target, &comparable(&live), &comparable(&after));
+        assert_eq!(
+            unified(&target, &comparable(&live), &comparable(&live), None),
+            ""
+        );
+        let shown = unified(&target, &comparable(&live), &comparable(&after), None);
         assert!(
             shown.starts_with(
                 "--- v1/ConfigMap shop/a (live)\n+++ v1/ConfigMap shop/a (after apply)\n"
@@ -244,5 +262,35 @@ mod tests {
             "{shown}"
         );
         assert!(!shown.contains("uid"), "{shown}");
+    }
+
+    #[test]
+    fn a_secret_whose_value_changes_shows_the_number_of_keys_never_the_values() {
+        let target = ObjectRef {
+            api_version: "v1".into(),
+            kind: "Secret".into(),
+            namespace: Some("shop".into()),
+            name: "db".into(),
+        };
+        let secret = |password: &str| {
+            json!({"kind": "Secret", "metadata": {"name": "db"},
+            "data": {"password": password, "user": "YXBw"}})
+        };
+        let (old, new) = (secret("b2xkLXMzY3JldA=="), secret("bmV3LXMzY3JldA=="));
+        let shown = shown(&target, Some(&old), &new);
+        assert!(
+            shown.starts_with("--- v1/Secret shop/db (live)")
+                && shown.ends_with("# Secret data: 1 key changed (values not shown)\n"),
+            "{shown}"
+        );
+        assert!(
+            !shown.contains("b2xk") && !shown.contains("bmV3") && !shown.contains("YXBw"),
+            "{shown}"
+        );
+        assert_eq!(
+            super::shown(&target, Some(&old), &old),
+            "",
+            "no change, no diff"
+        );
     }
 }

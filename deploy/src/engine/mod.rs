@@ -85,6 +85,9 @@ pub struct EngineConfig {
     pub history: usize,
     /// How often health is polled.
     pub poll: Duration,
+    /// Where HTTP probes may go besides the release's own Services, and whom `https://`
+    /// probes trust (the agent's `--probe-allow` and `--probe-ca`).
+    pub probes: crate::ProbePolicy,
 }
 
 impl Default for EngineConfig {
@@ -95,6 +98,7 @@ impl Default for EngineConfig {
             lock_wait: Duration::from_secs(60),
             history: 10,
             poll: Duration::from_millis(250),
+            probes: crate::ProbePolicy::default(),
         }
     }
 }
@@ -230,6 +234,16 @@ impl Engine {
     ) -> Result<Report, DeployError> {
         let deadline = release.deadline();
         let ns = release.namespace.as_str();
+        // A probe aimed outside its scope is refused before anything touches the cluster.
+        let refused = crate::probe_refusals(
+            &release.health.http_probes,
+            &release.rendered.objects,
+            ns,
+            &self.config.probes,
+        );
+        if !refused.is_empty() {
+            return Err(DeployError::ProbeRefused(refused.join("; ")));
+        }
         apply::ensure_namespace(&self.cluster, ns, deadline).await?;
         let lock = lock::acquire(
             self.cluster.client(),

@@ -1,6 +1,9 @@
 //! Pruning: deleting the objects that left the release after a successful attempt, never
 //! Namespaces, CRDs or objects annotated `coxswain.dev/keep: "true"`; and removing a failed
-//! first install when the policy asks for it.
+//! first install when the policy asks for it. Only objects that carry this release's labels
+//! (`app.kubernetes.io/managed-by=coxswain`, `coxswain.dev/release=<release>`, set by every
+//! apply) are deleted: an inventory is read from a history record, and a forged record must not
+//! be able to delete anything else.
 
 use std::collections::BTreeSet;
 
@@ -9,7 +12,7 @@ use tokio::time::Instant;
 
 use super::Observation;
 use super::run::Run;
-use crate::cluster::{Cluster, ObjectRef};
+use crate::cluster::{Cluster, MANAGED_BY, ObjectRef, RELEASE_LABEL};
 use crate::history::Revision;
 
 /// Annotation that keeps an object when it leaves the release (no prune).
@@ -40,14 +43,19 @@ impl Run<'_> {
     pub(super) async fn prune(&mut self) -> Observation {
         let base = &self.prune_base;
         let leaving = leaving(&base.inventory, &self.current.inventory, &base.manifests);
-        delete(self.cluster, &leaving, self.deadline).await;
+        delete(self.cluster, &self.release.name, &leaving, self.deadline).await;
         Observation::Pruned
     }
 }
 
 /// Removes every object a failed first install applied, but its Namespaces and CRDs.
-pub(super) async fn uninstall(cluster: &Cluster, inventory: &[ObjectRef], deadline: Instant) {
-    delete(cluster, &leaving(inventory, &[], &[]), deadline).await;
+pub(super) async fn uninstall(
+    cluster: &Cluster,
+    release: &str,
+    inventory: &[ObjectRef],
+    deadline: Instant,
+) {
+    delete(cluster, release, &leaving(inventory, &[], &[]), deadline).await;
 }
 
 /// What leaves: `before` minus `after`, last applied first, except Namespaces, CRDs and
@@ -76,9 +84,29 @@ fn leaving<'a>(
         .collect()
 }
 
-/// Deletes each object in turn; a failure is logged and the next one tried.
-async fn delete(cluster: &Cluster, targets: &[&ObjectRef], deadline: Instant) {
+/// Whether a live object belongs to `release`: it carries the labels every apply sets.
+fn owned(live: &Value, release: &str) -> bool {
+    let labels = &live["metadata"]["labels"];
+    labels[MANAGED_BY] == "coxswain" && labels[RELEASE_LABEL] == release
+}
+
+/// Deletes each object of `release` in turn, after reading it to check that it carries the
+/// release's labels (one that does not is left alone with a warning); a failure is logged and
+/// the next one tried.
+async fn delete(cluster: &Cluster, release: &str, targets: &[&ObjectRef], deadline: Instant) {
     for target in targets {
+        let live = match cluster.get(target, deadline).await {
+            Ok(Some(live)) => live,
+            Ok(None) => continue,
+            Err(error) => {
+                tracing::warn!(object = %target, %error, "cannot prune");
+                continue;
+            }
+        };
+        if !owned(&live, release) {
+            tracing::warn!(object = %target, release, "not pruned: it does not carry the labels {MANAGED_BY}=coxswain and {RELEASE_LABEL}={release}");
+            continue;
+        }
         match cluster.delete(target, deadline).await {
             Ok(()) => tracing::info!(object = %target, "pruned"),
             Err(error) => tracing::warn!(object = %target, %error, "cannot prune"),
@@ -123,5 +151,19 @@ mod tests {
             4,
             "an uninstall still keeps the namespace and the CRD"
         );
+    }
+
+    #[test]
+    fn only_objects_labelled_for_the_release_are_owned() {
+        let labelled = |labels: Value| json!({"metadata": {"labels": labels}});
+        let ours = labelled(json!({MANAGED_BY: "coxswain", RELEASE_LABEL: "web"}));
+        assert!(owned(&ours, "web"));
+        assert!(!owned(&ours, "api"), "another release's object");
+        assert!(
+            !owned(&labelled(json!({RELEASE_LABEL: "web"})), "web"),
+            "not managed by coxswain"
+        );
+        assert!(!owned(&labelled(json!({MANAGED_BY: "coxswain"})), "web"));
+        assert!(!owned(&json!({"metadata": {}}), "web"), "a foreign object");
     }
 }

@@ -40,12 +40,17 @@ impl Run<'_> {
                 self.test(test).await?;
             }
         }
+        let scope = probe::Scope::new(
+            &self.rendered.objects,
+            &self.release.namespace,
+            &self.config.probes,
+        );
         for p in &self.release.health.http_probes {
-            probe::run(p, self.deadline, self.cancel)
+            probe::run(p, &scope, self.deadline, self.cancel)
                 .await
                 .map_err(|e| match e {
                     ProbeError::Cancelled => Unverified::Cancelled,
-                    failed @ ProbeError::Failed { .. } => Unverified::Failed(failed.to_string()),
+                    failed => Unverified::Failed(failed.to_string()),
                 })?;
         }
         Ok(())
