@@ -1,5 +1,5 @@
 //! `throughput`: rollouts/s and intents/s through one coordinator. N clusters (100 by default)
-//! and many releases: every rollout (`BENCH_ROLLOUTS`, 200 by default), each a distinct
+//! and many releases: every rollout (`BENCH_ROLLOUTS`, 20 by default), each a distinct
 //! release to all N clusters, is POSTed at once; then the time until every intent is stored
 //! on `COXSWAIN_INTENTS`, until every cluster succeeded every release, and until every
 //! rollout record says succeeded.
@@ -19,7 +19,7 @@ use crate::report;
 use crate::server::Server;
 
 /// Rollouts POSTed at once (`BENCH_ROLLOUTS` overrides it).
-const ROLLOUTS: usize = 200;
+const ROLLOUTS: usize = 20;
 
 /// How long the fleet idles after the start before the rollouts.
 const SETTLE: Duration = Duration::from_secs(2);

@@ -83,6 +83,7 @@ pub async fn run(
     let ctx = Arc::new(Context {
         bus,
         rollouts: topology.rollouts.clone(),
+        bundles: topology.bundles.clone(),
         instance: config.instance.clone(),
         claim: config.claim,
         driving: Mutex::new(HashSet::new()),
@@ -404,7 +405,8 @@ async fn create(state: &AppState, rollout: proto::Rollout) -> Response {
             supersede_older(state, &rollout).await;
             tracing::info!(rollout = id, release = rollout.request.release, environment = rollout.request.environment,
                 version = rollout.request.version, content = rollout.request.content_digest,
-                waves = ?rollout.waves, "rollout accepted");
+                wave_sizes = ?rollout.waves.iter().map(Vec::len).collect::<Vec<_>>(),
+                excluded = rollout.excluded.len(), "rollout accepted");
             spawn_driver(state, &id);
             (StatusCode::CREATED, Json(rollout)).into_response()
         }

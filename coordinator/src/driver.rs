@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use bus::{Bus, BusError, EventFeed, EventQuery, Rollouts, Since};
 use jiff::{SignedDuration, Timestamp};
-use proto::{ContentType, DeployIntent, Outcome, Rollout, RolloutStatus, SCHEMA_VERSION};
+use proto::{
+    ContentType, DeployIntent, Manifests, Outcome, Rollout, RolloutStatus, SCHEMA_VERSION,
+};
 use tokio_util::sync::CancellationToken;
 
 use crate::plan::{self, Step};
@@ -18,6 +20,8 @@ use crate::verify::{self, Verdict};
 pub(crate) struct Context {
     pub(crate) bus: Bus,
     pub(crate) rollouts: Rollouts,
+    /// The manifest bundles.
+    pub(crate) bundles: bus::Bundles,
     /// This coordinator instance.
     pub(crate) instance: String,
     /// How long a claim on a rollout lasts without renewal.
@@ -48,12 +52,20 @@ enum DriveError {
 /// Latest event per intent id.
 type Seen = HashMap<String, Outcome>;
 
-fn intent(r: &Rollout, cluster: &str, id: String, revert: bool, ttl: Duration) -> DeployIntent {
+fn intent(
+    r: &Rollout,
+    cluster: &str,
+    id: String,
+    revert: bool,
+    ttl: Duration,
+    manifests: &Manifests,
+) -> DeployIntent {
     let req = &r.request;
-    let (version, manifests) = match (&r.revert_to, revert) {
-        (Some(target), true) => (target.version.clone(), target.manifests.clone()),
-        _ => (req.version.clone(), req.manifests.clone()),
+    let version = match (&r.revert_to, revert) {
+        (Some(target), true) => target.version.clone(),
+        _ => req.version.clone(),
     };
+    let manifests = manifests.clone();
     DeployIntent {
         schema_version: SCHEMA_VERSION,
         id,
@@ -112,6 +124,9 @@ fn remember(seen: &mut Seen, event: Outcome) -> bool {
 
 /// How long events keep being gathered after a final one before the record is written.
 const BATCH_WINDOW: Duration = Duration::from_millis(20);
+
+/// Bundles up to this size travel inside the intents (a message holds 1 MiB).
+const INLINE_UP_TO: u64 = 256 * 1024;
 
 /// Most intents sent and not yet confirmed by JetStream.
 const IN_FLIGHT: usize = 1024;
@@ -353,6 +368,11 @@ impl Actor<'_> {
         clusters: &[String],
         revert: bool,
     ) -> Result<(), DriveError> {
+        let manifests = match (&r.revert_to, revert) {
+            (Some(target), true) => &target.manifests,
+            _ => &r.request.manifests,
+        };
+        let manifests = self.for_intents(manifests).await?;
         for batch in clusters.chunks(IN_FLIGHT) {
             let mut sent = Vec::with_capacity(batch.len());
             for cluster in batch {
@@ -361,7 +381,14 @@ impl Actor<'_> {
                 } else {
                     plan::intent_id(&r.id, cluster)
                 };
-                let i = intent(r, cluster, intent_id.clone(), revert, self.ctx.intent_ttl);
+                let i = intent(
+                    r,
+                    cluster,
+                    intent_id.clone(),
+                    revert,
+                    self.ctx.intent_ttl,
+                    &manifests,
+                );
                 let signature = match &self.ctx.signer {
                     Some(signer) => Some(signer.sign(&i)?),
                     None => None,
@@ -379,6 +406,28 @@ impl Actor<'_> {
             }
         }
         Ok(())
+    }
+
+    /// The manifests the intents carry: a bundle up to [`INLINE_UP_TO`] bytes is fetched once
+    /// and sent inline (with the digest of its objects), so thousands of agents do not each
+    /// fetch it from the object store; a larger one stays a reference the agents fetch.
+    async fn for_intents(&self, manifests: &Manifests) -> Result<Manifests, DriveError> {
+        let Manifests::Bundle { digest, size } = manifests else {
+            return Ok(manifests.clone());
+        };
+        if *size > INLINE_UP_TO {
+            return Ok(manifests.clone());
+        }
+        let bytes = self.ctx.bundles.get(digest, INLINE_UP_TO).await?;
+        let objects: Vec<serde_json::Value> = match serde_json::from_slice(&bytes) {
+            Ok(objects) if proto::sha256_digest(&bytes) == *digest => objects,
+            // Not what the digest promised: the agents check it themselves and refuse it.
+            _ => return Ok(manifests.clone()),
+        };
+        Ok(Manifests::Inline {
+            digest: proto::manifests_digest(&objects),
+            objects,
+        })
     }
 
     /// Records the intent a cluster was sent.
