@@ -193,6 +193,44 @@ pub fn fresh_progress(waves: &[Vec<String>]) -> BTreeMap<String, ClusterProgress
         .collect()
 }
 
+/// The clusters `selector` picks that can be deployed to now, and those it picks that cannot
+/// (draining, stale) with the reason; refused when none can.
+pub fn available_targets(
+    registry: &[ClusterRecord],
+    selector: &BTreeMap<String, String>,
+    now: Timestamp,
+) -> Result<(Vec<String>, BTreeMap<String, String>), Refusal> {
+    let by_name: std::collections::HashMap<&str, &ClusterRecord> =
+        registry.iter().map(|c| (c.name.as_str(), c)).collect();
+    let mut excluded = BTreeMap::new();
+    let mut found = Vec::new();
+    for name in targets(registry, selector) {
+        match by_name.get(name.as_str()).and_then(|c| unavailable(c, now)) {
+            Some(why) => {
+                excluded.insert(name, why);
+            }
+            None => found.push(name),
+        }
+    }
+    if !found.is_empty() {
+        return Ok((found, excluded));
+    }
+    let selector: Vec<String> = selector.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    let selector = selector.join(",");
+    let why: Vec<String> = excluded
+        .iter()
+        .map(|(c, why)| format!("{c}: {why}"))
+        .collect();
+    Err(Refusal::NoTargets(if why.is_empty() {
+        format!("selector {selector} matches no registered cluster; nothing would be deployed")
+    } else {
+        format!(
+            "selector {selector} matches no cluster that can be deployed to now ({}); nothing would be deployed",
+            why.join("; ")
+        )
+    }))
+}
+
 /// The rollout a valid request starts under the platform's `policy` for its environment, or
 /// why it must not start: targets from the registry, the gate against the history, waves,
 /// and the revert target.
@@ -203,45 +241,7 @@ pub fn new_rollout(
     history: &[Rollout],
     now: Timestamp,
 ) -> Result<Rollout, Refusal> {
-    let selected = targets(registry, &policy.selector);
-    let by_name: std::collections::HashMap<&str, &ClusterRecord> =
-        registry.iter().map(|c| (c.name.as_str(), c)).collect();
-    let mut excluded = BTreeMap::new();
-    let found: Vec<String> = selected
-        .into_iter()
-        .filter(
-            |name| match by_name.get(name.as_str()).and_then(|c| unavailable(c, now)) {
-                Some(why) => {
-                    excluded.insert(name.clone(), why);
-                    false
-                }
-                None => true,
-            },
-        )
-        .collect();
-    if found.is_empty() {
-        let selector: Vec<String> = policy
-            .selector
-            .iter()
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect();
-        let why: Vec<String> = excluded
-            .iter()
-            .map(|(c, why)| format!("{c}: {why}"))
-            .collect();
-        return Err(Refusal::NoTargets(if why.is_empty() {
-            format!(
-                "selector {} matches no registered cluster; nothing would be deployed",
-                selector.join(",")
-            )
-        } else {
-            format!(
-                "selector {} matches no cluster that can be deployed to now ({}); nothing would be deployed",
-                selector.join(","),
-                why.join("; ")
-            )
-        }));
-    }
+    let (found, excluded) = available_targets(registry, &policy.selector, now)?;
     gate(history, &request, &policy.requires)?;
     let waves = waves(registry, &found, &policy.waves);
     Ok(Rollout {
@@ -424,53 +424,59 @@ pub fn expire_silent(r: &mut Rollout, now: Timestamp, grace: std::time::Duration
     changed
 }
 
+/// The next step once a cluster failed: revert the clusters earlier waves updated (when the
+/// policy says so and there is something to go back to), wait for what is in flight, finish.
+fn after_failure(r: &Rollout, reason: String) -> Step {
+    if !(r.policy.revert_on_failure && r.revert_to.is_some()) {
+        return Step::Finish(RolloutStatus::Failed, reason);
+    }
+    // Clusters this rollout changed and left on the new version go back.
+    let updated: Vec<&String> = r
+        .clusters
+        .iter()
+        .filter(|(_, c)| c.terminal && c.phase == Some(Phase::Succeeded))
+        .map(|(n, _)| n)
+        .collect();
+    let unsent: Vec<String> = updated
+        .iter()
+        .filter(|n| {
+            r.clusters
+                .get(**n)
+                .is_some_and(|c| c.revert_intent_id.is_none())
+        })
+        .map(|n| (*n).clone())
+        .collect();
+    if !unsent.is_empty() {
+        return Step::Revert(unsent);
+    }
+    // A cluster still in flight in the failed wave must finish before anything is final.
+    let in_flight = r
+        .clusters
+        .values()
+        .any(|c| c.intent_id.is_some() && !c.terminal);
+    let reverts_done = updated.iter().all(|n| {
+        r.clusters.get(*n).is_some_and(
+            |c| matches!(c.revert_phase, Some(p) if p.always_terminal() || p == Phase::Failed),
+        )
+    });
+    if in_flight || !reverts_done {
+        return Step::Wait;
+    }
+    let status = if updated.is_empty() {
+        RolloutStatus::Failed
+    } else {
+        RolloutStatus::Reverted
+    };
+    Step::Finish(status, reason)
+}
+
 /// Decides the next step from the rollout record alone.
 pub fn decide(r: &Rollout) -> Step {
     if let Some(reason) = overtaken(r) {
         return Step::Finish(RolloutStatus::Superseded, reason);
     }
     if let Some(reason) = failure(r) {
-        if !(r.policy.revert_on_failure && r.revert_to.is_some()) {
-            return Step::Finish(RolloutStatus::Failed, reason);
-        }
-        // Clusters this rollout changed and left on the new version go back.
-        let updated: Vec<&String> = r
-            .clusters
-            .iter()
-            .filter(|(_, c)| c.terminal && c.phase == Some(Phase::Succeeded))
-            .map(|(n, _)| n)
-            .collect();
-        let unsent: Vec<String> = updated
-            .iter()
-            .filter(|n| {
-                r.clusters
-                    .get(**n)
-                    .is_some_and(|c| c.revert_intent_id.is_none())
-            })
-            .map(|n| (*n).clone())
-            .collect();
-        if !unsent.is_empty() {
-            return Step::Revert(unsent);
-        }
-        // A cluster still in flight in the failed wave must finish before anything is final.
-        let in_flight = r
-            .clusters
-            .values()
-            .any(|c| c.intent_id.is_some() && !c.terminal);
-        let reverts_done = updated.iter().all(|n| {
-            r.clusters.get(*n).is_some_and(
-                |c| matches!(c.revert_phase, Some(p) if p.always_terminal() || p == Phase::Failed),
-            )
-        });
-        if in_flight || !reverts_done {
-            return Step::Wait;
-        }
-        let status = if updated.is_empty() {
-            RolloutStatus::Failed
-        } else {
-            RolloutStatus::Reverted
-        };
-        return Step::Finish(status, reason);
+        return after_failure(r, reason);
     }
     let Some(wave) = r.waves.get(r.current_wave) else {
         return Step::Succeed;
