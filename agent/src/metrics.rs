@@ -143,9 +143,13 @@ pub async fn serve(
             async move { ([("content-type", "text/plain; version=0.0.4")], body) }
         }),
     );
-    axum::serve(listener, router)
-        .with_graceful_shutdown(async move { cancel.cancelled().await })
-        .await
+    // A scraper needs a connection or two: few connections, and a slow or idle one is closed.
+    let limits = httpd::ServerLimits {
+        max_connections: 16,
+        header_timeout: std::time::Duration::from_secs(10),
+    };
+    httpd::serve(listener, router, limits, None, cancel).await;
+    Ok(())
 }
 
 #[cfg(test)]

@@ -124,7 +124,7 @@ pub async fn run(
         })?;
     tracing::info!(%addr, instance = config.instance, environments = ?state.policy.environments.keys().collect::<Vec<_>>(),
         "coordinator listening");
-    crate::serve::serve(
+    httpd::serve(
         listener,
         router(state),
         config.limits,

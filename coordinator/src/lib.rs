@@ -16,14 +16,13 @@ pub mod identity;
 mod index;
 pub mod plan;
 pub mod policy;
-mod serve;
 pub mod verify;
 
 pub use api::{CoordinatorConfig, MAX_BUNDLE_BYTES, run};
 pub use appconfig::{AppConfig, Loaded};
+pub use httpd::{ServerLimits, ServerTls};
 pub use identity::{Identity, Role, Tokens};
 pub use policy::Policy;
-pub use serve::{ServerLimits, ServerTls};
 
 /// The coordinator could not start or stopped on an error.
 #[derive(Debug, thiserror::Error)]

@@ -1,4 +1,4 @@
-//! The HTTP server loop of the coordinator: a limit on open connections (refusals are logged,
+//! The HTTP server loop of the coordinator's API and the agent's metrics: a limit on open connections (refusals are logged,
 //! never silent), a timeout on reading request headers that also closes idle and half-open
 //! connections, optional TLS (rustls with ring; the handshake is bounded by the same timeout),
 //! and a graceful stop.
