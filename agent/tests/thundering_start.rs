@@ -40,26 +40,24 @@ async fn two_thousand_agents_started_at_once_all_register() {
         .map(|(config, bus, kube)| tokio::spawn(agent::run(config, bus, kube, shutdown.clone())))
         .collect();
 
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(240);
-    let (registered, consumers) = loop {
-        let registered = topology.registry.all().await.unwrap().len();
-        let consumers = admin.intent_consumer_count().await.unwrap();
-        let failed: Vec<_> = agents.iter().filter(|a| a.is_finished()).collect();
-        assert!(
-            failed.is_empty(),
-            "{} agents stopped during the start",
-            failed.len()
-        );
-        if (registered, consumers) == (AGENTS, AGENTS) || tokio::time::Instant::now() > deadline {
-            break (registered, consumers);
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    };
-    assert_eq!(
-        (registered, consumers),
-        (AGENTS, AGENTS),
-        "registered, consumers"
-    );
+    bus::testing::eventually(
+        Duration::from_secs(240),
+        "every agent registered with its consumer",
+        || async {
+            let stopped = agents.iter().filter(|a| a.is_finished()).count();
+            assert_eq!(stopped, 0, "{stopped} agents stopped during the start");
+            let registered = topology.registry.all().await.unwrap().len();
+            let consumers = admin.intent_consumer_count().await.unwrap();
+            if (registered, consumers) == (AGENTS, AGENTS) {
+                Ok(())
+            } else {
+                Err(format!(
+                    "registered {registered}, consumers {consumers} of {AGENTS}"
+                ))
+            }
+        },
+    )
+    .await;
 
     shutdown.cancel();
     for agent in agents {

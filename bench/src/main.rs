@@ -53,10 +53,16 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("error")),
         )
         .init();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-        .expect("a tokio runtime");
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("cannot start the tokio runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let result = runtime.block_on(async {
         tokio::select! {
             result = run(&bench, &sizes) => result,
@@ -77,7 +83,11 @@ fn main() -> ExitCode {
 /// it failed.
 async fn interrupted() -> &'static str {
     use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).expect("a SIGTERM handler");
+    let Ok(mut term) = signal(SignalKind::terminate()) else {
+        // No SIGTERM handler: Ctrl-C still ends the run cleanly.
+        let _ = tokio::signal::ctrl_c().await;
+        return "SIGINT";
+    };
     tokio::select! {
         _ = tokio::signal::ctrl_c() => "SIGINT",
         _ = term.recv() => "SIGTERM",

@@ -551,3 +551,25 @@ impl Pki {
         Ok(config)
     }
 }
+
+/// Polls `check` every 20 ms until it gives `Ok`, and returns that; panics after `within`
+/// with `what` and the last `Err`, which says how far things got.
+pub async fn eventually<T, E, F, Fut>(within: std::time::Duration, what: &str, mut check: F) -> T
+where
+    E: std::fmt::Debug,
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, E>>,
+{
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let last = match check().await {
+            Ok(value) => return value,
+            Err(last) => last,
+        };
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what}: not within {within:?}; last seen: {last:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}

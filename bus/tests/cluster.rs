@@ -66,19 +66,12 @@ async fn replicas_three_reach_every_stream_bucket_and_store_on_every_node() {
     assert_ne!(cluster.meta_leader(), Some(leader));
     // Stream leaders the dead node held are being elected meanwhile: a request caught in
     // that election times out, and the admin runs it again.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    let topology = loop {
-        match bus.ensure_topology(&config).await {
-            Ok(topology) => break topology,
-            Err(error) => {
-                assert!(
-                    std::time::Instant::now() < deadline,
-                    "the topology is not writable a minute after the leader died: {error}"
-                );
-                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-            }
-        }
-    };
+    let topology = bus::testing::eventually(
+        std::time::Duration::from_secs(60),
+        "the topology writable after the leader died",
+        || bus.ensure_topology(&config),
+    )
+    .await;
     topology.registry.all().await.unwrap();
     cluster.restart(leader).unwrap();
     assert_eq!(replicas_on(&cluster, leader), expected, "after restart");
@@ -118,17 +111,13 @@ async fn raising_replicas_later_reaches_every_stream_bucket_and_store() {
 /// Waits (10 s at most) until node `i` holds every stream with the expected replicas: a
 /// scaled-up stream reaches the new peers a moment after the update returns.
 async fn wait_for_replicas(cluster: &NatsCluster, i: usize, expected: &BTreeMap<String, u64>) {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    loop {
-        let seen = replicas_on(cluster, i);
-        if seen == *expected {
-            return;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "node n{}: {seen:?}",
-            i + 1
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    bus::testing::eventually(
+        std::time::Duration::from_secs(10),
+        &format!("node n{} at the expected replicas", i + 1),
+        || async {
+            let seen = replicas_on(cluster, i);
+            if seen == *expected { Ok(()) } else { Err(seen) }
+        },
+    )
+    .await;
 }

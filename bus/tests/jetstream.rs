@@ -449,16 +449,13 @@ async fn a_pull_request_outlives_a_call_and_is_sent_again_after_a_server_restart
     server.restart().unwrap();
     let publisher = js.clone();
     let publish = tokio::spawn(async move {
-        for attempt in 0..100 {
-            let sent = publisher
-                .publish_intent(&intent("after", "beta", "web"), ContentType::MsgPack, None)
-                .await;
-            if sent.is_ok() {
-                return;
-            }
-            assert!(attempt < 99, "cannot publish after the restart: {sent:?}");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        let after = intent("after", "beta", "web");
+        bus::testing::eventually(
+            Duration::from_secs(10),
+            "a publish after the restart",
+            || publisher.publish_intent(&after, ContentType::MsgPack, None),
+        )
+        .await;
     });
     let d = consumer
         .next(Duration::from_secs(15))

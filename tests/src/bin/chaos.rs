@@ -365,7 +365,11 @@ impl Ground {
     }
 
     fn kubectl(&self, cluster: &str, args: &[&str]) -> (bool, String) {
-        match std::process::Command::new(kubectl_bin().expect("kubectl"))
+        let kubectl = match kubectl_bin() {
+            Ok(kubectl) => kubectl,
+            Err(e) => return (false, format!("no kubectl: {e}")),
+        };
+        match std::process::Command::new(kubectl)
             .env("KUBECONFIG", self.sim.kubeconfig(cluster))
             .args(["--request-timeout", "5s"])
             .args(args)
