@@ -31,6 +31,10 @@ use crate::policy::{self, Policy};
 /// The largest manifest bundle `POST /v1/bundles` accepts.
 pub const MAX_BUNDLE_BYTES: usize = 64 * 1024 * 1024;
 
+/// The largest body any other call accepts (a rollout request carries manifests inline only
+/// up to 256 KiB; larger ones go through `/v1/bundles`).
+pub const MAX_REQUEST_BYTES: usize = 1024 * 1024;
+
 /// How the coordinator runs.
 #[derive(Debug, Clone)]
 pub struct CoordinatorConfig {
@@ -150,6 +154,8 @@ fn router(state: AppState) -> Router {
         .route("/v1/clusters", get(clusters))
         .route("/v1/releases", get(releases))
         .layer(middleware::from_fn_with_state(state.clone(), authenticate))
+        .layer(middleware::from_fn(refuse_oversized))
+        .layer(DefaultBodyLimit::max(MAX_REQUEST_BYTES))
         .route("/healthz", get(|| async { "ok" }))
         .route("/metrics", get(metrics))
         .with_state(state)
@@ -241,6 +247,33 @@ async fn authenticate(State(state): State<AppState>, mut request: Request, next:
     let response = next.run(request).await;
     tracing::info!(target: "audit", identity, action, result = response.status().as_u16(), "api call");
     response
+}
+
+/// Refuses (413) a request whose declared `Content-Length` is over its route's limit, naming
+/// both, before anything reads it. A body without a length is cut at the same limit while it
+/// is read.
+async fn refuse_oversized(request: Request, next: Next) -> Response {
+    let limit = if request.uri().path() == "/v1/bundles" {
+        MAX_BUNDLE_BYTES
+    } else {
+        MAX_REQUEST_BYTES
+    };
+    let declared = request
+        .headers()
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    match declared {
+        Some(size) if size > limit as u64 => error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "the body of {} {} is {size} bytes, over the limit of {limit} bytes",
+                request.method(),
+                request.uri().path()
+            ),
+        ),
+        _ => next.run(request).await,
+    }
 }
 
 fn spawn_driver(state: &AppState, id: &str) {

@@ -18,7 +18,7 @@ pub mod plan;
 pub mod policy;
 pub mod verify;
 
-pub use api::{CoordinatorConfig, MAX_BUNDLE_BYTES, run};
+pub use api::{CoordinatorConfig, MAX_BUNDLE_BYTES, MAX_REQUEST_BYTES, run};
 pub use appconfig::{AppConfig, Loaded};
 pub use httpd::{ServerLimits, ServerTls};
 pub use identity::{Identity, Role, Tokens};

@@ -23,6 +23,10 @@ pub const FIELD_MANAGER: &str = "coxswain";
 pub const RELEASE_LABEL: &str = "coxswain.dev/release";
 /// Label marking objects Coxswain manages.
 pub const MANAGED_BY: &str = "app.kubernetes.io/managed-by";
+/// Annotation every applied object carries: the namespace of the release it belongs to (a
+/// release is its name and its namespace; two releases `web` in two namespaces own different
+/// objects).
+pub const RELEASE_NAMESPACE: &str = "coxswain.dev/release-namespace";
 
 /// One object of a release's inventory.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]

@@ -17,7 +17,9 @@ pub mod redact;
 pub mod render;
 
 pub use allow::Allowlist;
-pub use cluster::{Cluster, FIELD_MANAGER, MANAGED_BY, ObjectRef, RELEASE_LABEL};
+pub use cluster::{
+    Cluster, FIELD_MANAGER, MANAGED_BY, ObjectRef, RELEASE_LABEL, RELEASE_NAMESPACE,
+};
 pub use engine::{
     Action, Attempt, Engine, EngineConfig, KEEP_ANNOTATION, Observation, Progress, Release, Report,
     Rollback, Situation, decide,

@@ -749,15 +749,32 @@ async fn forged_history_cannot_steer_prune_and_a_gzip_bomb_is_skipped() {
         .apply(&config_map("foreign"), "shop", false, deadline)
         .await
         .unwrap();
-    // A forged inventory in the deployed revision's own record names it.
+    // The release `web` of another namespace owns its own ConfigMap.
+    let namespace =
+        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "shop-2"}});
+    cluster
+        .apply(&namespace, "shop-2", false, deadline)
+        .await
+        .unwrap();
+    let mut twin = config_map("twin");
+    twin["metadata"]["labels"] =
+        json!({deploy::MANAGED_BY: "coxswain", deploy::RELEASE_LABEL: "web"});
+    twin["metadata"]["annotations"] = json!({deploy::RELEASE_NAMESPACE: "shop-2"});
+    cluster
+        .apply(&twin, "shop-2", false, deadline)
+        .await
+        .unwrap();
+    // A forged inventory in the deployed revision's own record names both.
     let mut history = engine.history("shop", "web").await.unwrap();
     let mut forged = history.pop().unwrap();
-    forged.inventory.push(deploy::ObjectRef {
-        api_version: "v1".into(),
-        kind: "ConfigMap".into(),
-        namespace: Some("shop".into()),
-        name: "foreign".into(),
-    });
+    for (namespace, name) in [("shop", "foreign"), ("shop-2", "twin")] {
+        forged.inventory.push(deploy::ObjectRef {
+            api_version: "v1".into(),
+            kind: "ConfigMap".into(),
+            namespace: Some(namespace.into()),
+            name: name.into(),
+        });
+    }
     deploy::history::save(&client, &forged, deadline)
         .await
         .unwrap();
@@ -801,6 +818,12 @@ async fn forged_history_cannot_steer_prune_and_a_gzip_bomb_is_skipped() {
             .await
             .is_some(),
         "an object without the release's labels is never pruned"
+    );
+    assert!(
+        get(&client, "v1", "ConfigMap", "configmaps", "shop-2", "twin")
+            .await
+            .is_some(),
+        "nor one of the release of the same name in another namespace"
     );
     // A real object that leaves the release is still pruned.
     let r = engine

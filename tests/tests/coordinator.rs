@@ -34,6 +34,11 @@ fn example(path: &str) -> PathBuf {
 }
 
 async fn fleet(timeout_secs: u64) -> Fleet {
+    fleet_logging(timeout_secs, "info,kube=warn,async_nats=warn").await
+}
+
+/// The fleet, with every agent logging at `filter` (`COXSWAIN_LOG`).
+async fn fleet_logging(timeout_secs: u64, filter: &str) -> Fleet {
     let nats = NatsServer::start().unwrap();
     let sim = SimProcess::start(&["beta", "prod-east", "prod-west"]).unwrap();
     let agents = [
@@ -43,12 +48,13 @@ async fn fleet(timeout_secs: u64) -> Fleet {
     ]
     .iter()
     .map(|(c, env, region)| {
-        AgentProcess::start(
+        AgentProcess::start_with_env(
             c,
             env,
             &nats.url(),
             &sim.kubeconfig(c),
             &["--label", &format!("region={region}")],
+            &[("COXSWAIN_LOG", filter)],
         )
         .unwrap()
     })
@@ -571,6 +577,12 @@ async fn idle_connections_time_out_and_a_bad_id_is_400() {
         );
     }
     assert_eq!(get_status(&coordinator.url, "/v1/rollouts/r0123"), 404);
+    // A rollout request over the API's body limit is refused before it is read.
+    let padding = "x".repeat(1024 * 1024);
+    let (status, body) = post_rollout(&coordinator.url, &raw_request(json!({"padding": padding})));
+    assert_eq!(status, 413, "{body}");
+    assert!(body.contains("POST /v1/rollouts is"), "{body}");
+    assert!(body.contains("over the limit of 1048576 bytes"), "{body}");
     drop(idle);
 }
 
@@ -775,4 +787,53 @@ async fn identities_decide_who_may_deploy_where_and_every_call_is_audited() {
         assert!(log.contains(line), "no audit line {line} in:\n{log}");
     }
     assert!(!log.contains("0123456789"), "a token reached the log");
+}
+
+/// A Secret's value never reaches a log (agents and coordinator at debug), an event, an API
+/// answer or the CLI's output: not on a deploy, not on the failed deploy after it, not on
+/// its automatic rollback.
+#[tokio::test(flavor = "multi_thread")]
+async fn secret_values_never_reach_a_log_an_event_or_an_answer() {
+    const VALUE: &str = "pa55-Wr0ng-h0rse-7781";
+    let f = fleet_logging(6, "debug").await;
+    std::fs::write(
+        f.manifests().join("secret.yaml"),
+        "apiVersion: v1\nkind: Secret\nmetadata:\n  name: web-db\nstringData:\n  password: \"{{ values.db_password }}\"\n",
+    )
+    .unwrap();
+    let mut shown = String::new();
+    for (tag, code) in [("1.0", 0), ("2.0-broken", 1)] {
+        let (got, out, err) = f.deploy(
+            "beta",
+            tag,
+            &["--wait", "--set", &format!("db_password={VALUE}")],
+        );
+        assert_eq!(got, code, "{tag}: {out}{err}");
+        let (status, answer) = http_get(
+            &f.coordinator.url,
+            &format!("/v1/rollouts/{}", rollout_id(&out)),
+            TOKEN,
+        );
+        assert_eq!(status, 200, "{answer}");
+        shown += &(out + &err + &answer);
+    }
+    let events = f.events().await;
+    assert!(
+        events.iter().any(|e| e.phase == Phase::RolledBack),
+        "{events:?}"
+    );
+    shown += &serde_json::to_string(&events).unwrap();
+    shown += &http_get(&f.coordinator.url, "/v1/rollouts", TOKEN).1;
+    shown += &f.coordinator.log();
+    for agent in &f.agents {
+        shown += &agent.log();
+    }
+    assert!(
+        shown.contains("web-db"),
+        "the Secret itself was deployed and named"
+    );
+    let encoded = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, VALUE);
+    for needle in [VALUE, encoded.as_str()] {
+        assert!(!shown.contains(needle), "{needle} was shown");
+    }
 }

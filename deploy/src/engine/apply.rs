@@ -11,7 +11,7 @@ use tokio::time::Instant;
 use super::run::Run;
 use super::{Attempt, Observation};
 use crate::DeployError;
-use crate::cluster::{Cluster, MANAGED_BY, ObjectRef, RELEASE_LABEL};
+use crate::cluster::{Cluster, MANAGED_BY, ObjectRef, RELEASE_LABEL, RELEASE_NAMESPACE};
 use crate::health;
 use crate::poll::{Check, wait_until};
 use crate::redact::{keys_changed_note, redact_secret, secret_keys_changed};
@@ -58,7 +58,7 @@ impl Run<'_> {
             if !is_crd {
                 self.establish(&mut pending_crds).await?;
             }
-            let labelled = labelled(object, &self.release.name);
+            let labelled = labelled(object, &self.release.name, &self.release.namespace);
             let (target, _) = self
                 .cluster
                 .apply(&labelled, &self.release.namespace, false, self.deadline)
@@ -106,14 +106,18 @@ impl Run<'_> {
     }
 }
 
-/// The object as Coxswain applies it: labelled managed by Coxswain, part of `release`.
-pub(super) fn labelled(object: &Value, release: &str) -> Value {
+/// The object as Coxswain applies it: labelled managed by Coxswain, part of `release`, and
+/// annotated with the release's `namespace`.
+pub(super) fn labelled(object: &Value, release: &str, namespace: &str) -> Value {
     let mut o = object.clone();
-    if !o["metadata"]["labels"].is_object() {
-        o["metadata"]["labels"] = json!({});
+    for field in ["labels", "annotations"] {
+        if !o["metadata"][field].is_object() {
+            o["metadata"][field] = json!({});
+        }
     }
     o["metadata"]["labels"][MANAGED_BY] = "coxswain".into();
     o["metadata"]["labels"][RELEASE_LABEL] = release.into();
+    o["metadata"]["annotations"][RELEASE_NAMESPACE] = namespace.into();
     o
 }
 
@@ -147,7 +151,7 @@ pub(super) async fn diff(
 ) -> Result<String, DeployError> {
     let mut out = String::new();
     for object in rendered.objects.iter().chain(rendered.tests.iter()) {
-        let object = labelled(object, release);
+        let object = labelled(object, release, namespace);
         let (_, target) = cluster.api_for(&object, namespace, deadline).await?;
         let live = cluster.get(&target, deadline).await?;
         let after = match cluster.apply(&object, namespace, true, deadline).await {
@@ -225,12 +229,14 @@ mod tests {
         let o = labelled(
             &json!({"kind": "ConfigMap", "metadata": {"name": "a", "labels": {"tier": "web"}}}),
             "shop",
+            "apps",
         );
         assert_eq!(
             o["metadata"]["labels"],
             json!({"tier": "web", MANAGED_BY: "coxswain", RELEASE_LABEL: "shop"})
         );
-        let bare = labelled(&json!({"kind": "ConfigMap"}), "shop");
+        assert_eq!(o["metadata"]["annotations"][RELEASE_NAMESPACE], "apps");
+        let bare = labelled(&json!({"kind": "ConfigMap"}), "shop", "apps");
         assert_eq!(bare["metadata"]["labels"][RELEASE_LABEL], "shop");
     }
 

@@ -66,13 +66,7 @@ impl Run<'_> {
                 && self.release.rollback.uninstall_failed_install
             {
                 let by = self.deadline.max(save_by);
-                prune::uninstall(
-                    self.cluster,
-                    &self.release.name,
-                    &self.current.inventory,
-                    by,
-                )
-                .await;
+                prune::uninstall(self.cluster, self.release, &self.current.inventory, by).await;
             }
         }
         self.say(phase, self.reason.clone(), &self.resources, true);

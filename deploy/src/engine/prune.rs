@@ -1,8 +1,8 @@
 //! Pruning: deleting the objects that left the release after a successful attempt, never
 //! Namespaces, CRDs or objects annotated `coxswain.dev/keep: "true"`; and removing a failed
 //! first install when the policy asks for it. Only objects that carry this release's labels
-//! (`app.kubernetes.io/managed-by=coxswain`, `coxswain.dev/release=<release>`, set by every
-//! apply) are deleted: an inventory is read from a history record, and a forged record must not
+//! and namespace (`app.kubernetes.io/managed-by=coxswain`, `coxswain.dev/release=<release>`,
+//! `coxswain.dev/release-namespace: <namespace>`, set by every apply) are deleted: an inventory is read from a history record, and a forged record must not
 //! be able to delete anything else.
 
 use std::collections::BTreeSet;
@@ -11,8 +11,9 @@ use serde_json::Value;
 use tokio::time::Instant;
 
 use super::Observation;
+use super::Release;
 use super::run::Run;
-use crate::cluster::{Cluster, MANAGED_BY, ObjectRef, RELEASE_LABEL};
+use crate::cluster::{Cluster, MANAGED_BY, ObjectRef, RELEASE_LABEL, RELEASE_NAMESPACE};
 use crate::history::Revision;
 
 /// Annotation that keeps an object when it leaves the release (no prune).
@@ -43,7 +44,7 @@ impl Run<'_> {
     pub(super) async fn prune(&mut self) -> Observation {
         let base = &self.prune_base;
         let leaving = leaving(&base.inventory, &self.current.inventory, &base.manifests);
-        delete(self.cluster, &self.release.name, &leaving, self.deadline).await;
+        delete(self.cluster, self.release, &leaving, self.deadline).await;
         Observation::Pruned
     }
 }
@@ -51,7 +52,7 @@ impl Run<'_> {
 /// Removes every object a failed first install applied, but its Namespaces and CRDs.
 pub(super) async fn uninstall(
     cluster: &Cluster,
-    release: &str,
+    release: &Release,
     inventory: &[ObjectRef],
     deadline: Instant,
 ) {
@@ -84,16 +85,20 @@ fn leaving<'a>(
         .collect()
 }
 
-/// Whether a live object belongs to `release`: it carries the labels every apply sets.
-fn owned(live: &Value, release: &str) -> bool {
+/// Whether a live object belongs to the release `name` in `namespace`: it carries the labels
+/// and the annotation every apply sets.
+fn owned(live: &Value, name: &str, namespace: &str) -> bool {
     let labels = &live["metadata"]["labels"];
-    labels[MANAGED_BY] == "coxswain" && labels[RELEASE_LABEL] == release
+    labels[MANAGED_BY] == "coxswain"
+        && labels[RELEASE_LABEL] == name
+        && live["metadata"]["annotations"][RELEASE_NAMESPACE] == namespace
 }
 
 /// Deletes each object of `release` in turn, after reading it to check that it carries the
 /// release's labels (one that does not is left alone with a warning); a failure is logged and
 /// the next one tried.
-async fn delete(cluster: &Cluster, release: &str, targets: &[&ObjectRef], deadline: Instant) {
+async fn delete(cluster: &Cluster, release: &Release, targets: &[&ObjectRef], deadline: Instant) {
+    let (name, namespace) = (release.name.as_str(), release.namespace.as_str());
     for target in targets {
         let live = match cluster.get(target, deadline).await {
             Ok(Some(live)) => live,
@@ -103,8 +108,8 @@ async fn delete(cluster: &Cluster, release: &str, targets: &[&ObjectRef], deadli
                 continue;
             }
         };
-        if !owned(&live, release) {
-            tracing::warn!(object = %target, release, "not pruned: it does not carry the labels {MANAGED_BY}=coxswain and {RELEASE_LABEL}={release}");
+        if !owned(&live, name, namespace) {
+            tracing::warn!(object = %target, release = name, namespace, "not pruned: it does not carry the labels {MANAGED_BY}=coxswain and {RELEASE_LABEL}={name} and the annotation {RELEASE_NAMESPACE}={namespace}");
             continue;
         }
         match cluster.delete(target, deadline).await {
@@ -155,15 +160,26 @@ mod tests {
 
     #[test]
     fn only_objects_labelled_for_the_release_are_owned() {
-        let labelled = |labels: Value| json!({"metadata": {"labels": labels}});
+        let labelled = |labels: Value| json!({"metadata": {"labels": labels, "annotations": {RELEASE_NAMESPACE: "shop"}}});
         let ours = labelled(json!({MANAGED_BY: "coxswain", RELEASE_LABEL: "web"}));
-        assert!(owned(&ours, "web"));
-        assert!(!owned(&ours, "api"), "another release's object");
+        assert!(owned(&ours, "web", "shop"));
+        assert!(!owned(&ours, "api", "shop"), "another release's object");
         assert!(
-            !owned(&labelled(json!({RELEASE_LABEL: "web"})), "web"),
+            !owned(&ours, "web", "shop-2"),
+            "the release web of another namespace"
+        );
+        assert!(
+            !owned(&labelled(json!({RELEASE_LABEL: "web"})), "web", "shop"),
             "not managed by coxswain"
         );
-        assert!(!owned(&labelled(json!({MANAGED_BY: "coxswain"})), "web"));
-        assert!(!owned(&json!({"metadata": {}}), "web"), "a foreign object");
+        assert!(!owned(
+            &labelled(json!({MANAGED_BY: "coxswain"})),
+            "web",
+            "shop"
+        ));
+        assert!(
+            !owned(&json!({"metadata": {}}), "web", "shop"),
+            "a foreign object"
+        );
     }
 }

@@ -60,7 +60,7 @@ impl Run<'_> {
     async fn test(&self, test: &Value) -> Result<(), Unverified> {
         let failed = |e: crate::DeployError| Unverified::Failed(e.to_string());
         let ns = self.release.namespace.as_str();
-        let mut object = labelled(test, &self.release.name);
+        let mut object = labelled(test, &self.release.name, ns);
         let (_, target) = self
             .cluster
             .api_for(&object, ns, self.deadline)
