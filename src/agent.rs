@@ -25,15 +25,16 @@ pub(crate) struct AgentArgs {
     /// Queue a newer intent behind a running one instead of cancelling the running one.
     #[arg(long, env = "COXSWAIN_NO_SUPERSEDE")]
     no_supersede: bool,
-    /// Seconds in-flight work may continue after SIGTERM before it is handed back.
-    #[arg(long, env = "COXSWAIN_GRACE_SECONDS", default_value_t = 30)]
-    grace_seconds: u64,
-    /// Seconds JetStream waits for an ack before redelivering (progress acks extend it).
-    #[arg(long, env = "COXSWAIN_ACK_WAIT_SECONDS", default_value_t = 30)]
-    ack_wait_seconds: u64,
-    /// Seconds of the per-release lock lease: a crashed agent's lock frees after this.
-    #[arg(long, env = "COXSWAIN_LOCK_LEASE_SECONDS", default_value_t = 15)]
-    lock_lease_seconds: u64,
+    /// How long in-flight work may continue after SIGTERM before it is handed back (`30s`,
+    /// `2m`, or seconds).
+    #[arg(long, alias = "grace-seconds", env = "COXSWAIN_GRACE", default_value = "30s", value_parser = crate::duration::parse)]
+    grace: Duration,
+    /// How long JetStream waits for an ack before redelivering (progress acks extend it).
+    #[arg(long, alias = "ack-wait-seconds", env = "COXSWAIN_ACK_WAIT", default_value = "30s", value_parser = crate::duration::parse)]
+    ack_wait: Duration,
+    /// The per-release lock lease: a crashed agent's lock frees after this.
+    #[arg(long, alias = "lock-lease-seconds", env = "COXSWAIN_LOCK_LEASE", default_value = "15s", value_parser = crate::duration::parse)]
+    lock_lease: Duration,
     /// Serve Prometheus metrics on this address (`127.0.0.1:9464`); off when absent.
     #[arg(long, env = "COXSWAIN_METRICS_ADDR")]
     metrics_addr: Option<std::net::SocketAddr>,
@@ -91,9 +92,9 @@ impl AgentArgs {
             labels,
             max_concurrent,
             no_supersede,
-            grace_seconds,
-            ack_wait_seconds,
-            lock_lease_seconds,
+            grace,
+            ack_wait,
+            lock_lease,
             metrics_addr,
             trust_keys,
             insecure_accept_unsigned,
@@ -115,9 +116,9 @@ impl AgentArgs {
         config.labels = parsed;
         config.max_concurrent = max_concurrent;
         config.supersede = !no_supersede;
-        config.grace = Duration::from_secs(grace_seconds);
-        config.ack_wait = Duration::from_secs(ack_wait_seconds);
-        config.engine.lease = Duration::from_secs(lock_lease_seconds);
+        config.grace = grace;
+        config.ack_wait = ack_wait;
+        config.engine.lease = lock_lease;
         config.metrics_addr = metrics_addr;
         config.trust = trust(&trust_keys, insecure_accept_unsigned)?;
         config.allow = deploy::Allowlist {

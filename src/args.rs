@@ -121,13 +121,39 @@ impl KubeArgs {
     }
 }
 
-/// Output format.
+/// Output format of a read command (`-o`).
 #[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
 pub(crate) enum Output {
-    /// Aligned text for people.
-    Text,
+    /// Aligned columns for people (`text` is the same).
+    #[value(alias = "text")]
+    Table,
     /// JSON for programs.
     Json,
+    /// YAML, for people and programs.
+    Yaml,
+}
+
+impl Output {
+    /// Prints `value` as JSON or YAML and answers true; prints nothing and answers false for a
+    /// table, which the caller lays out.
+    pub(crate) fn print<T: serde::Serialize>(self, value: &T) -> anyhow::Result<bool> {
+        match self {
+            Self::Table => return Ok(false),
+            Self::Json => println!("{}", serde_json::to_string_pretty(value)?),
+            Self::Yaml => print!("{}", serde_saphyr::to_string(value)?),
+        }
+        Ok(true)
+    }
+
+    /// Prints one item of a stream: a JSON line, or a YAML document; false for a table.
+    pub(crate) fn print_item<T: serde::Serialize>(self, value: &T) -> anyhow::Result<bool> {
+        match self {
+            Self::Table => return Ok(false),
+            Self::Json => println!("{}", serde_json::to_string(value)?),
+            Self::Yaml => print!("---\n{}", serde_saphyr::to_string(value)?),
+        }
+        Ok(true)
+    }
 }
 
 /// This machine's host name, for lock holders and instance names; empty when unknown.

@@ -4,6 +4,7 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
+use tracing::Instrument;
 
 use crate::{
     agent, auth, coordinate, deploy, observe, release, rollback, schema, simulate, topology,
@@ -15,13 +16,25 @@ use crate::{
 /// cluster; each cluster's agent applies it with server-side apply, checks health, rolls back
 /// automatically and reports outcome events anyone can follow.
 #[derive(Debug, Parser)]
-#[command(name = "coxswain", version, propagate_version = true)]
+#[command(name = "coxswain", version, propagate_version = true, after_long_help = EXIT_CODES)]
 pub(crate) struct Args {
     #[command(flatten)]
     pub(crate) log: LogArgs,
     #[command(subcommand)]
     command: Command,
 }
+
+/// The exit codes every subcommand keeps to, shown by `--help`.
+pub(crate) const EXIT_CODES: &str = "Exit codes:
+  0  success: the command did what it was asked (a deploy: every targeted cluster succeeded)
+  1  it ran and the answer is no: a rollout failed, was reverted or refused (policy, gate,
+     identity), a diff found changes, an intent is invalid; or an error the message explains
+  2  usage: a flag, an argument or the deploy configuration is wrong (the message says which)
+  3  --timeout passed before the rollout ended; it keeps going, and re-running the same
+     command follows it (same inputs, same idempotency key)
+
+Colours: only on a terminal, and never when NO_COLOR is set.
+Completions: `coxswain completions bash|zsh|fish`.";
 
 /// Logging.
 #[derive(Debug, clap::Args)]
@@ -85,9 +98,35 @@ enum Command {
     Diff(release::DiffArgs),
     /// Judge the health of saved resource snapshots (`kubectl get -o yaml` output).
     Health(release::HealthArgs),
+    /// Print a shell completion script: `source <(coxswain completions bash)`, or write it to
+    /// your shell's completions folder (`coxswain completions fish >
+    /// ~/.config/fish/completions/coxswain.fish`).
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// GET a health URL and exit 0 when it answers 2xx, 1 otherwise (a container
+    /// HEALTHCHECK without curl: `coxswain healthcheck http://127.0.0.1:8080/healthz`).
+    Healthcheck {
+        /// The URL to check.
+        url: String,
+        /// How long to wait for the answer.
+        #[arg(long, default_value = "5s", value_parser = crate::duration::parse)]
+        timeout: std::time::Duration,
+    },
 }
 
 impl Args {
+    /// The service name its spans are exported under.
+    pub(crate) fn service(&self) -> &'static str {
+        match self.command {
+            Command::Agent(_) => "coxswain-agent",
+            Command::Coordinator(_) => "coxswain-coordinator",
+            Command::Sim(_) => "coxswain-sim",
+            _ => "coxswain-cli",
+        }
+    }
+
     /// Runs the chosen subcommand.
     pub(crate) fn run(self) -> anyhow::Result<ExitCode> {
         let Self { log: _, command } = self;
@@ -99,16 +138,49 @@ impl Args {
             Command::Coordinator(args) => runtime()?.block_on(args.run()),
             Command::Topology(args) => runtime()?.block_on(args.run()),
             Command::Auth(command) => command.run(),
-            Command::Deploy(args) => runtime()?.block_on(args.run()),
+            Command::Deploy(args) => runtime()?.block_on(args.run().instrument(ci_span("deploy"))),
             Command::Watch(args) => runtime()?.block_on(args.run()),
             Command::History(args) => runtime()?.block_on(args.run()),
             Command::Status(args) => runtime()?.block_on(args.run()),
-            Command::Rollback(args) => runtime()?.block_on(args.run()),
+            Command::Rollback(args) => {
+                runtime()?.block_on(args.run().instrument(ci_span("rollback")))
+            }
             Command::Release(command) => runtime()?.block_on(command.run()),
             Command::Diff(args) => runtime()?.block_on(args.run()),
             Command::Health(args) => args.run(),
+            Command::Completions { shell } => {
+                let mut command = <Self as clap::CommandFactory>::command();
+                let mut script = Vec::new();
+                clap_complete::generate(shell, &mut command, "coxswain", &mut script);
+                std::io::Write::write_all(&mut std::io::stdout(), &script)?;
+                Ok(ExitCode::SUCCESS)
+            }
+            Command::Healthcheck { url, timeout } => {
+                runtime()?.block_on(healthcheck(&url, timeout))
+            }
         }
     }
+}
+
+/// `coxswain healthcheck`: 0 when `url` answers 2xx within `timeout`.
+async fn healthcheck(url: &str, timeout: std::time::Duration) -> anyhow::Result<ExitCode> {
+    let http = crate::tls::http_client(None, timeout)?;
+    let status = http.get(url).send().await?.status();
+    if status.is_success() {
+        Ok(ExitCode::SUCCESS)
+    } else {
+        eprintln!("{url} answered {status}");
+        Ok(ExitCode::FAILURE)
+    }
+}
+
+/// The span of a command CI runs: it continues `TRACEPARENT` from the environment (W3C trace
+/// context, as CI tracing integrations export it), so one trace runs from CI through the
+/// coordinator to every agent.
+fn ci_span(command: &'static str) -> tracing::Span {
+    let span = tracing::info_span!("coxswain", command);
+    bus::trace::continue_trace(&span, std::env::var("TRACEPARENT").ok().as_deref());
+    span
 }
 
 /// The runtime of the long-running subcommands.
@@ -119,12 +191,16 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 }
 
 /// Sets up logs and traces on stderr; stdout is kept for command output.
-pub(crate) fn init_tracing(args: &LogArgs) -> crate::telemetry::Telemetry {
+pub(crate) fn init_tracing(args: &Args) -> crate::telemetry::Telemetry {
     let LogArgs {
         log_level,
         log_format,
-    } = args;
-    crate::telemetry::init(log_level, matches!(log_format, LogFormat::Json))
+    } = &args.log;
+    crate::telemetry::init(
+        log_level,
+        matches!(log_format, LogFormat::Json),
+        args.service(),
+    )
 }
 
 #[cfg(test)]

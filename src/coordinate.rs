@@ -32,9 +32,9 @@ pub(crate) struct CoordinatorArgs {
     /// Name of this instance; two coordinators share rollouts by claims.
     #[arg(long, env = "COXSWAIN_INSTANCE")]
     instance: Option<String>,
-    /// Seconds a claim on a rollout lasts without renewal (another instance takes over after).
-    #[arg(long, env = "COXSWAIN_CLAIM_SECONDS", default_value_t = 10)]
-    claim_seconds: u64,
+    /// How long a claim on a rollout lasts without renewal (another instance takes over after).
+    #[arg(long, alias = "claim-seconds", env = "COXSWAIN_CLAIM", default_value = "10s", value_parser = crate::duration::parse)]
+    claim: Duration,
     /// The platform policy (YAML): environments, their cluster selectors, waves, promotion
     /// gates, and the releases and namespaces each may receive. Required.
     #[arg(long, env = "COXSWAIN_POLICY")]
@@ -96,7 +96,7 @@ impl CoordinatorArgs {
             token,
             no_auth,
             instance,
-            claim_seconds,
+            claim,
             policy,
             signing_key,
             insecure_unsigned_intents,
@@ -136,7 +136,7 @@ impl CoordinatorArgs {
             listen,
             tokens,
             instance,
-            claim: Duration::from_secs(claim_seconds),
+            claim,
             policy,
             signer,
             intent_ttl,

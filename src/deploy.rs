@@ -60,6 +60,11 @@ impl CoordinatorClientArgs {
         if let Some(token) = &self.token {
             request = request.bearer_auth(token);
         }
+        // The coordinator continues this command's trace (itself continuing CI's TRACEPARENT).
+        let ci = std::env::var("TRACEPARENT").ok();
+        if let Some(tp) = bus::trace::traceparent_of(&tracing::Span::current(), ci.as_deref()) {
+            request = request.header(bus::trace::TRACEPARENT, tp);
+        }
         request
     }
 
@@ -161,7 +166,7 @@ pub(crate) struct DeployArgs {
     #[arg(long, default_value = "30m", value_parser = crate::duration::parse)]
     timeout: Duration,
     /// Output format.
-    #[arg(long, short = 'o', value_enum, default_value_t = Output::Text)]
+    #[arg(long, short = 'o', value_enum, default_value_t = Output::Table)]
     output: Output,
     #[command(flatten)]
     coordinator: CoordinatorClientArgs,
@@ -278,9 +283,8 @@ impl DeployArgs {
         let Some((rollout, existing)) = self.submit(&http, &request).await? else {
             return Ok(ExitCode::FAILURE);
         };
-        if self.output == Output::Json && !self.wait {
-            println!("{}", serde_json::to_string_pretty(&rollout)?);
-        } else if self.output == Output::Text {
+        let printed = !self.wait && self.output.print(&rollout)?;
+        if !printed && self.output == Output::Table {
             let waves: Vec<String> = rollout.waves.iter().map(|w| w.join(",")).collect();
             println!(
                 "rollout {}{}: {} {} to {} in waves [{}]",
@@ -351,7 +355,7 @@ pub(crate) async fn follow(
     let deadline = tokio::time::Instant::now() + timeout;
     let mut shown: BTreeMap<String, String> = BTreeMap::new();
     loop {
-        if output == Output::Text {
+        if output == Output::Table {
             show_changes(&rollout, &mut shown);
         }
         if rollout.status.is_final() {
@@ -374,9 +378,7 @@ pub(crate) async fn follow(
 
 /// Prints how the rollout ended; exit 0 only when every cluster succeeded.
 pub(crate) fn summarize(rollout: &Rollout, output: Output) -> anyhow::Result<ExitCode> {
-    if output == Output::Json {
-        println!("{}", serde_json::to_string_pretty(rollout)?);
-    } else {
+    if !output.print(rollout)? {
         let reason = rollout.reason.as_deref().unwrap_or("?");
         let how = match rollout.status {
             RolloutStatus::Succeeded => "succeeded on every cluster".to_owned(),

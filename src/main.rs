@@ -22,7 +22,7 @@ use clap::Parser;
 fn main() -> std::process::ExitCode {
     let args = cli::Args::parse();
     tls::install_crypto();
-    let _telemetry = cli::init_tracing(&args.log);
+    let _telemetry = cli::init_tracing(&args);
     match args.run() {
         Ok(code) => code,
         Err(error) => {

@@ -65,7 +65,7 @@ pub(crate) struct WatchArgs {
     #[arg(long, value_parser = crate::duration::parse)]
     since: Option<Duration>,
     /// Output format: text lines, or one JSON event per line.
-    #[arg(long, short = 'o', value_enum, default_value_t = Output::Text)]
+    #[arg(long, short = 'o', value_enum, default_value_t = Output::Table)]
     output: Output,
     #[command(flatten)]
     nats: NatsArgs,
@@ -91,8 +91,9 @@ impl WatchArgs {
             tokio::select! {
                 () = crate::shutdown::signalled() => return Ok(ExitCode::SUCCESS),
                 next = feed.next() => match next {
-                    Ok(Some(e)) if output == Output::Json => println!("{}", serde_json::to_string(&e)?),
-                    Ok(Some(e)) => println!("{}", line(&e)),
+                    Ok(Some(e)) => if !output.print_item(&e)? {
+                        println!("{}", line(&e));
+                    },
                     Ok(None) => return Ok(ExitCode::SUCCESS),
                     Err(error) => tracing::warn!(%error, "event stream interrupted; resuming"),
                 },
@@ -110,7 +111,7 @@ pub(crate) struct HistoryArgs {
     #[arg(long)]
     all: bool,
     /// Output format.
-    #[arg(long, short = 'o', value_enum, default_value_t = Output::Text)]
+    #[arg(long, short = 'o', value_enum, default_value_t = Output::Table)]
     output: Output,
     #[command(flatten)]
     nats: NatsArgs,
@@ -130,9 +131,10 @@ impl HistoryArgs {
             .context("cannot read events: is anything deployed?")?;
         let mut events = feed.backlog(Duration::from_secs(5)).await?;
         events.retain(|e| all || e.terminal);
-        if output == Output::Json {
-            println!("{}", serde_json::to_string_pretty(&events)?);
-        } else if events.is_empty() {
+        if output.print(&events)? {
+            return Ok(ExitCode::SUCCESS);
+        }
+        if events.is_empty() {
             println!("no deployments recorded");
         } else {
             println!(
@@ -151,7 +153,7 @@ impl HistoryArgs {
 #[derive(Debug, clap::Args)]
 pub(crate) struct StatusArgs {
     /// Output format.
-    #[arg(long, short = 'o', value_enum, default_value_t = Output::Text)]
+    #[arg(long, short = 'o', value_enum, default_value_t = Output::Table)]
     output: Output,
     #[command(flatten)]
     nats: NatsArgs,
@@ -167,8 +169,7 @@ impl StatusArgs {
             .context("no release state yet: is anything deployed?")?;
         let mut states = topology.states.all().await?;
         states.sort_by(|a, b| (&a.cluster, &a.release).cmp(&(&b.cluster, &b.release)));
-        if output == Output::Json {
-            println!("{}", serde_json::to_string_pretty(&states)?);
+        if output.print(&states)? {
             return Ok(ExitCode::SUCCESS);
         }
         let releases: BTreeSet<&str> = states.iter().map(|s| s.release.as_str()).collect();

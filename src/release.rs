@@ -75,7 +75,7 @@ pub(crate) enum ReleaseCommand {
         #[arg(long, default_value = "default")]
         namespace: String,
         /// Output format.
-        #[arg(long, short = 'o', value_enum, default_value_t = Output::Text)]
+        #[arg(long, short = 'o', value_enum, default_value_t = Output::Table)]
         output: Output,
         #[command(flatten)]
         kube: KubeArgs,
@@ -211,14 +211,14 @@ async fn history(
 ) -> anyhow::Result<ExitCode> {
     let engine = Engine::new(kube.client().await?, engine_config());
     let revisions = engine.history(namespace, name).await?;
-    if output == Output::Json {
+    if output != Output::Table {
         let rows: Vec<Value> = revisions
             .iter()
             .map(|r| json!({"revision": r.number, "status": r.status, "version": r.version, "intent_id": r.intent_id,
                 "outcome": r.outcome, "rollback_of": r.rollback_of, "reason": r.reason, "digest": r.digest,
                 "updated_at": r.updated_at.to_string()}))
             .collect();
-        println!("{}", serde_json::to_string_pretty(&rows)?);
+        output.print(&rows)?;
         return Ok(ExitCode::SUCCESS);
     }
     if revisions.is_empty() {
@@ -286,7 +286,7 @@ pub(crate) struct HealthArgs {
     #[arg(short = 'f', long = "filename")]
     path: PathBuf,
     /// Output format.
-    #[arg(long, short = 'o', value_enum, default_value_t = Output::Text)]
+    #[arg(long, short = 'o', value_enum, default_value_t = Output::Table)]
     output: Output,
 }
 
@@ -346,12 +346,12 @@ impl HealthArgs {
             HealthStatus::Failed => "failed",
             HealthStatus::Unknown => "unknown",
         };
-        if output == Output::Json {
+        if output != Output::Table {
             let out: Vec<Value> = rows.iter().map(|(o, a)| json!({
                 "apiVersion": o["apiVersion"], "kind": o["kind"], "namespace": o["metadata"]["namespace"],
                 "name": o["metadata"]["name"], "status": status_word(a.status), "message": a.message,
             })).collect();
-            println!("{}", serde_json::to_string_pretty(&out)?);
+            output.print(&out)?;
         } else {
             println!("{:<24} {:<32} {:<12} REASON", "KIND", "NAME", "STATUS");
             for (o, a) in &rows {

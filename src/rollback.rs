@@ -33,7 +33,7 @@ pub(crate) struct RollbackArgs {
     #[arg(long, default_value = "10m", value_parser = crate::duration::parse)]
     timeout: Duration,
     /// Output format.
-    #[arg(long, short = 'o', value_enum, default_value_t = Output::Text)]
+    #[arg(long, short = 'o', value_enum, default_value_t = Output::Table)]
     output: Output,
     #[command(flatten)]
     coordinator: CoordinatorClientArgs,
@@ -46,7 +46,7 @@ impl RollbackArgs {
         self.coordinator.load_token()?;
         let http = self.coordinator.client()?;
         let rollout = self.submit(&http).await?;
-        if self.output == Output::Text {
+        if self.output == Output::Table {
             println!(
                 "rollback {} of {} on {} sent",
                 rollout.id, self.release, self.cluster

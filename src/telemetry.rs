@@ -26,11 +26,13 @@ impl Drop for Telemetry {
 }
 
 /// Sets up logging on stderr, W3C trace-context propagation, and OTLP export when configured.
-pub(crate) fn init(filter: &str, json: bool) -> Telemetry {
+pub(crate) fn init(filter: &str, json: bool, service: &'static str) -> Telemetry {
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
     let filter = EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new("info"));
     // Colours only for a person at a terminal: a log file or a collector gets plain text.
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    // Colour only on a terminal, and never when NO_COLOR is set to anything (no-color.org).
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr())
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     let fmt = tracing_subscriber::fmt::layer()
         .with_ansi(ansi)
         .with_writer(std::io::stderr);
@@ -41,15 +43,18 @@ pub(crate) fn init(filter: &str, json: bool) -> Telemetry {
     };
 
     let (provider, export_error) = match exporting() {
-        Ok(provider) => (provider, None),
+        Ok(exporter) => (exporter.map(|e| provider(e, service)), None),
         Err(error) => (None, Some(format!("{error:#}"))),
     };
-    let otel = provider
-        .as_ref()
-        .map(|p| tracing_opentelemetry::layer().with_tracer(p.tracer("coxswain")));
+    // The log filter chooses log lines only: spans at info and above are exported whatever
+    // it says, so `--log-level warn` does not cut a trace.
+    let otel = provider.as_ref().map(|p| {
+        tracing_opentelemetry::layer()
+            .with_tracer(p.tracer("coxswain"))
+            .with_filter(tracing_subscriber::filter::LevelFilter::INFO)
+    });
     tracing_subscriber::registry()
-        .with(filter)
-        .with(fmt)
+        .with(fmt.with_filter(filter))
         .with(otel)
         .init();
     if let Some(error) = export_error {
@@ -68,12 +73,12 @@ fn env(name: &str) -> Option<String> {
 }
 
 /// The span exporter when `OTEL_EXPORTER_OTLP_ENDPOINT` is set, else `None`.
-fn exporting() -> anyhow::Result<Option<SdkTracerProvider>> {
+fn exporting() -> anyhow::Result<Option<opentelemetry_otlp::SpanExporter>> {
     if env("OTEL_EXPORTER_OTLP_ENDPOINT").is_none() {
         return Ok(None);
     }
     let ca = env("OTEL_EXPORTER_OTLP_CERTIFICATE").map(std::path::PathBuf::from);
-    Ok(Some(provider(exporter(None, ca.as_deref())?)))
+    Ok(Some(exporter(None, ca.as_deref())?))
 }
 
 /// OTLP/HTTP (protobuf) to `traces_url`, else to the endpoint the `OTEL_EXPORTER_OTLP_*`
@@ -99,10 +104,14 @@ fn exporter(
 #[cfg(test)]
 mod tests;
 
-/// A batching tracer provider for `exporter`, service `coxswain`.
-fn provider(exporter: opentelemetry_otlp::SpanExporter) -> SdkTracerProvider {
+/// A batching tracer provider for `exporter`, under the `service` name (`coxswain-agent`,
+/// `coxswain-coordinator`, `coxswain-cli`).
+fn provider(
+    exporter: opentelemetry_otlp::SpanExporter,
+    service: &'static str,
+) -> SdkTracerProvider {
     let resource = opentelemetry_sdk::Resource::builder()
-        .with_service_name("coxswain")
+        .with_service_name(service)
         .build();
     SdkTracerProvider::builder()
         .with_batch_exporter(exporter)

@@ -127,22 +127,39 @@ impl Metrics {
     }
 }
 
-/// Serves `GET /metrics` on `addr` until `cancel`.
+/// Why the agent is not ready to take intents, if it is not: checked by `GET /readyz`.
+pub type Readiness = Arc<dyn Fn() -> Result<(), String> + Send + Sync>;
+
+/// Serves `GET /metrics`, `/healthz` (the process answers) and `/readyz` (it can take
+/// intents: connected to NATS, not draining) on `addr` until `cancel`.
 pub async fn serve(
     addr: SocketAddr,
     metrics: Arc<Metrics>,
     cluster: String,
+    ready: Readiness,
     cancel: CancellationToken,
 ) -> std::io::Result<()> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
-    tracing::info!(addr = %listener.local_addr()?, "metrics on /metrics");
-    let router = Router::new().route(
-        "/metrics",
-        get(move || {
-            let body = metrics.render(&cluster);
-            async move { ([("content-type", "text/plain; version=0.0.4")], body) }
-        }),
-    );
+    tracing::info!(addr = %listener.local_addr()?, "metrics on /metrics, probes on /healthz and /readyz");
+    let router = Router::new()
+        .route(
+            "/metrics",
+            get(move || {
+                let body = metrics.render(&cluster);
+                async move { ([("content-type", "text/plain; version=0.0.4")], body) }
+            }),
+        )
+        .route("/healthz", get(|| async { "ok" }))
+        .route(
+            "/readyz",
+            get(move || {
+                let answer = match ready() {
+                    Ok(()) => (axum::http::StatusCode::OK, "ok".to_owned()),
+                    Err(why) => (axum::http::StatusCode::SERVICE_UNAVAILABLE, why),
+                };
+                async move { answer }
+            }),
+        );
     // A scraper needs a connection or two: few connections, and a slow or idle one is closed.
     let limits = httpd::ServerLimits {
         max_connections: 16,

@@ -5,6 +5,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use bus::{Bus, ConsumerOptions, Delivery, IntentConsumer, Registry};
@@ -41,6 +42,8 @@ struct Agent {
     heartbeat: (CancellationToken, JoinHandle<()>),
     /// The metrics server.
     background: CancellationToken,
+    /// Set when draining starts: `/readyz` answers 503 from then on.
+    draining: Arc<AtomicBool>,
     hard_stop: CancellationToken,
 }
 
@@ -73,7 +76,8 @@ async fn setup(
     );
     let metrics = Arc::new(crate::Metrics::default());
     let background = CancellationToken::new();
-    serve_metrics(&config, &metrics, &background);
+    let draining = Arc::new(AtomicBool::new(false));
+    serve_metrics(&config, &metrics, readiness(&bus, &draining), &background);
     let hard_stop = CancellationToken::new();
     let shared = Arc::new(Shared {
         metrics: Arc::clone(&metrics),
@@ -96,18 +100,38 @@ async fn setup(
         registry: topology.registry,
         heartbeat: (stop_heartbeat, heartbeat),
         background,
+        draining,
         hard_stop,
     };
     Ok((agent, consumer))
 }
 
-fn serve_metrics(config: &AgentConfig, metrics: &Arc<crate::Metrics>, stop: &CancellationToken) {
+/// Ready while connected to NATS and not draining.
+fn readiness(bus: &Bus, draining: &Arc<AtomicBool>) -> crate::metrics::Readiness {
+    let (bus, draining) = (bus.clone(), Arc::clone(draining));
+    Arc::new(move || {
+        if draining.load(Ordering::Relaxed) {
+            Err("draining: taking no new intents".into())
+        } else if !bus.is_connected() {
+            Err("not connected to NATS".into())
+        } else {
+            Ok(())
+        }
+    })
+}
+
+fn serve_metrics(
+    config: &AgentConfig,
+    metrics: &Arc<crate::Metrics>,
+    ready: crate::metrics::Readiness,
+    stop: &CancellationToken,
+) {
     let Some(addr) = config.metrics_addr else {
         return;
     };
     let (metrics, cluster, stop) = (Arc::clone(metrics), config.cluster.clone(), stop.clone());
     tokio::spawn(async move {
-        if let Err(error) = crate::metrics::serve(addr, metrics, cluster, stop).await {
+        if let Err(error) = crate::metrics::serve(addr, metrics, cluster, ready, stop).await {
             tracing::error!(%error, %addr, "cannot serve metrics");
         }
     });
@@ -119,6 +143,7 @@ impl Agent {
     /// hands the rest back.
     async fn drain(self, tracker: TaskTracker) {
         tracing::info!(grace = ?self.config.grace, "draining: no new intents; waiting for in-flight work");
+        self.draining.store(true, Ordering::Relaxed);
         let (stop_heartbeat, heartbeat) = self.heartbeat;
         stop_heartbeat.cancel();
         if let Err(error) = heartbeat.await {
@@ -275,7 +300,7 @@ impl Dispatcher {
             attempt = delivery.delivery_count(),
             traceparent = delivery.traceparent().unwrap_or_default(),
         );
-        set_parent(&span, delivery.traceparent());
+        bus::trace::continue_trace(&span, delivery.traceparent());
         let job = Job {
             delivery,
             turn,
@@ -288,31 +313,4 @@ impl Dispatcher {
         self.tracker
             .spawn(worker::run(Arc::clone(&agent.shared), job).instrument(span));
     }
-}
-
-/// Reads a W3C `traceparent` header.
-struct TraceParent<'a>(Option<&'a str>);
-
-impl opentelemetry::propagation::Extractor for TraceParent<'_> {
-    fn get(&self, key: &str) -> Option<&str> {
-        if key.eq_ignore_ascii_case("traceparent") {
-            self.0
-        } else {
-            None
-        }
-    }
-    fn keys(&self) -> Vec<&str> {
-        vec!["traceparent"]
-    }
-}
-
-/// Makes the intent's span a child of the trace that published the intent.
-fn set_parent(span: &tracing::Span, traceparent: Option<&str>) {
-    use tracing_opentelemetry::OpenTelemetrySpanExt;
-    if traceparent.is_none() {
-        return;
-    }
-    let parent =
-        opentelemetry::global::get_text_map_propagator(|p| p.extract(&TraceParent(traceparent)));
-    let _ = span.set_parent(parent);
 }

@@ -94,6 +94,11 @@ impl Bus {
         self.denials.find(subject)
     }
 
+    /// Whether the connection to NATS is up right now (readiness probes).
+    pub fn is_connected(&self) -> bool {
+        self.client.connection_state() == async_nats::connection::State::Connected
+    }
+
     /// Changes each time the connection is (re)established.
     pub(crate) fn connects(&self) -> tokio::sync::watch::Receiver<u64> {
         let mut connects = self.connects.clone();

@@ -19,6 +19,7 @@ mod stats;
 #[cfg(feature = "testing")]
 pub mod testing;
 mod topology;
+pub mod trace;
 
 pub use buckets::{
     Bundles, Conflict, Registry, ReleaseStates, RolloutChange, RolloutWatch, Rollouts,

@@ -95,6 +95,7 @@ pub async fn run(
         intent_ttl: config.intent_ttl,
         outcome_grace: config.outcome_grace,
         events_rejected: std::sync::atomic::AtomicU64::new(0),
+        metrics: crate::metrics::Metrics::default(),
     });
     let tasks = TaskTracker::new();
     let state = AppState {
@@ -154,9 +155,11 @@ fn router(state: AppState) -> Router {
         .route("/v1/clusters", get(clusters))
         .route("/v1/releases", get(releases))
         .layer(middleware::from_fn_with_state(state.clone(), authenticate))
+        .route_layer(middleware::from_fn_with_state(state.clone(), traced))
         .layer(middleware::from_fn(refuse_oversized))
         .layer(DefaultBodyLimit::max(MAX_REQUEST_BYTES))
         .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(ready))
         .route("/metrics", get(metrics))
         .with_state(state)
 }
@@ -302,6 +305,7 @@ fn spawn_driver(state: &AppState, id: &str) {
 async fn submit(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
+    Extension(trace): Extension<Trace>,
     body: axum::body::Bytes,
 ) -> Response {
     let mut request = match policy::decode_request(&body) {
@@ -347,7 +351,7 @@ async fn submit(
         (Err(e), _) | (_, Err(e)) => return bus_error(&e),
     };
     match plan::new_rollout(request, applied, &registry, &history, Timestamp::now()) {
-        Ok(rollout) => create(&state, rollout).await,
+        Ok(rollout) => create(&state, rollout, trace).await,
         Err(refusal) => refused(&refusal),
     }
 }
@@ -357,6 +361,7 @@ async fn submit(
 async fn rollback(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
+    Extension(trace): Extension<Trace>,
     body: axum::body::Bytes,
 ) -> Response {
     let mut request: proto::RollbackRequest = match serde_json::from_slice(&body) {
@@ -398,23 +403,62 @@ async fn rollback(
         Timestamp::now(),
     );
     match planned {
-        Ok(rollout) => create(&state, rollout).await,
+        Ok(rollout) => create(&state, rollout, trace).await,
         Err(refusal) => refused(&refusal),
     }
 }
 
 /// Prometheus metrics of this coordinator.
-async fn metrics(State(state): State<AppState>) -> String {
+async fn metrics(State(state): State<AppState>) -> Response {
     let rejected = state
         .ctx
         .events_rejected
         .load(std::sync::atomic::Ordering::Relaxed);
-    format!(
-        "# HELP coordinator_events_rejected_total Events ignored because their subject, body, \
-         intent id and rollout target named different clusters.\n\
-         # TYPE coordinator_events_rejected_total counter\n\
-         coordinator_events_rejected_total {rejected}\n"
-    )
+    let text = state
+        .ctx
+        .metrics
+        .render(&state.index.count_by_status(), rejected);
+    ([("content-type", "text/plain; version=0.0.4")], text).into_response()
+}
+
+/// `GET /readyz`: 200 while connected to NATS, 503 with the reason otherwise.
+async fn ready(State(state): State<AppState>) -> Response {
+    if state.ctx.bus.is_connected() {
+        (StatusCode::OK, "ok").into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "not connected to NATS").into_response()
+    }
+}
+
+/// The trace context an API call continues and hands on (its span's, else the caller's).
+#[derive(Debug, Clone, Default)]
+struct Trace(Option<String>);
+
+/// Runs each API call in a span that continues the caller's `traceparent`, and records its
+/// latency by method, route and status.
+async fn traced(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
+    let method = request.method().to_string();
+    let route = request
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or_else(|| "other".to_owned(), |p| p.as_str().to_owned());
+    let incoming = request
+        .headers()
+        .get(bus::trace::TRACEPARENT)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let span = tracing::info_span!("api call", method, route);
+    bus::trace::continue_trace(&span, incoming.as_deref());
+    let trace = Trace(bus::trace::traceparent_of(&span, incoming.as_deref()));
+    request.extensions_mut().insert(trace);
+    let started = std::time::Instant::now();
+    let response = next.run(request).instrument(span).await;
+    let status = response.status().as_u16();
+    state
+        .ctx
+        .metrics
+        .api_call(&method, &route, status, started.elapsed());
+    response
 }
 
 /// A refusal as an answer: an unknown environment or no target is 422, what the environment
@@ -428,9 +472,10 @@ fn refused(refusal: &Refusal) -> Response {
     error(code, refusal.to_string())
 }
 
-/// Stores a new rollout and starts its driver; a rollout of the same key that raced in
-/// first is answered instead.
-async fn create(state: &AppState, rollout: proto::Rollout) -> Response {
+/// Stores a new rollout (continuing the call's trace) and starts its driver; a rollout of the
+/// same key that raced in first is answered instead.
+async fn create(state: &AppState, mut rollout: proto::Rollout, trace: Trace) -> Response {
+    rollout.traceparent = trace.0;
     let id = rollout.id.clone();
     match state.ctx.rollouts.create(&rollout).await {
         Ok(true) => {

@@ -36,6 +36,8 @@ pub(crate) struct Context {
     pub(crate) outcome_grace: Duration,
     /// Events ignored because their clusters did not agree (`coordinator_events_rejected_total`).
     pub(crate) events_rejected: std::sync::atomic::AtomicU64,
+    /// API latency and wave durations.
+    pub(crate) metrics: crate::metrics::Metrics,
 }
 
 /// Why a driver stopped.
@@ -213,6 +215,7 @@ impl<'a> Driver<'a> {
             .created_at
             .checked_sub(SignedDuration::from_secs(5))
             .unwrap_or(first.created_at);
+        bus::trace::continue_trace(&tracing::Span::current(), first.traceparent.as_deref());
         let query = EventQuery::release(&first.request.release);
         let feed = EventFeed::open(&ctx.bus, &query, Since::Time(since)).await?;
         Ok(Some(Self {
@@ -342,12 +345,17 @@ impl Actor<'_> {
         match step {
             Step::Publish(clusters) => self.publish(r, &clusters, false).await?,
             Step::Revert(clusters) => self.publish(r, &clusters, true).await?,
-            Step::Advance => r.current_wave += 1,
+            Step::Advance => {
+                self.wave_ended(r, "succeeded");
+                r.current_wave += 1;
+            }
             Step::Succeed => {
+                self.wave_ended(r, "succeeded");
                 r.status = RolloutStatus::Succeeded;
                 tracing::info!(rollout = self.id, "rollout succeeded");
             }
             Step::Finish(status, reason) => {
+                self.wave_ended(r, "failed");
                 tracing::warn!(rollout = self.id, status = ?status, reason, "rollout halted");
                 r.status = status;
                 r.reason = Some(reason);
@@ -355,6 +363,22 @@ impl Actor<'_> {
             Step::Wait => {}
         }
         Ok(())
+    }
+
+    /// Counts the current wave's duration, from its first intent sent, in the metrics.
+    fn wave_ended(&self, r: &Rollout, outcome: &'static str) {
+        let first_sent = r
+            .clusters
+            .values()
+            .filter(|c| c.wave == r.current_wave)
+            .filter_map(|c| c.sent_at)
+            .min();
+        if let Some(sent) = first_sent {
+            let took = Timestamp::now().duration_since(sent).unsigned_abs();
+            self.ctx
+                .metrics
+                .wave_ended(&r.request.environment, outcome, took);
+        }
     }
 
     /// Publishes a deploy (or revert) intent to each cluster and records its id. The intents
@@ -393,10 +417,14 @@ impl Actor<'_> {
                     Some(signer) => Some(signer.sign(&i)?),
                     None => None,
                 };
+                // Each intent continues the rollout's trace in a span of its own.
+                let span =
+                    tracing::info_span!("publish intent", cluster = cluster.as_str(), revert);
+                let traceparent = bus::trace::traceparent_of(&span, r.traceparent.as_deref());
                 let pending = self
                     .ctx
                     .bus
-                    .send_signed_intent(&i, signature.as_ref(), ContentType::MsgPack, None)
+                    .send_signed_intent(&i, signature.as_ref(), ContentType::MsgPack, traceparent)
                     .await?;
                 sent.push((cluster, intent_id, pending));
             }

@@ -70,6 +70,15 @@ impl Index {
         })
     }
 
+    /// How many rollouts it knows of, by status.
+    pub(crate) fn count_by_status(&self) -> std::collections::BTreeMap<String, u64> {
+        let mut counts = std::collections::BTreeMap::new();
+        for r in self.read().rollouts.values() {
+            *counts.entry(r.status.as_str().to_owned()).or_default() += 1;
+        }
+        counts
+    }
+
     /// Records what this coordinator just wrote, before the watch brings it back.
     pub(crate) fn put(&self, rollout: Rollout) {
         self.write()

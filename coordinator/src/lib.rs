@@ -14,6 +14,7 @@ pub mod appconfig;
 mod driver;
 pub mod identity;
 mod index;
+mod metrics;
 pub mod plan;
 pub mod policy;
 pub mod verify;

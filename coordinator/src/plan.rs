@@ -260,6 +260,7 @@ pub fn new_rollout(
         owner_until: None,
         created_at: now,
         updated_at: now,
+        traceparent: None,
     })
 }
 
@@ -337,6 +338,7 @@ pub fn rollback_rollout(
         owner_until: None,
         created_at: now,
         updated_at: now,
+        traceparent: None,
     })
 }
 
@@ -611,6 +613,7 @@ mod tests {
             owner_until: None,
             created_at: jiff::Timestamp::UNIX_EPOCH,
             updated_at: jiff::Timestamp::UNIX_EPOCH,
+            traceparent: None,
         }
     }
 

@@ -156,6 +156,17 @@ pub enum RolloutStatus {
 }
 
 impl RolloutStatus {
+    /// The name on the wire (`running`, `succeeded`, ...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Running => "running",
+            Self::Succeeded => "succeeded",
+            Self::Failed => "failed",
+            Self::Reverted => "reverted",
+            Self::Superseded => "superseded",
+        }
+    }
+
     /// True once nothing more happens.
     pub fn is_final(self) -> bool {
         !matches!(self, Self::Running)
@@ -236,6 +247,10 @@ pub struct Rollout {
     /// When it last changed.
     #[schemars(with = "String")]
     pub updated_at: Timestamp,
+    /// The W3C trace context of the call that created it: every intent it publishes
+    /// continues that trace, so one trace shows CI, the coordinator and each agent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<String>,
 }
 
 /// What a revert goes back to.

@@ -93,7 +93,7 @@ fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
 
 /// Exports one span to `url` trusting `ca`; whether the export said it succeeded.
 fn export_one(url: &str, ca: &Path) -> bool {
-    let provider = provider(exporter(Some(url), Some(ca)).unwrap());
+    let provider = provider(exporter(Some(url), Some(ca)).unwrap(), "coxswain-cli");
     let mut span = provider.tracer("test").start("deploy");
     span.end();
     let flushed = provider.force_flush().is_ok();

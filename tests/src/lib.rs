@@ -300,8 +300,8 @@ impl AgentProcess {
                 "--label",
                 &format!("env={env}"),
             ])
-            .args(["--nats", nats_url, "--ack-wait-seconds", "2"])
-            .args(["--lock-lease-seconds", "2", "--grace-seconds", "10"])
+            .args(["--nats", nats_url, "--ack-wait", "2s"])
+            .args(["--lock-lease", "2s", "--grace", "10s"])
             .arg("--kubeconfig")
             .arg(kubeconfig)
             .args(extra)
@@ -368,6 +368,17 @@ impl CoordinatorProcess {
         policy: &std::path::Path,
         extra: &[&str],
     ) -> anyhow::Result<Self> {
+        Self::start_with_env(nats_url, token, policy, extra, &[])
+    }
+
+    /// Like [`CoordinatorProcess::start_with`], with extra environment variables.
+    pub fn start_with_env(
+        nats_url: &str,
+        token: &str,
+        policy: &std::path::Path,
+        extra: &[&str],
+        vars: &[(&str, &str)],
+    ) -> anyhow::Result<Self> {
         let address = free_address()?;
         let dir = tempfile::tempdir()?;
         let mut command = Command::new(coxswain_bin()?);
@@ -376,11 +387,12 @@ impl CoordinatorProcess {
             command.args(["--token", token]);
         }
         command
-            .args(["--nats", nats_url, "--claim-seconds", "2"])
+            .args(["--nats", nats_url, "--claim", "2s"])
             .arg("--policy")
             .arg(policy)
             .args(extra)
-            .env("COXSWAIN_LOG", "info,async_nats=warn");
+            .env("COXSWAIN_LOG", "info,async_nats=warn")
+            .envs(vars.iter().copied());
         let mut process = Managed::spawn(
             command,
             dir.path().join("coordinator.log"),
@@ -490,4 +502,65 @@ impl CoordinatorProcess {
             .as_mut()
             .and_then(|child| child.try_wait().ok().flatten())
     }
+}
+
+/// Requests a collector received: `(path, body)`.
+pub type Received = std::sync::Arc<std::sync::Mutex<Vec<(String, Vec<u8>)>>>;
+
+/// A stand-in OTLP collector (`http://127.0.0.1:<port>`, for `OTEL_EXPORTER_OTLP_ENDPOINT`):
+/// records `(path, body)` of every POST and answers 200.
+pub fn otlp_collector() -> anyhow::Result<(String, Received)> {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let address = listener.local_addr()?.to_string();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let record = std::sync::Arc::clone(&seen);
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let mut reader = BufReader::new(stream);
+            let mut line = String::new();
+            if reader.read_line(&mut line).is_err() {
+                continue;
+            }
+            let path = line
+                .split_whitespace()
+                .nth(1)
+                .unwrap_or_default()
+                .to_owned();
+            let mut length = 0usize;
+            loop {
+                let mut header = String::new();
+                if reader.read_line(&mut header).unwrap_or(0) == 0 || header.trim().is_empty() {
+                    break;
+                }
+                if let Some((k, v)) = header.split_once(':')
+                    && k.eq_ignore_ascii_case("content-length")
+                {
+                    length = v.trim().parse().unwrap_or(0);
+                }
+            }
+            let mut body = vec![0u8; length];
+            let _ = reader.read_exact(&mut body);
+            if let Ok(mut seen) = record.lock() {
+                seen.push((path, body));
+            }
+            let _ = reader.get_mut().write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\ncontent-type: application/x-protobuf\r\n\r\n");
+        }
+    });
+    Ok((format!("http://{address}"), seen))
+}
+
+/// Whether any request `collector` received carries the 16 bytes of the hex `trace_id` (an
+/// OTLP/protobuf export of a span of that trace).
+pub fn exported_trace(collector: &Received, trace_id: &str) -> bool {
+    let wanted: Vec<u8> = (0..trace_id.len() / 2)
+        .filter_map(|i| u8::from_str_radix(trace_id.get(2 * i..2 * i + 2)?, 16).ok())
+        .collect();
+    collector
+        .lock()
+        .map(|seen| {
+            seen.iter()
+                .any(|(_, body)| body.windows(wanted.len()).any(|w| w == wanted.as_slice()))
+        })
+        .unwrap_or(false)
 }

@@ -516,53 +516,10 @@ async fn two_clusters_deploy_the_same_release_independently() {
     assert_eq!(f.image("east"), "web:1.0");
 }
 
-/// Requests a collector received: `(path, body)`.
-type Received = std::sync::Arc<std::sync::Mutex<Vec<(String, Vec<u8>)>>>;
-
-/// A stand-in OTLP collector: records `(path, body)` of every POST.
-fn collector() -> (String, Received) {
-    use std::io::{BufRead, BufReader, Read, Write};
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let address = listener.local_addr().unwrap().to_string();
-    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-    let record = std::sync::Arc::clone(&seen);
-    std::thread::spawn(move || {
-        for stream in listener.incoming().flatten() {
-            let mut reader = BufReader::new(stream);
-            let mut line = String::new();
-            if reader.read_line(&mut line).is_err() {
-                continue;
-            }
-            let path = line
-                .split_whitespace()
-                .nth(1)
-                .unwrap_or_default()
-                .to_owned();
-            let mut length = 0usize;
-            loop {
-                let mut header = String::new();
-                if reader.read_line(&mut header).unwrap_or(0) == 0 || header.trim().is_empty() {
-                    break;
-                }
-                if let Some((k, v)) = header.split_once(':')
-                    && k.eq_ignore_ascii_case("content-length")
-                {
-                    length = v.trim().parse().unwrap_or(0);
-                }
-            }
-            let mut body = vec![0u8; length];
-            let _ = reader.read_exact(&mut body);
-            record.lock().unwrap().push((path, body));
-            let _ = reader.get_mut().write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\ncontent-type: application/x-protobuf\r\n\r\n");
-        }
-    });
-    (format!("http://{address}"), seen)
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn the_intent_span_continues_its_traceparent_and_is_exported_over_otlp() {
     let f = fixture(&["beta"]).await;
-    let (endpoint, seen) = collector();
+    let (endpoint, seen) = tests::otlp_collector().unwrap();
     let mut agent = AgentProcess::start_with_env(
         "beta",
         "beta",

@@ -837,3 +837,120 @@ async fn secret_values_never_reach_a_log_an_event_or_an_answer() {
         assert!(!shown.contains(needle), "{needle} was shown");
     }
 }
+
+/// One trace from CI to the agents: `coxswain deploy` continues CI's `TRACEPARENT`, the
+/// coordinator's API call and each published intent continue it, and the agent's span of
+/// the intent does too; each process exports to its own stand-in collector. The same run
+/// reads the coordinator's metrics and both processes' health and readiness probes.
+#[tokio::test(flavor = "multi_thread")]
+async fn one_trace_runs_from_ci_through_the_coordinator_to_an_agent() {
+    let nats = NatsServer::start().unwrap();
+    let sim = SimProcess::start(&["beta"]).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (agent_otlp, agent_spans) = tests::otlp_collector().unwrap();
+    let (coordinator_otlp, coordinator_spans) = tests::otlp_collector().unwrap();
+    let (cli_otlp, cli_spans) = tests::otlp_collector().unwrap();
+    let probes = tests::free_address().unwrap();
+    let _agent = AgentProcess::start_with_env(
+        "beta",
+        "beta",
+        &nats.url(),
+        &sim.kubeconfig("beta"),
+        &["--metrics-addr", &probes],
+        &[("OTEL_EXPORTER_OTLP_ENDPOINT", agent_otlp.as_str())],
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("policy.yaml"), tests::FLEET_POLICY).unwrap();
+    let coordinator = CoordinatorProcess::start_with_env(
+        &nats.url(),
+        TOKEN,
+        &dir.path().join("policy.yaml"),
+        &["--create-topology", "--insecure-unsigned-intents"],
+        &[("OTEL_EXPORTER_OTLP_ENDPOINT", coordinator_otlp.as_str())],
+    )
+    .unwrap();
+    let config = dir.path().join("coxswain.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "releases:\n  web:\n    manifests: {}\n    namespace: shop\n    health: {{timeout_secs: 60}}\n\
+             environments:\n  beta:\n    values: {}\n",
+            example("manifests").display(),
+            example("environments/beta.yaml").display(),
+        ),
+    )
+    .unwrap();
+    let probe = format!("http://{probes}");
+    eventually(Duration::from_secs(30), "the agent is ready", || async {
+        match get_status(&probe, "/readyz") {
+            200 => Ok(()),
+            other => Err(other),
+        }
+    })
+    .await;
+    let trace_id = "0af7651916cd43dd8448eb211c80319c";
+    let out = std::process::Command::new(coxswain_bin().unwrap())
+        .args([
+            "deploy",
+            "--config",
+            config.to_str().unwrap(),
+            "--env",
+            "beta",
+        ])
+        .args([
+            "--release",
+            "web",
+            "--set",
+            "image.tag=1.0",
+            "--wait",
+            "--timeout",
+            "1m",
+        ])
+        .args(["--coordinator", &coordinator.url, "--token", TOKEN])
+        .env("TRACEPARENT", format!("00-{trace_id}-b7ad6b7169203331-01"))
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", &cli_otlp)
+        .env("COXSWAIN_LOG", "warn")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for (who, spans) in [
+        ("coxswain deploy", &cli_spans),
+        ("the coordinator", &coordinator_spans),
+        ("the agent", &agent_spans),
+    ] {
+        eventually(
+            Duration::from_secs(30),
+            &format!("{who} exported a span of CI's trace"),
+            || async {
+                if tests::exported_trace(spans, trace_id) {
+                    Ok(())
+                } else {
+                    Err(spans.lock().map(|s| s.len()).unwrap_or(0))
+                }
+            },
+        )
+        .await;
+    }
+    let (status, metrics) = http_get(&coordinator.url, "/metrics", "");
+    assert_eq!(status, 200);
+    for line in [
+        "coordinator_rollouts{status=\"succeeded\"} 1",
+        "coordinator_api_request_duration_seconds_count{method=\"POST\",route=\"/v1/rollouts\",code=\"201\"} 1",
+        "coordinator_wave_duration_seconds_count{environment=\"beta\",outcome=\"succeeded\"} 1",
+        "coordinator_events_rejected_total 0",
+    ] {
+        assert!(metrics.contains(line), "{line} missing from\n{metrics}");
+    }
+    for (url, path) in [
+        (&coordinator.url, "/healthz"),
+        (&coordinator.url, "/readyz"),
+        (&probe, "/healthz"),
+        (&probe, "/readyz"),
+    ] {
+        assert_eq!(get_status(url, path), 200, "{url}{path}");
+    }
+}
