@@ -22,6 +22,7 @@ use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use crate::CoordinatorError;
+use crate::dashboard;
 use crate::driver::{self, Context};
 use crate::identity::Identity;
 use crate::index::Index;
@@ -64,7 +65,7 @@ pub struct CoordinatorConfig {
 }
 
 #[derive(Clone)]
-struct AppState {
+pub(crate) struct AppState {
     ctx: Arc<Context>,
     policy: Arc<Policy>,
     registry: Registry,
@@ -75,7 +76,48 @@ struct AppState {
     shutdown: CancellationToken,
     /// Every rollout, kept current by a watch.
     index: Index,
+    /// The API is served over TLS (session cookies are `Secure`).
+    tls: bool,
 }
+
+/// What the dashboard reads through the state.
+impl AppState {
+    pub(crate) fn tokens(&self) -> Option<&crate::Tokens> {
+        self.tokens.as_deref()
+    }
+
+    pub(crate) fn serves_tls(&self) -> bool {
+        self.tls
+    }
+
+    pub(crate) fn bus(&self) -> &Bus {
+        &self.ctx.bus
+    }
+
+    pub(crate) fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    pub(crate) fn states(&self) -> &ReleaseStates {
+        &self.states
+    }
+
+    pub(crate) async fn all_rollouts(&self) -> Result<Vec<proto::Rollout>, BusError> {
+        self.index.select(&self.ctx.rollouts, |_| true).await
+    }
+
+    pub(crate) fn rollout_changes(&self) -> tokio::sync::broadcast::Receiver<String> {
+        self.index.subscribe()
+    }
+
+    pub(crate) fn shutdown(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+}
+
+/// The caller's identity name (`-` when authentication is off), for the dashboard.
+#[derive(Debug, Clone)]
+pub(crate) struct CallerName(pub(crate) String);
 
 /// Serves the API and drives rollouts until `shutdown`.
 pub async fn run(
@@ -108,6 +150,7 @@ pub async fn run(
         tasks: tasks.clone(),
         shutdown: shutdown.clone(),
         index: Index::default(),
+        tls: config.tls.is_some(),
     };
     tasks.spawn(crate::index::keep_current(
         state.index.clone(),
@@ -154,10 +197,18 @@ fn router(state: AppState) -> Router {
         )
         .route("/v1/clusters", get(clusters))
         .route("/v1/releases", get(releases))
+        .route("/", get(dashboard::page))
+        .route("/ui/matrix", get(dashboard::matrix_fragment))
+        .route("/ui/rollouts", get(dashboard::rollouts_fragment))
+        .route("/ui/events", get(dashboard::live))
         .layer(middleware::from_fn_with_state(state.clone(), authenticate))
         .route_layer(middleware::from_fn_with_state(state.clone(), traced))
         .layer(middleware::from_fn(refuse_oversized))
         .layer(DefaultBodyLimit::max(MAX_REQUEST_BYTES))
+        .route("/login", post(dashboard::login))
+        .route("/logout", post(dashboard::logout))
+        .route("/ui/app.js", get(dashboard::script))
+        .route("/ui/app.css", get(dashboard::style))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(ready))
         .route("/metrics", get(metrics))
@@ -219,27 +270,40 @@ impl Caller {
     }
 }
 
-/// Authenticates the bearer token, then writes one audit line per call: identity, action,
-/// result.
+/// The token a request presents: its bearer token, else (for a read only, so a cookie can
+/// never make a browser deploy) the dashboard's session cookie.
+fn presented_token(request: &Request) -> String {
+    let bearer = request
+        .headers()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    match bearer {
+        Some(token) => token.to_owned(),
+        None if request.method() == axum::http::Method::GET => {
+            dashboard::cookie_token(request.headers()).unwrap_or_default()
+        }
+        None => String::new(),
+    }
+}
+
+/// Authenticates the bearer token (or a read's session cookie), then writes one audit line per
+/// call: identity, action, result. The dashboard's page answers an unknown caller with its
+/// sign-in form.
 async fn authenticate(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
     let action = format!("{} {}", request.method(), request.uri().path());
     let caller = match &state.tokens {
         None => Caller(None),
-        Some(tokens) => {
-            let given = request
-                .headers()
-                .get("authorization")
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.strip_prefix("Bearer "))
-                .unwrap_or_default();
-            match tokens.authenticate(given) {
-                Some(who) => Caller(Some(who.clone())),
-                None => {
-                    tracing::info!(target: "audit", identity = "-", action, result = 401, "api call");
-                    return error(StatusCode::UNAUTHORIZED, "missing or unknown bearer token");
+        Some(tokens) => match tokens.authenticate(&presented_token(&request)) {
+            Some(who) => Caller(Some(who.clone())),
+            None => {
+                tracing::info!(target: "audit", identity = "-", action, result = 401, "api call");
+                if request.uri().path() == "/" {
+                    return dashboard::sign_in(None);
                 }
+                return error(StatusCode::UNAUTHORIZED, "missing or unknown bearer token");
             }
-        }
+        },
     };
     let identity = caller
         .0
@@ -247,6 +311,9 @@ async fn authenticate(State(state): State<AppState>, mut request: Request, next:
         .map_or("-", |i| i.name.as_str())
         .to_owned();
     request.extensions_mut().insert(caller);
+    request
+        .extensions_mut()
+        .insert(CallerName(identity.clone()));
     let response = next.run(request).await;
     tracing::info!(target: "audit", identity, action, result = response.status().as_u16(), "api call");
     response

@@ -11,9 +11,21 @@ use bus::{BusError, RolloutChange, Rollouts};
 use proto::{Rollout, RolloutStatus};
 use tokio_util::sync::CancellationToken;
 
-/// The rollouts this coordinator knows of.
-#[derive(Clone, Default)]
-pub(crate) struct Index(Arc<RwLock<Known>>);
+/// The rollouts this coordinator knows of, and word of each change (for the dashboard).
+#[derive(Clone)]
+pub(crate) struct Index {
+    known: Arc<RwLock<Known>>,
+    changes: tokio::sync::broadcast::Sender<String>,
+}
+
+impl Default for Index {
+    fn default() -> Self {
+        Self {
+            known: Arc::default(),
+            changes: tokio::sync::broadcast::channel(1024).0,
+        }
+    }
+}
 
 #[derive(Default)]
 struct Known {
@@ -24,13 +36,13 @@ struct Known {
 
 impl Index {
     fn read(&self) -> std::sync::RwLockReadGuard<'_, Known> {
-        self.0
+        self.known
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn write(&self) -> std::sync::RwLockWriteGuard<'_, Known> {
-        self.0
+        self.known
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
@@ -81,16 +93,23 @@ impl Index {
 
     /// Records what this coordinator just wrote, before the watch brings it back.
     pub(crate) fn put(&self, rollout: Rollout) {
-        self.write()
-            .rollouts
-            .insert(rollout.id.clone(), Arc::new(rollout));
+        let id = rollout.id.clone();
+        self.write().rollouts.insert(id.clone(), Arc::new(rollout));
+        let _ = self.changes.send(id);
+    }
+
+    /// The id of each rollout that changes from now on.
+    pub(crate) fn subscribe(&self) -> tokio::sync::broadcast::Receiver<String> {
+        self.changes.subscribe()
     }
 
     fn apply(&self, change: RolloutChange) {
         let mut known = self.write();
         match change {
             RolloutChange::Put(r) => {
-                known.rollouts.insert(r.id.clone(), Arc::from(r));
+                let id = r.id.clone();
+                known.rollouts.insert(id.clone(), Arc::from(r));
+                let _ = self.changes.send(id);
             }
             RolloutChange::Removed(id) => {
                 known.rollouts.remove(&id);

@@ -11,6 +11,7 @@
 
 mod api;
 pub mod appconfig;
+mod dashboard;
 mod driver;
 pub mod identity;
 mod index;

@@ -9,6 +9,8 @@ use anyhow::{Context, bail};
 
 pub use bus::testing::{NatsServer, eventually};
 
+pub mod webdriver;
+
 /// The `coxswain` binary of this workspace, built (or found up to date) once per test process.
 ///
 /// `$COXSWAIN_BIN` overrides it, e.g. to test an installed release build.

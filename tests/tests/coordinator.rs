@@ -954,3 +954,95 @@ async fn one_trace_runs_from_ci_through_the_coordinator_to_an_agent() {
         assert_eq!(get_status(url, path), 200, "{url}{path}");
     }
 }
+
+/// The dashboard in a real browser (Debian's headless Chromium through chromedriver): signed
+/// in with a token typed into its form, it shows every cluster; a deploy made while the page
+/// is open turns its cell `succeeded` without a reload; a failed rollout shows its reason.
+/// A screenshot is left in `target/dashboard.png`.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_dashboard_shows_the_fleet_and_follows_deploys_live_in_a_browser() {
+    let f = fleet(6).await;
+    let browser = tests::webdriver::Browser::start().unwrap();
+    browser.goto(&f.coordinator.url).unwrap();
+    browser.type_into("#token", TOKEN).unwrap();
+    browser.click("#sign-in").unwrap();
+    let in_page = |script: &'static str| {
+        let browser = &browser;
+        move || async move { browser.script(script).map_err(|e| e.to_string()) }
+    };
+    let rows = "return [...document.querySelectorAll('#matrix tr[data-cluster]')].map(r => r.dataset.cluster)";
+    eventually(
+        Duration::from_secs(20),
+        "every cluster on the page",
+        || async {
+            match in_page(rows)().await {
+                Ok(v) if v == json!(["beta", "prod-east", "prod-west"]) => Ok(()),
+                other => Err(format!("{other:?}")),
+            }
+        },
+    )
+    .await;
+    let live = "return document.getElementById('live').className";
+    eventually(
+        Duration::from_secs(20),
+        "the event stream is connected",
+        || async {
+            match in_page(live)().await {
+                Ok(v) if v == json!("live on") => Ok(()),
+                other => Err(format!("{other:?}")),
+            }
+        },
+    )
+    .await;
+    // A marker that a reload would lose.
+    browser
+        .script("window.coxswainKept = 42; return null")
+        .unwrap();
+
+    let (code, out, err) = f.deploy("beta", "1.0", &["--wait"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let cell = "const td = document.querySelector('td[data-cluster=\"beta\"][data-release=\"web\"]'); \
+                return td ? [td.dataset.phase, td.className, window.coxswainKept ?? null] : null";
+    eventually(
+        Duration::from_secs(20),
+        "beta's web cell turns succeeded live",
+        || async {
+            match in_page(cell)().await {
+                Ok(v) if v == json!(["succeeded", "cell healthy", 42]) => Ok(()),
+                other => Err(format!("{other:?}")),
+            }
+        },
+    )
+    .await;
+
+    let (code, out, err) = f.deploy("beta", "2.0-broken", &["--wait"]);
+    assert_eq!(code, 1, "{out}{err}");
+    let id = rollout_id(&out);
+    let script = format!(
+        "const a = document.querySelector('article[data-rollout=\"{id}\"]'); \
+         return a ? [a.dataset.status, a.querySelector('.reason')?.textContent ?? '', window.coxswainKept ?? null] : null"
+    );
+    eventually(
+        Duration::from_secs(30),
+        "the failed rollout shows its reason",
+        || async {
+            match browser.script(&script) {
+                Ok(v)
+                    if v[0] == "failed"
+                        && v[1].as_str().is_some_and(|r| r.contains("beta"))
+                        && v[2] == 42 =>
+                {
+                    Ok(())
+                }
+                other => Err(format!("{other:?}")),
+            }
+        },
+    )
+    .await;
+    let shot = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/dashboard.png");
+    browser.screenshot(&shot).unwrap();
+    assert!(
+        std::fs::metadata(&shot).unwrap().len() > 10_000,
+        "a real screenshot"
+    );
+}
