@@ -5,13 +5,13 @@
 //! and gates apply is the coordinator's platform policy, never this request's.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
 use coordinator::Loaded;
-use coordinator::appconfig::ReleaseConfig;
+use coordinator::appconfig::{ReleaseConfig, Source};
 use proto::{Manifests, Phase, Rollout, RolloutRequest, RolloutStatus, SCHEMA_VERSION};
 use serde_json::{Value, json};
 
@@ -177,19 +177,32 @@ fn lookup<'a>(values: &'a Value, dotted: &str) -> Option<&'a Value> {
 }
 
 impl DeployArgs {
-    /// The values for the environment: the release's defaults < the environment's values file
-    /// < the release's values file for the environment < `--set`s.
-    fn values(&self, loaded: &Loaded, release: &ReleaseConfig) -> anyhow::Result<Value> {
-        let dir = loaded.path(&release.manifests);
+    /// The values files of the environment: the environment's, then the release's own for it.
+    fn value_files(&self, loaded: &Loaded, release: &ReleaseConfig) -> Vec<PathBuf> {
         let env_file = loaded
             .config
             .environments
             .get(&self.env)
-            .and_then(|e| e.values.as_ref())
-            .map(|f| loaded.path(f));
-        let mut values = deploy::render::layered_values(&dir, env_file.as_deref(), &[])?;
-        if let Some(file) = release.values.get(&self.env) {
-            let text = std::fs::read_to_string(loaded.path(file))?;
+            .and_then(|e| e.values.as_ref());
+        env_file
+            .into_iter()
+            .chain(release.values.get(&self.env))
+            .map(|f| loaded.path(f))
+            .collect()
+    }
+
+    /// The values for the environment: the defaults in `dir` (`values.yaml`) < the
+    /// environment's values file < the release's values file for the environment < `--set`s.
+    fn values(
+        &self,
+        loaded: &Loaded,
+        release: &ReleaseConfig,
+        dir: &Path,
+    ) -> anyhow::Result<Value> {
+        let mut values = deploy::render::layered_values(dir, None, &[])?;
+        for file in self.value_files(loaded, release) {
+            let text = std::fs::read_to_string(&file)
+                .with_context(|| format!("cannot read {}", file.display()))?;
             let extra: Value = serde_saphyr::from_str(&text)
                 .with_context(|| format!("{} is not YAML", file.display()))?;
             deploy::render::merge_values(&mut values, &extra);
@@ -198,6 +211,91 @@ impl DeployArgs {
             deploy::render::apply_set(&mut values, expr)?;
         }
         Ok(values)
+    }
+
+    /// The version: `--app-version`, else the `image.tag` value.
+    fn version(&self, values: &Value) -> anyhow::Result<String> {
+        Ok(match (&self.app_version, lookup(values, "image.tag")) {
+            (Some(v), _) => v.clone(),
+            (None, Some(Value::String(tag))) => tag.clone(),
+            (None, Some(tag)) => tag.to_string(),
+            (None, None) => bail!("no version: pass --app-version or set image.tag"),
+        })
+    }
+
+    /// The release rendered for the environment from its source, its content digest (the
+    /// same in every environment: what the promotion gate compares), and its version.
+    fn render_source(
+        &self,
+        loaded: &Loaded,
+        release: &ReleaseConfig,
+    ) -> anyhow::Result<(deploy::render::Rendered, String, String)> {
+        let source = release
+            .source()
+            .context("the release names no single source of manifests")?;
+        match source {
+            Source::Templated(dir) => {
+                let dir = loaded.path(dir);
+                let values = self.values(loaded, release, &dir)?;
+                let meta = json!({"name": self.release, "namespace": release.namespace, "environment": self.env});
+                let rendered = deploy::render::render(&dir, &values, &meta)?;
+                Ok((
+                    rendered,
+                    deploy::render::content_digest(&dir)?,
+                    self.version(&values)?,
+                ))
+            }
+            Source::Helm(chart) => {
+                let chart = loaded.path(chart);
+                let values = self.values(loaded, release, &chart)?;
+                let helm_values = deploy::sources::HelmValues {
+                    files: self.value_files(loaded, release),
+                    sets: self.set.clone(),
+                };
+                let rendered =
+                    deploy::sources::helm(&chart, &self.release, &release.namespace, &helm_values)?;
+                Ok((
+                    rendered,
+                    deploy::sources::tree_digest(&chart)?,
+                    self.version(&values)?,
+                ))
+            }
+            Source::Kustomize(dir) | Source::Plain(dir) => {
+                let kind = if matches!(source, Source::Plain(_)) {
+                    "plain YAML"
+                } else {
+                    "kustomize"
+                };
+                if !self.set.is_empty() {
+                    bail!(
+                        "release {} is a {kind} source, which takes no values: --set applies to \
+                         `manifests` and `helm` sources (for kustomize, set images in the overlay: \
+                         `kustomize edit set image`)",
+                        self.release
+                    );
+                }
+                let version = self.app_version.clone().with_context(|| {
+                    format!("release {} is a {kind} source: pass --app-version (the version the promotion gate compares)", self.release)
+                })?;
+                let dir = loaded.path(Path::new(
+                    &dir.to_string_lossy().replace("{env}", &self.env),
+                ));
+                if matches!(source, Source::Plain(_)) {
+                    Ok((
+                        deploy::sources::plain(&dir)?,
+                        deploy::sources::tree_digest(&dir)?,
+                        version,
+                    ))
+                } else {
+                    let root = deploy::sources::kustomize_root(&dir);
+                    Ok((
+                        deploy::sources::kustomize(&dir)?,
+                        deploy::sources::tree_digest(&root)?,
+                        version,
+                    ))
+                }
+            }
+        }
     }
 
     /// Renders the release for the environment; the request (which names no clusters, waves
@@ -218,18 +316,7 @@ impl DeployArgs {
                 self.release
             )
         })?;
-        let dir = loaded.path(&release.manifests);
-        let content_digest = deploy::render::content_digest(&dir)?;
-        let values = self.values(&loaded, release)?;
-        let meta =
-            json!({"name": self.release, "namespace": release.namespace, "environment": self.env});
-        let rendered = deploy::render::render(&dir, &values, &meta)?;
-        let version = match (&self.app_version, lookup(&values, "image.tag")) {
-            (Some(v), _) => v.clone(),
-            (None, Some(Value::String(tag))) => tag.clone(),
-            (None, Some(tag)) => tag.to_string(),
-            (None, None) => bail!("no version: pass --app-version or set image.tag"),
-        };
+        let (rendered, content_digest, version) = self.render_source(&loaded, release)?;
         let objects = rendered.all();
         let bytes = serde_json::to_vec(&objects)?;
         let digest = deploy::render::sha256(&bytes);

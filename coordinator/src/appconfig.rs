@@ -23,12 +23,25 @@ pub struct AppConfig {
     pub environments: BTreeMap<String, EnvironmentConfig>,
 }
 
-/// One release.
+/// One release. Its manifests come from exactly one source, relative to the file.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ReleaseConfig {
-    /// Folder of manifests, relative to the file (its `values.yaml` holds the defaults).
-    pub manifests: PathBuf,
+    /// A folder of templated manifests (`{{ values.x }}`; its `values.yaml` holds the
+    /// defaults).
+    #[serde(default)]
+    pub manifests: Option<PathBuf>,
+    /// A kustomize directory, rendered with `kubectl kustomize`; `{env}` in it is replaced by
+    /// the environment (`deploy/overlays/{env}`).
+    #[serde(default)]
+    pub kustomize: Option<PathBuf>,
+    /// A folder of plain YAML applied as it is (`helm template` output, say).
+    #[serde(default)]
+    pub plain: Option<PathBuf>,
+    /// A Helm chart folder, rendered with `helm template` (helm on PATH); the environment's
+    /// values files and `--set` go to helm.
+    #[serde(default)]
+    pub helm: Option<PathBuf>,
     /// Namespace of the release.
     pub namespace: String,
     /// Per-environment values files of this release, relative to the file.
@@ -40,6 +53,38 @@ pub struct ReleaseConfig {
     /// Rollback policy.
     #[serde(default)]
     pub rollback: RollbackPolicy,
+}
+
+/// Where a release's manifests come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source<'a> {
+    /// A templated folder.
+    Templated(&'a Path),
+    /// A kustomize directory (`{env}` not yet replaced).
+    Kustomize(&'a Path),
+    /// Plain YAML.
+    Plain(&'a Path),
+    /// A Helm chart.
+    Helm(&'a Path),
+}
+
+impl ReleaseConfig {
+    /// Its one source; `None` when it names none or several.
+    pub fn source(&self) -> Option<Source<'_>> {
+        let named: Vec<Source<'_>> = [
+            self.manifests.as_deref().map(Source::Templated),
+            self.kustomize.as_deref().map(Source::Kustomize),
+            self.plain.as_deref().map(Source::Plain),
+            self.helm.as_deref().map(Source::Helm),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        match named.as_slice() {
+            [one] => Some(*one),
+            _ => None,
+        }
+    }
 }
 
 /// One environment, as the application sees it: only its values.
@@ -127,11 +172,38 @@ impl Loaded {
             &r.namespace,
             problems,
         );
-        if !self.path(&r.manifests).is_dir() {
-            problems.push(format!(
-                "releases.{name}.manifests: {} is not a folder",
-                self.path(&r.manifests).display()
-            ));
+        match r.source() {
+            None => problems.push(format!(
+                "releases.{name}: name exactly one source of manifests: `manifests` (a templated \
+                 folder), `kustomize` (a kustomize directory), `plain` (a folder of YAML) or \
+                 `helm` (a chart)"
+            )),
+            Some(Source::Kustomize(dir)) => {
+                // `{env}` is checked when an environment is deployed; the rest must exist.
+                let fixed: PathBuf = dir
+                    .components()
+                    .take_while(|c| !c.as_os_str().to_string_lossy().contains("{env}"))
+                    .collect();
+                if !self.path(&fixed).is_dir() {
+                    problems.push(format!(
+                        "releases.{name}.kustomize: {} is not a folder",
+                        self.path(&fixed).display()
+                    ));
+                }
+            }
+            Some(Source::Templated(dir) | Source::Plain(dir) | Source::Helm(dir)) => {
+                if !self.path(dir).is_dir() {
+                    let field = match r.source() {
+                        Some(Source::Plain(_)) => "plain",
+                        Some(Source::Helm(_)) => "helm",
+                        _ => "manifests",
+                    };
+                    problems.push(format!(
+                        "releases.{name}.{field}: {} is not a folder",
+                        self.path(dir).display()
+                    ));
+                }
+            }
         }
         for (env, file) in &r.values {
             label(&format!("releases.{name}.values.{env}"), env, problems);

@@ -15,6 +15,7 @@ mod poll;
 mod probe;
 pub mod redact;
 pub mod render;
+pub mod sources;
 
 pub use allow::Allowlist;
 pub use cluster::{

@@ -78,6 +78,14 @@ pub enum RenderError {
     /// The folder has no manifest.
     #[error("{0} contains no manifests (*.yaml, *.yml)")]
     Empty(PathBuf),
+    /// A rendering tool (kubectl kustomize, helm template) is missing or failed.
+    #[error("{tool}: {reason}")]
+    Tool {
+        /// The command (`kubectl kustomize overlays/prod`).
+        tool: String,
+        /// What went wrong, and what to do.
+        reason: String,
+    },
     /// A template ran longer than [`TEMPLATE_FUEL`] allows (a loop that does not end).
     #[error(
         "template {file} ran out of fuel: it used the limit of {limit} instructions (an endless or huge loop?)"
@@ -218,7 +226,7 @@ pub fn merge_values(base: &mut Value, over: &Value) {
     }
 }
 
-fn read(path: &Path) -> Result<String, RenderError> {
+pub(crate) fn read(path: &Path) -> Result<String, RenderError> {
     std::fs::read_to_string(path).map_err(|source| RenderError::Read {
         path: path.to_owned(),
         source,
@@ -319,7 +327,7 @@ pub fn layered_values(
 }
 
 /// The manifest files of a release folder, sorted by name.
-fn manifest_files(dir: &Path) -> Result<Vec<PathBuf>, RenderError> {
+pub(crate) fn manifest_files(dir: &Path) -> Result<Vec<PathBuf>, RenderError> {
     let entries = std::fs::read_dir(dir).map_err(|source| RenderError::Read {
         path: dir.to_owned(),
         source,
@@ -450,7 +458,7 @@ fn check_values(
 
 /// The objects of one rendered file: its YAML documents, `List` items unpacked, empty
 /// documents skipped, each checked.
-fn objects_of(name: &str, rendered: &str) -> Result<Vec<Value>, RenderError> {
+pub(crate) fn objects_of(name: &str, rendered: &str) -> Result<Vec<Value>, RenderError> {
     let docs: Vec<Value> =
         serde_saphyr::from_multiple(rendered).map_err(|e| RenderError::Yaml {
             file: name.to_owned(),

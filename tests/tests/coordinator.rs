@@ -1046,3 +1046,132 @@ async fn the_dashboard_shows_the_fleet_and_follows_deploys_live_in_a_browser() {
         "a real screenshot"
     );
 }
+
+/// A kustomize tree as an application keeps it: a base and an overlay per environment.
+fn kustomize_tree(root: &Path) {
+    let base = root.join("deploy/base");
+    std::fs::create_dir_all(&base).unwrap();
+    std::fs::write(
+        base.join("kustomization.yaml"),
+        "resources: [deployment.yaml]\nlabels:\n  - pairs: {app: web}\n    includeSelectors: true\n",
+    )
+    .unwrap();
+    std::fs::write(
+        base.join("deployment.yaml"),
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\nspec:\n  replicas: 2\n  template:\n    spec:\n      containers:\n        - name: web\n          image: registry.example.com/shop/web:0.1\n",
+    )
+    .unwrap();
+    for (env, replicas) in [("beta", 1), ("prod", 3)] {
+        let overlay = root.join("deploy/overlays").join(env);
+        std::fs::create_dir_all(&overlay).unwrap();
+        std::fs::write(
+            overlay.join("kustomization.yaml"),
+            format!(
+                "resources: [../../base]\nimages:\n  - name: registry.example.com/shop/web\n    newTag: \"2.0\"\n\
+                 replicas:\n  - name: web\n    count: {replicas}\n"
+            ),
+        )
+        .unwrap();
+    }
+    std::fs::write(
+        root.join("coxswain.yaml"),
+        "releases:\n  web:\n    kustomize: deploy/overlays/{env}\n    namespace: shop\n    health: {timeout_secs: 60}\n",
+    )
+    .unwrap();
+}
+
+/// A release whose manifests are a kustomize overlay per environment deploys through the
+/// coordinator (rendered by `kubectl kustomize`); beta's and prod's overlays share one
+/// content digest (the whole tree), so the promotion gate passes prod; `--set` is refused
+/// for it, and a Helm source without helm says what to install.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_kustomize_release_deploys_through_the_coordinator() {
+    let f = fleet(60).await;
+    let app = tempfile::tempdir().unwrap();
+    kustomize_tree(app.path());
+    let deploy = |env: &str, extra: &[&str], vars: &[(&str, &str)]| {
+        let out = std::process::Command::new(coxswain_bin().unwrap())
+            .args(["deploy", "--config"])
+            .arg(app.path().join("coxswain.yaml"))
+            .args([
+                "--env",
+                env,
+                "--release",
+                "web",
+                "--coordinator",
+                &f.coordinator.url,
+            ])
+            .args(["--token", TOKEN])
+            .args(extra)
+            .env("COXSWAIN_KUBECTL", kubectl_bin().unwrap())
+            .envs(vars.iter().copied())
+            .env("COXSWAIN_LOG", "warn")
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr);
+        (out.status.code().unwrap_or(-1), text)
+    };
+    let (code, out) = deploy(
+        "beta",
+        &["--app-version", "2.0", "--set", "image.tag=3"],
+        &[],
+    );
+    assert_eq!(code, 2, "{out}");
+    assert!(
+        out.contains("is a kustomize source, which takes no values"),
+        "{out}"
+    );
+    let (code, out) = deploy("beta", &[], &[]);
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("pass --app-version"), "{out}");
+
+    for env in ["beta", "prod"] {
+        let (code, out) = deploy(env, &["--app-version", "2.0", "--wait"], &[]);
+        assert_eq!(code, 0, "{env}: {out}");
+    }
+    for cluster in ["beta", "prod-east", "prod-west"] {
+        assert_eq!(
+            f.image(cluster),
+            "registry.example.com/shop/web:2.0",
+            "{cluster}"
+        );
+    }
+    let replicas = |cluster: &str| {
+        let out = std::process::Command::new(kubectl_bin().unwrap())
+            .env("KUBECONFIG", f.sim.kubeconfig(cluster))
+            .args([
+                "get",
+                "deploy",
+                "web",
+                "-n",
+                "shop",
+                "-o",
+                "jsonpath={.spec.replicas}",
+            ])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert_eq!(
+        (replicas("beta"), replicas("prod-east")),
+        ("1".into(), "3".into()),
+        "each overlay"
+    );
+
+    std::fs::write(
+        app.path().join("coxswain.yaml"),
+        "releases:\n  web:\n    helm: deploy/base\n    namespace: shop\n",
+    )
+    .unwrap();
+    let (code, out) = deploy(
+        "beta",
+        &["--app-version", "2.0"],
+        &[("COXSWAIN_HELM", "/nonexistent/helm")],
+    );
+    assert_eq!(code, 2, "{out}");
+    assert!(
+        out.contains("not found. Helm charts are rendered with `helm template`: install Helm 3"),
+        "{out}"
+    );
+}
