@@ -107,3 +107,94 @@ fn intent_validate_lists_every_problem() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// The fenced blocks of `language` in a Markdown text.
+fn fenced(markdown: &str, language: &str) -> Vec<String> {
+    let open = format!("```{language}");
+    let mut blocks = Vec::new();
+    let mut current: Option<String> = None;
+    for line in markdown.lines() {
+        match &mut current {
+            None if line.trim_start() == open => current = Some(String::new()),
+            Some(block) if line.trim_start().starts_with("```") => {
+                blocks.push(std::mem::take(block));
+                current = None;
+            }
+            Some(block) => {
+                block.push_str(line);
+                block.push('\n');
+            }
+            None => {}
+        }
+    }
+    blocks
+}
+
+/// Every `coxswain ...` command line of a text (continuation lines joined), as words.
+fn commands(text: &str) -> Vec<Vec<String>> {
+    let mut found = Vec::new();
+    let mut lines = text.lines();
+    while let Some(line) = lines.next() {
+        let line = line
+            .trim()
+            .trim_start_matches("- ")
+            .trim_start_matches("run: ");
+        if !line.starts_with("coxswain ") {
+            continue;
+        }
+        let mut command = line.to_owned();
+        while command.ends_with('\\') {
+            command.pop();
+            command.push_str(lines.next().unwrap_or_default().trim());
+        }
+        found.push(command.split_whitespace().map(str::to_owned).collect());
+    }
+    found
+}
+
+/// docs/ci.md: every YAML block parses, the GitHub Actions and GitLab CI recipes are there,
+/// and every `coxswain` command in them uses a subcommand and flags that exist.
+#[test]
+fn the_ci_recipes_parse_and_use_only_commands_that_exist() {
+    let doc =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/ci.md")).unwrap();
+    let blocks = fenced(&doc, "yaml");
+    let parsed: Vec<serde_json::Value> = blocks
+        .iter()
+        .map(|b| serde_saphyr::from_str(b).unwrap_or_else(|e| panic!("{e}:\n{b}")))
+        .collect();
+    assert!(
+        parsed
+            .iter()
+            .any(|y| y["jobs"].is_object() && !y["on"].is_null()),
+        "a GitHub Actions workflow"
+    );
+    assert!(
+        parsed.iter().any(|y| y["stages"].is_array()),
+        "a GitLab CI pipeline"
+    );
+    let commands: Vec<Vec<String>> = blocks.iter().flat_map(|b| commands(b)).collect();
+    assert!(commands.len() >= 4, "{commands:?}");
+    for words in &commands {
+        let subcommand = &words[1];
+        let out = coxswain(&[subcommand, "--help"]).unwrap();
+        assert!(out.status.success(), "coxswain {subcommand} does not exist");
+        let help = String::from_utf8_lossy(&out.stdout);
+        for flag in words.iter().filter(|w| w.starts_with('-')) {
+            let flag = flag.split('=').next().unwrap();
+            assert!(
+                help.contains(&format!("{flag} "))
+                    || help.contains(&format!("{flag},"))
+                    || help.contains(&format!("{flag}\n")),
+                "coxswain {subcommand} has no {flag} ({})",
+                words.join(" ")
+            );
+        }
+        if subcommand == "deploy" {
+            assert!(
+                words.iter().any(|w| w == "--wait"),
+                "CI follows its deploy: {words:?}"
+            );
+        }
+    }
+}

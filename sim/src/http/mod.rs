@@ -143,6 +143,12 @@ impl ApiRequest {
         if self.body.is_empty() {
             return Err(ApiError::bad_request("the request has no body"));
         }
+        // Protobuf bodies are not served here: 415, as a server answers a type it does not
+        // take, so clients that can fall back to JSON do (client-go does).
+        let content_type = self.header(header::CONTENT_TYPE);
+        if content_type.contains("protobuf") {
+            return Err(ApiError::unsupported_media_type(content_type));
+        }
         serde_json::from_slice(&self.body)
             .map_err(|e| ApiError::bad_request(format!("the body is not valid JSON: {e}")))
     }
