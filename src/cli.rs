@@ -82,6 +82,7 @@ enum Command {
     #[command(subcommand)]
     Auth(auth::AuthCommand),
     /// Deploy a release to an environment through the coordinator (what CI runs).
+    #[command(after_long_help = EXIT_CODES)]
     Deploy(deploy::DeployArgs),
     /// Stream outcome events live (Ctrl-C stops).
     Watch(observe::WatchArgs),
@@ -90,6 +91,7 @@ enum Command {
     /// The clusters x releases matrix: version, phase, age.
     Status(observe::StatusArgs),
     /// Roll a release back on one cluster to an earlier revision, through its agent.
+    #[command(after_long_help = EXIT_CODES)]
     Rollback(rollback::RollbackArgs),
     /// Apply, inspect and roll back releases directly on a cluster (no NATS).
     #[command(subcommand)]

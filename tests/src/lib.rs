@@ -566,3 +566,20 @@ pub fn exported_trace(collector: &Received, trace_id: &str) -> bool {
         })
         .unwrap_or(false)
 }
+
+/// Writes `coxswain.yaml` into `dir` for the example shop (`examples/web`): release `web` in
+/// namespace `shop`, with beta's values; its path.
+pub fn example_app_config(dir: &std::path::Path) -> anyhow::Result<PathBuf> {
+    let example = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples/web");
+    let path = dir.join("coxswain.yaml");
+    std::fs::write(
+        &path,
+        format!(
+            "releases:\n  web:\n    manifests: {}\n    namespace: shop\n    health: {{timeout_secs: 60}}\n\
+             environments:\n  beta:\n    values: {}\n",
+            example.join("manifests").display(),
+            example.join("environments/beta.yaml").display(),
+        ),
+    )?;
+    Ok(path)
+}

@@ -170,17 +170,15 @@ impl Fleet {
     }
 
     fn image(&self, cluster: &str) -> String {
+        self.web_field(cluster, "{.spec.template.spec.containers[0].image}")
+    }
+
+    /// A field of the `web` Deployment on `cluster` (a kubectl jsonpath), empty when absent.
+    fn web_field(&self, cluster: &str, jsonpath: &str) -> String {
         let out = std::process::Command::new(kubectl_bin().unwrap())
             .env("KUBECONFIG", self.sim.kubeconfig(cluster))
-            .args([
-                "get",
-                "deploy",
-                "web",
-                "-n",
-                "shop",
-                "-o",
-                "jsonpath={.spec.template.spec.containers[0].image}",
-            ])
+            .args(["get", "deploy", "web", "-n", "shop", "-o"])
+            .arg(format!("jsonpath={jsonpath}"))
             .output()
             .unwrap();
         String::from_utf8_lossy(&out.stdout).into_owned()
@@ -869,17 +867,7 @@ async fn one_trace_runs_from_ci_through_the_coordinator_to_an_agent() {
         &[("OTEL_EXPORTER_OTLP_ENDPOINT", coordinator_otlp.as_str())],
     )
     .unwrap();
-    let config = dir.path().join("coxswain.yaml");
-    std::fs::write(
-        &config,
-        format!(
-            "releases:\n  web:\n    manifests: {}\n    namespace: shop\n    health: {{timeout_secs: 60}}\n\
-             environments:\n  beta:\n    values: {}\n",
-            example("manifests").display(),
-            example("environments/beta.yaml").display(),
-        ),
-    )
-    .unwrap();
+    let config = tests::example_app_config(dir.path()).unwrap();
     let probe = format!("http://{probes}");
     eventually(Duration::from_secs(30), "the agent is ready", || async {
         match get_status(&probe, "/readyz") {
@@ -1137,22 +1125,7 @@ async fn a_kustomize_release_deploys_through_the_coordinator() {
             "{cluster}"
         );
     }
-    let replicas = |cluster: &str| {
-        let out = std::process::Command::new(kubectl_bin().unwrap())
-            .env("KUBECONFIG", f.sim.kubeconfig(cluster))
-            .args([
-                "get",
-                "deploy",
-                "web",
-                "-n",
-                "shop",
-                "-o",
-                "jsonpath={.spec.replicas}",
-            ])
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    };
+    let replicas = |cluster: &str| f.web_field(cluster, "{.spec.replicas}");
     assert_eq!(
         (replicas("beta"), replicas("prod-east")),
         ("1".into(), "3".into()),

@@ -278,22 +278,9 @@ async fn an_agent_configured_as_the_manifests_say_deploys_the_example() {
         ],
     )
     .unwrap();
-    std::fs::write(
-        dir.path().join("coxswain.yaml"),
-        format!(
-            "releases:\n  web:\n    manifests: {}\n    namespace: shop\n    health: {{timeout_secs: 60}}\n\
-             environments:\n  beta:\n    values: {}\n",
-            repo("examples/web/manifests").display(),
-            repo("examples/web/environments/beta.yaml").display(),
-        ),
-    )
-    .unwrap();
+    let config = tests::example_app_config(dir.path()).unwrap();
     let out = Command::new(coxswain_bin().unwrap())
-        .args([
-            "deploy",
-            "--config",
-            dir.path().join("coxswain.yaml").to_str().unwrap(),
-        ])
+        .args(["deploy", "--config", config.to_str().unwrap()])
         .args([
             "--env",
             "beta",

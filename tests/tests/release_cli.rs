@@ -117,7 +117,7 @@ fn apply_roll_back_and_history_from_the_command_line() {
             tag,
             "--wait",
             "--timeout",
-            "60",
+            "60s",
             "--kubeconfig",
             &kubeconfig,
         ])

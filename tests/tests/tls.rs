@@ -6,7 +6,7 @@
 //! to an `https://` OTLP collector trusted through `OTEL_EXPORTER_OTLP_CERTIFICATE`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Output;
 use std::time::Duration;
 
@@ -90,12 +90,6 @@ fn serve_one(stream: impl std::io::Read + std::io::Write) -> std::io::Result<Str
     Ok(first.trim().to_owned())
 }
 
-fn example(path: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../examples/web")
-        .join(path)
-}
-
 /// `coxswain deploy` of the example to beta at `coordinator`, with `extra` flags and
 /// environment variables: (exit code, stdout, stderr).
 fn deploy(
@@ -126,22 +120,6 @@ fn deploy(
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
-}
-
-/// The app's deploy configuration: the example release, beta values.
-fn app_config(dir: &Path) -> PathBuf {
-    let path = dir.join("coxswain.yaml");
-    std::fs::write(
-        &path,
-        format!(
-            "releases:\n  web:\n    manifests: {}\n    namespace: shop\n    health: {{timeout_secs: 60}}\n\
-             environments:\n  beta:\n    values: {}\n",
-            example("manifests").display(),
-            example("environments/beta.yaml").display(),
-        ),
-    )
-    .unwrap();
-    path
 }
 
 #[tokio::test]
@@ -177,7 +155,7 @@ async fn deploy_over_https_to_a_tls_coordinator_on_mutual_tls_nats() {
         CoordinatorProcess::start_with(&nats.url(), TOKEN, &dir.path().join("policy.yaml"), &extra)
             .unwrap();
     let https = coordinator.url.replace("http://", "https://");
-    let config = app_config(dir.path());
+    let config = tests::example_app_config(dir.path()).unwrap();
 
     // The test's own NATS connection needs the client certificate too.
     let bus = bus::connect(&bus::ConnectOptions {
