@@ -126,6 +126,7 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<(), CoordinatorError> {
     let topology = bus.wait_for_topology(shutdown.cancelled()).await?;
+    let index = Index::default();
     let ctx = Arc::new(Context {
         bus,
         rollouts: topology.rollouts.clone(),
@@ -138,6 +139,7 @@ pub async fn run(
         outcome_grace: config.outcome_grace,
         events_rejected: std::sync::atomic::AtomicU64::new(0),
         metrics: crate::metrics::Metrics::default(),
+        index: index.clone(),
     });
     let tasks = TaskTracker::new();
     let state = AppState {
@@ -149,7 +151,7 @@ pub async fn run(
         tokens: config.tokens.map(Arc::new),
         tasks: tasks.clone(),
         shutdown: shutdown.clone(),
-        index: Index::default(),
+        index,
         tls: config.tls.is_some(),
     };
     tasks.spawn(crate::index::keep_current(

@@ -38,6 +38,8 @@ pub(crate) struct Context {
     pub(crate) events_rejected: std::sync::atomic::AtomicU64,
     /// API latency and wave durations.
     pub(crate) metrics: crate::metrics::Metrics,
+    /// Every rollout, kept current by a watch (the gate's history).
+    pub(crate) index: crate::index::Index,
 }
 
 /// Why a driver stopped.
@@ -255,7 +257,7 @@ impl<'a> Driver<'a> {
         apply_events(&mut r, &self.seen);
         plan::expire_silent(&mut r, Timestamp::now(), self.actor.ctx.outcome_grace);
         let actor = &self.actor;
-        let step = plan::decide(&r);
+        let step = actor.still_eligible(plan::decide(&r), &r).await?;
         tracing::debug!(
             rollout = actor.id,
             ?step,
@@ -363,6 +365,31 @@ impl Actor<'_> {
             Step::Wait => {}
         }
         Ok(())
+    }
+
+    /// `step`, unless it starts the next wave of a rollout whose promotion was withdrawn since
+    /// it began (the version failed or was rolled back in a required environment): then the
+    /// rollout halts before that wave, with the reason.
+    async fn still_eligible(&self, step: Step, r: &Rollout) -> Result<Step, DriveError> {
+        if step != Step::Advance || r.policy.requires.is_empty() {
+            return Ok(step);
+        }
+        let release = r.request.release.clone();
+        let history = self
+            .ctx
+            .index
+            .select(&self.ctx.rollouts, |h| h.request.release == release)
+            .await?;
+        Ok(match plan::gate(&history, &r.request, &r.policy.requires) {
+            Ok(()) => step,
+            Err(refusal) => {
+                tracing::warn!(target: "audit", rollout = self.id, release, reason = %refusal, "promotion withdrawn: rollout halted before its next wave");
+                Step::Finish(
+                    RolloutStatus::Failed,
+                    format!("halted before wave {}: {refusal}", r.current_wave + 2),
+                )
+            }
+        })
     }
 
     /// Counts the current wave's duration, from its first intent sent, in the metrics.

@@ -109,14 +109,18 @@ impl std::fmt::Display for Refusal {
 }
 
 /// The promotion gate: every required environment must have a succeeded rollout of the same
-/// release, the same version and the same content digest. The same version with other content
-/// is refused naming both digests.
+/// release, the same version and the same content digest, and that pass must not have been
+/// withdrawn since ([`withdrawal`]). The same version with other content is refused naming
+/// both digests.
 pub fn gate(
     history: &[Rollout],
     request: &RolloutRequest,
     requires: &[String],
 ) -> Result<(), Refusal> {
     for required in requires {
+        if let Some(why) = withdrawal(history, request, required) {
+            return Err(Refusal::Gate(why));
+        }
         let same_version: Vec<&Rollout> = history
             .iter()
             .filter(|r| {
@@ -150,6 +154,62 @@ pub fn gate(
         )));
     }
     Ok(())
+}
+
+/// Why the pass of `request`'s version and content through `environment` no longer counts,
+/// if it does not: after its newest success there, the same version and content failed there
+/// (a later verification), or a rollback there took that release off it while it was what the
+/// environment last succeeded with. A later success of it counts again. `None` when it has
+/// not passed at all (the gate says so) or still stands.
+pub fn withdrawal(
+    history: &[Rollout],
+    request: &RolloutRequest,
+    environment: &str,
+) -> Option<String> {
+    let mut there: Vec<&Rollout> = history
+        .iter()
+        .filter(|r| r.request.release == request.release && r.request.environment == environment)
+        .collect();
+    there.sort_by_key(|r| r.created_at);
+    let same = |r: &Rollout| {
+        r.request.version == request.version && r.request.content_digest == request.content_digest
+    };
+    // (whether ours is what the environment last succeeded with, why it was withdrawn)
+    let (mut passed, mut current, mut withdrawn) = (false, false, None);
+    for r in there {
+        if is_rollback(r) {
+            if passed && current && r.status != RolloutStatus::Superseded {
+                withdrawn = Some(format!(
+                    "rollout {} rolled {} back on cluster(s) {} of {environment}, requested by {}",
+                    r.id,
+                    request.release,
+                    r.waves.concat().join(", "),
+                    r.request.requested_by
+                ));
+                current = false;
+            }
+            continue;
+        }
+        match (same(r), r.status) {
+            (true, RolloutStatus::Succeeded) => (passed, current, withdrawn) = (true, true, None),
+            (true, RolloutStatus::Failed | RolloutStatus::Reverted) if passed => {
+                withdrawn = Some(format!(
+                    "rollout {} of the same version and content failed in {environment}: {}",
+                    r.id,
+                    r.reason.as_deref().unwrap_or("no reason recorded")
+                ));
+            }
+            (false, RolloutStatus::Succeeded) => current = false,
+            _ => {}
+        }
+    }
+    withdrawn.map(|why| {
+        format!(
+            "promotion withdrawn: version {} of {} passed {environment}, but since then {why}; \
+             it may not be promoted until it passes {environment} again",
+            request.version, request.release
+        )
+    })
 }
 
 /// What a failed rollout reverts to: the newest succeeded rollout of the same release to the
@@ -686,6 +746,57 @@ mod tests {
             digest(content)
         };
         r
+    }
+
+    #[test]
+    fn a_pass_is_withdrawn_by_a_later_failure_or_rollback_and_restored_by_a_new_pass() {
+        use RolloutStatus::{Failed, Succeeded};
+        let beta = ["beta".to_owned()];
+        let request = |version: &str| {
+            let mut r = rollout(vec![vec!["a"]], true).request;
+            r.version = version.into();
+            r
+        };
+        let rollback = |at: i64| {
+            let mut r = done("beta", "previous", Succeeded, at);
+            r.request.manifests = Manifests::Revision { revision: None };
+            r
+        };
+        let rolled_back = [done("beta", "1", Succeeded, 1), rollback(2)];
+        let refusal = gate(&rolled_back, &request("1"), &beta)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            refusal.starts_with("promotion withdrawn: version 1 of web passed beta, but since then rollout beta-previous-2 rolled web back on cluster(s) a of beta"),
+            "{refusal}"
+        );
+        let newer_rolled_back = [
+            done("beta", "1", Succeeded, 1),
+            done("beta", "2", Succeeded, 2),
+            rollback(3),
+        ];
+        assert!(
+            gate(&newer_rolled_back, &request("1"), &beta).is_ok(),
+            "1 was not running"
+        );
+        assert!(gate(&newer_rolled_back, &request("2"), &beta).is_err());
+        let failed_later = [
+            done("beta", "1", Succeeded, 1),
+            done("beta", "1", Failed, 2),
+        ];
+        let refusal = gate(&failed_later, &request("1"), &beta)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            refusal.contains("rollout beta-1-2 of the same version and content failed in beta"),
+            "{refusal}"
+        );
+        let passed_again = [
+            done("beta", "1", Succeeded, 1),
+            rollback(2),
+            done("beta", "1", Succeeded, 3),
+        ];
+        assert!(gate(&passed_again, &request("1"), &beta).is_ok());
     }
 
     #[test]

@@ -1148,3 +1148,73 @@ async fn a_kustomize_release_deploys_through_the_coordinator() {
         "{out}"
     );
 }
+
+/// A version that passed beta and is rolled back there while its prod rollout runs: the prod
+/// rollout halts before its next wave (prod-west is never touched), and a new prod rollout of
+/// it is refused with the reason.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_beta_rollback_halts_a_running_prod_rollout_before_its_next_wave() {
+    let f = fleet(60).await;
+    for tag in ["0.9", "1.0"] {
+        let (code, out, err) = f.deploy("beta", tag, &["--wait"]);
+        assert_eq!(code, 0, "beta {tag}: {out}{err}");
+    }
+    // prod-east (wave 1) answers slowly, so the rollback lands while it deploys.
+    f.sim
+        .set_faults("prod-east", &json!({"latency_ms": 300}))
+        .unwrap();
+    let sent_to_prod_east = || {
+        let (_, body) = http_get(&f.coordinator.url, "/v1/rollouts", TOKEN);
+        let rollouts: Vec<Rollout> = serde_json::from_str(&body).unwrap_or_default();
+        rollouts.iter().any(|r| {
+            r.request.environment == "prod"
+                && r.clusters["prod-east"].intent_id.is_some()
+                && r.status == RolloutStatus::Running
+        })
+    };
+    let (prod, rollback) = std::thread::scope(|s| {
+        let prod = s.spawn(|| f.deploy("prod", "1.0", &["--wait"]));
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while !sent_to_prod_east() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "prod-east never got its intent"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let rollback = std::process::Command::new(coxswain_bin().unwrap())
+            .args(["rollback", "--release", "web", "--cluster", "beta"])
+            .args(["--coordinator", &f.coordinator.url, "--token", TOKEN])
+            .env("COXSWAIN_LOG", "warn")
+            .output()
+            .unwrap();
+        (prod.join().unwrap(), rollback)
+    });
+    assert!(
+        rollback.status.success(),
+        "{}",
+        String::from_utf8_lossy(&rollback.stdout)
+    );
+    let (code, out, err) = prod;
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        out.contains("halted before wave 2: promotion withdrawn: version 1.0 of web passed beta"),
+        "{out}"
+    );
+    assert_eq!(f.image("prod-west"), "", "the next wave never started");
+    assert_eq!(
+        f.image("beta"),
+        "registry.example.com/shop/web:0.9",
+        "beta is back"
+    );
+    let (code, out, err) = f.deploy(
+        "prod",
+        "1.0",
+        &["--wait", "--idempotency-key", "prod-again"],
+    );
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        err.contains("(412 Precondition Failed)") && err.contains("promotion withdrawn"),
+        "{err}"
+    );
+}
