@@ -223,6 +223,42 @@ impl DeployArgs {
         })
     }
 
+    /// A source that takes no values (kustomize, plain YAML) rendered for the environment: its
+    /// version must come from `--app-version`, and `--set` is refused.
+    fn render_unvalued(
+        &self,
+        loaded: &Loaded,
+        source: Source<'_>,
+    ) -> anyhow::Result<(deploy::render::Rendered, String, String)> {
+        let (kind, dir) = match source {
+            Source::Plain(dir) => ("plain YAML", dir),
+            Source::Kustomize(dir) => ("kustomize", dir),
+            _ => bail!("not a source without values"),
+        };
+        if !self.set.is_empty() {
+            bail!(
+                "release {} is a {kind} source, which takes no values: --set applies to \
+                 `manifests` and `helm` sources (for kustomize, set images in the overlay: \
+                 `kustomize edit set image`)",
+                self.release
+            );
+        }
+        let version = self.app_version.clone().with_context(|| {
+            format!("release {} is a {kind} source: pass --app-version (the version the promotion gate compares)", self.release)
+        })?;
+        let dir = loaded.path(Path::new(
+            &dir.to_string_lossy().replace("{env}", &self.env),
+        ));
+        if matches!(source, Source::Plain(_)) {
+            let rendered = deploy::sources::plain(&dir)?;
+            Ok((rendered, deploy::sources::tree_digest(&dir)?, version))
+        } else {
+            let root = deploy::sources::kustomize_root(&dir);
+            let rendered = deploy::sources::kustomize(&dir)?;
+            Ok((rendered, deploy::sources::tree_digest(&root)?, version))
+        }
+    }
+
     /// The release rendered for the environment from its source, its content digest (the
     /// same in every environment: what the promotion gate compares), and its version.
     fn render_source(
@@ -260,41 +296,7 @@ impl DeployArgs {
                     self.version(&values)?,
                 ))
             }
-            Source::Kustomize(dir) | Source::Plain(dir) => {
-                let kind = if matches!(source, Source::Plain(_)) {
-                    "plain YAML"
-                } else {
-                    "kustomize"
-                };
-                if !self.set.is_empty() {
-                    bail!(
-                        "release {} is a {kind} source, which takes no values: --set applies to \
-                         `manifests` and `helm` sources (for kustomize, set images in the overlay: \
-                         `kustomize edit set image`)",
-                        self.release
-                    );
-                }
-                let version = self.app_version.clone().with_context(|| {
-                    format!("release {} is a {kind} source: pass --app-version (the version the promotion gate compares)", self.release)
-                })?;
-                let dir = loaded.path(Path::new(
-                    &dir.to_string_lossy().replace("{env}", &self.env),
-                ));
-                if matches!(source, Source::Plain(_)) {
-                    Ok((
-                        deploy::sources::plain(&dir)?,
-                        deploy::sources::tree_digest(&dir)?,
-                        version,
-                    ))
-                } else {
-                    let root = deploy::sources::kustomize_root(&dir);
-                    Ok((
-                        deploy::sources::kustomize(&dir)?,
-                        deploy::sources::tree_digest(&root)?,
-                        version,
-                    ))
-                }
-            }
+            Source::Kustomize(_) | Source::Plain(_) => self.render_unvalued(loaded, source),
         }
     }
 

@@ -160,18 +160,7 @@ pub async fn run(
         shutdown.clone(),
     ));
     tasks.spawn(resume(state.clone()));
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .map_err(|source| CoordinatorError::Listen {
-            addr: config.listen,
-            source,
-        })?;
-    let addr = listener
-        .local_addr()
-        .map_err(|source| CoordinatorError::Listen {
-            addr: config.listen,
-            source,
-        })?;
+    let (listener, addr) = bind(config.listen).await?;
     tracing::info!(%addr, instance = config.instance, environments = ?state.policy.environments.keys().collect::<Vec<_>>(),
         "coordinator listening");
     httpd::serve(
@@ -186,6 +175,14 @@ pub async fn run(
     tasks.close();
     tasks.wait().await;
     Ok(())
+}
+
+/// The API's listener on `addr`, and the address it got (port 0 picks one).
+async fn bind(addr: SocketAddr) -> Result<(tokio::net::TcpListener, SocketAddr), CoordinatorError> {
+    let failed = |source| CoordinatorError::Listen { addr, source };
+    let listener = tokio::net::TcpListener::bind(addr).await.map_err(failed)?;
+    let bound = listener.local_addr().map_err(failed)?;
+    Ok((listener, bound))
 }
 
 fn router(state: AppState) -> Router {
