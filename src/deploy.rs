@@ -253,7 +253,7 @@ impl DeployArgs {
             let rendered = deploy::sources::plain(&dir)?;
             Ok((rendered, deploy::sources::tree_digest(&dir)?, version))
         } else {
-            let root = deploy::sources::kustomize_root(&dir);
+            let root = deploy::sources::kustomize_root(&dir, &loaded.base);
             let rendered = deploy::sources::kustomize(&dir)?;
             Ok((rendered, deploy::sources::tree_digest(&root)?, version))
         }
@@ -303,6 +303,13 @@ impl DeployArgs {
     /// Renders the release for the environment; the request (which names no clusters, waves
     /// or gates: those are the platform policy's) and the manifest bytes.
     fn build(&self) -> anyhow::Result<(RolloutRequest, Vec<u8>)> {
+        // The environment names a folder of some sources (`{env}`): a label, never a path.
+        if let Err(problem) = proto::check_dns_label(&self.env) {
+            bail!(
+                "--env {:?} is not an environment name: {problem:?}",
+                self.env
+            );
+        }
         let loaded = Loaded::load(&self.config).map_err(|problems| {
             anyhow::anyhow!(
                 "{} is invalid ({} problem(s)):\n  - {}",

@@ -78,6 +78,10 @@ pub(crate) struct AppState {
     index: Index,
     /// The API is served over TLS (session cookies are `Secure`).
     tls: bool,
+    /// The dashboard's sign-ins.
+    sessions: dashboard::Sessions,
+    /// Permits for the dashboard's live event streams.
+    live_streams: Arc<tokio::sync::Semaphore>,
 }
 
 /// What the dashboard reads through the state.
@@ -112,6 +116,14 @@ impl AppState {
 
     pub(crate) fn shutdown(&self) -> CancellationToken {
         self.shutdown.clone()
+    }
+
+    pub(crate) fn sessions(&self) -> &dashboard::Sessions {
+        &self.sessions
+    }
+
+    pub(crate) fn live_streams(&self) -> Arc<tokio::sync::Semaphore> {
+        Arc::clone(&self.live_streams)
     }
 }
 
@@ -153,6 +165,8 @@ pub async fn run(
         shutdown: shutdown.clone(),
         index,
         tls: config.tls.is_some(),
+        sessions: dashboard::Sessions::default(),
+        live_streams: Arc::new(tokio::sync::Semaphore::new(dashboard::MAX_LIVE_STREAMS)),
     };
     tasks.spawn(crate::index::keep_current(
         state.index.clone(),
@@ -269,20 +283,20 @@ impl Caller {
     }
 }
 
-/// The token a request presents: its bearer token, else (for a read only, so a cookie can
-/// never make a browser deploy) the dashboard's session cookie.
-fn presented_token(request: &Request) -> String {
+/// Who a request is: the identity of its bearer token, else (for a GET only, so a cookie can
+/// never make a browser change anything) the read-only identity of its dashboard session.
+fn identify(state: &AppState, tokens: &crate::Tokens, request: &Request) -> Option<Identity> {
     let bearer = request
         .headers()
         .get("authorization")
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
     match bearer {
-        Some(token) => token.to_owned(),
+        Some(token) => tokens.authenticate(token).cloned(),
         None if request.method() == axum::http::Method::GET => {
-            dashboard::cookie_token(request.headers()).unwrap_or_default()
+            dashboard::cookie_session(request.headers()).and_then(|id| state.sessions.identity(&id))
         }
-        None => String::new(),
+        None => None,
     }
 }
 
@@ -293,8 +307,8 @@ async fn authenticate(State(state): State<AppState>, mut request: Request, next:
     let action = format!("{} {}", request.method(), request.uri().path());
     let caller = match &state.tokens {
         None => Caller(None),
-        Some(tokens) => match tokens.authenticate(&presented_token(&request)) {
-            Some(who) => Caller(Some(who.clone())),
+        Some(tokens) => match identify(&state, tokens, &request) {
+            Some(who) => Caller(Some(who)),
             None => {
                 tracing::info!(target: "audit", identity = "-", action, result = 401, "api call");
                 if request.uri().path() == "/" {

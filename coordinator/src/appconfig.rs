@@ -136,7 +136,12 @@ impl Loaded {
             .map_err(|e| vec![format!("cannot read {}: {e}", path.display())])?;
         let config: AppConfig =
             serde_saphyr::from_str(&text).map_err(|e| vec![format!("{}: {e}", path.display())])?;
-        let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        // `./` when the file is in the current folder, so no path from it can read as a flag
+        // when handed to kubectl or helm.
+        let base = match path.parent() {
+            Some(parent) if !parent.as_os_str().is_empty() => parent.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
         let loaded = Self { config, base };
         loaded.validate()?;
         Ok(loaded)

@@ -54,6 +54,7 @@ pub fn kustomize(dir: &Path) -> Result<Rendered, RenderError> {
         command,
         &what,
         "kustomize sources are rendered with `kubectl kustomize`: install kubectl (1.14 or later; https://kubernetes.io/docs/tasks/tools/) or set COXSWAIN_KUBECTL",
+        &[],
     )?;
     rendered(&what, &text, dir)
 }
@@ -88,17 +89,31 @@ pub fn helm(
         command.args(["--set", set]);
     }
     let what = format!("helm template {name} {}", chart.display());
+    // Values may be secrets: never repeated in an error.
+    let hide: Vec<&str> = values
+        .sets
+        .iter()
+        .filter_map(|s| s.split_once('=').map(|(_, v)| v))
+        .collect();
     let text = run(
         command,
         &what,
         "Helm charts are rendered with `helm template`: install Helm 3 (https://helm.sh/docs/intro/install/), or render the chart yourself and use a `plain:` folder",
+        &hide,
     )?;
     rendered(&what, &text, chart)
 }
 
 /// Runs a rendering tool: its standard output, bounded in size and time; a missing tool or a
-/// failure is an error naming the command and, for a missing tool, `install`.
-fn run(mut command: Command, what: &str, install: &str) -> Result<String, RenderError> {
+/// failure is an error naming the command and, for a missing tool, `install`. The last line
+/// of its error output is kept (cut to 300 characters), with `hide` (values that may be
+/// secrets, like `--set` values) replaced.
+fn run(
+    mut command: Command,
+    what: &str,
+    install: &str,
+    hide: &[&str],
+) -> Result<String, RenderError> {
     let failed = |reason: String| RenderError::Tool {
         tool: what.to_owned(),
         reason,
@@ -113,45 +128,73 @@ fn run(mut command: Command, what: &str, install: &str) -> Result<String, Render
             _ => failed(format!("cannot start: {e}")),
         })?;
     let (Some(stdout), Some(stderr)) = (child.stdout.take(), child.stderr.take()) else {
+        let _ = child.kill();
+        let _ = child.wait();
         return Err(failed("no output pipes".into()));
     };
-    let out = std::thread::spawn(move || read_bounded(stdout, MAX_TOOL_OUTPUT));
-    let err = std::thread::spawn(move || read_bounded(stderr, 64 * 1024));
-    let deadline = Instant::now() + TOOL_DEADLINE;
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(status)) => break status,
-            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
-            Ok(None) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(failed(format!(
-                    "still running after {}s; stopped",
-                    TOOL_DEADLINE.as_secs()
-                )));
-            }
-            Err(e) => return Err(failed(e.to_string())),
-        }
-    };
-    let out = out.join().unwrap_or_else(|_| Err("reader panicked".into()));
-    let err = err
-        .join()
-        .unwrap_or_else(|_| Err("reader panicked".into()))
+    // Readers report over channels, so a grandchild that keeps a pipe open cannot hold us.
+    let (out_tx, out_rx) = std::sync::mpsc::channel();
+    let (err_tx, err_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || out_tx.send(read_bounded(stdout, MAX_TOOL_OUTPUT)));
+    std::thread::spawn(move || err_tx.send(read_bounded(stderr, 64 * 1024)));
+    let status = wait(&mut child).map_err(failed)?;
+    let grace = Duration::from_secs(5);
+    let out = out_rx
+        .recv_timeout(grace)
+        .unwrap_or_else(|_| Err("its output did not end".into()));
+    let err = err_rx
+        .recv_timeout(grace)
+        .ok()
+        .and_then(Result::ok)
         .unwrap_or_default();
     if !status.success() {
-        let said = err.lines().last().unwrap_or("").trim().to_owned();
+        let mut said: String = err
+            .lines()
+            .last()
+            .unwrap_or("")
+            .trim()
+            .chars()
+            .take(300)
+            .collect();
+        for secret in hide.iter().filter(|h| !h.is_empty()) {
+            said = said.replace(secret, "(redacted)");
+        }
         return Err(failed(format!("exited with {status}: {said}")));
     }
     out.map_err(failed)
 }
 
-/// Everything a pipe says, up to `limit` bytes (more is an error).
+/// Waits for `child` until [`TOOL_DEADLINE`]; kills it (and reaps it) past that or on an
+/// error.
+fn wait(child: &mut std::process::Child) -> Result<std::process::ExitStatus, String> {
+    let deadline = Instant::now() + TOOL_DEADLINE;
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) => return Ok(status),
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
+            outcome => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(match outcome {
+                    Err(e) => e.to_string(),
+                    _ => format!("still running after {}s; stopped", TOOL_DEADLINE.as_secs()),
+                });
+            }
+        }
+    }
+}
+
+/// Everything a pipe says, up to `limit` bytes; more is an error, and the rest is drained so
+/// the writer is not blocked.
 fn read_bounded(pipe: impl std::io::Read, limit: u64) -> Result<String, String> {
+    let mut pipe = std::io::BufReader::new(pipe);
     let mut bytes = Vec::new();
-    pipe.take(limit + 1)
+    (&mut pipe)
+        .take(limit + 1)
         .read_to_end(&mut bytes)
         .map_err(|e| e.to_string())?;
     if bytes.len() as u64 > limit {
+        let _ = std::io::copy(&mut pipe, &mut std::io::sink());
         return Err(format!("printed more than {limit} bytes"));
     }
     String::from_utf8(bytes).map_err(|_| "printed something that is not UTF-8".to_owned())
@@ -166,17 +209,17 @@ pub fn tree_digest(root: &Path) -> Result<String, RenderError> {
     let mut bytes = Vec::new();
     let mut total = 0u64;
     for (relative, path) in &files {
-        let content = std::fs::read(path).map_err(|source| RenderError::Read {
-            path: path.clone(),
-            source,
-        })?;
-        total += content.len() as u64;
+        total += std::fs::metadata(path).map_or(0, |m| m.len());
         if total > MAX_TREE_BYTES {
             return Err(RenderError::Tool {
                 tool: format!("the content digest of {}", root.display()),
                 reason: format!("more than {MAX_TREE_BYTES} bytes of files"),
             });
         }
+        let content = std::fs::read(path).map_err(|source| RenderError::Read {
+            path: path.clone(),
+            source,
+        })?;
         for part in [relative.as_bytes(), content.as_slice()] {
             bytes.extend_from_slice(&(part.len() as u64).to_be_bytes());
             bytes.extend_from_slice(part);
@@ -188,23 +231,33 @@ pub fn tree_digest(root: &Path) -> Result<String, RenderError> {
     Ok(render::sha256(&bytes))
 }
 
+/// Every file under `dir` (symbolic links followed, as kustomize and helm follow them; `.git`
+/// skipped), at most 32 folders deep.
 fn collect(root: &Path, dir: &Path, files: &mut Vec<(String, PathBuf)>) -> Result<(), RenderError> {
+    if dir.strip_prefix(root).map_or(0, |r| r.components().count()) > 32 {
+        return Err(RenderError::Tool {
+            tool: format!("the content digest of {}", root.display()),
+            reason: format!(
+                "{} is more than 32 folders deep (a link loop?)",
+                dir.display()
+            ),
+        });
+    }
     let entries = std::fs::read_dir(dir).map_err(|source| RenderError::Read {
         path: dir.to_owned(),
         source,
     })?;
     for entry in entries.flatten() {
         let path = entry.path();
-        let hidden = entry.file_name().to_string_lossy().starts_with('.');
-        let Ok(kind) = entry.file_type() else {
-            continue;
-        };
-        if hidden || kind.is_symlink() {
+        if entry.file_name() == ".git" {
             continue;
         }
-        if kind.is_dir() {
+        let Ok(meta) = std::fs::metadata(&path) else {
+            continue;
+        };
+        if meta.is_dir() {
             collect(root, &path, files)?;
-        } else if kind.is_file() {
+        } else if meta.is_file() {
             let relative = path
                 .strip_prefix(root)
                 .unwrap_or(&path)
@@ -219,10 +272,14 @@ fn collect(root: &Path, dir: &Path, files: &mut Vec<(String, PathBuf)>) -> Resul
 /// The tree a kustomize directory's content digest covers: everything from the folder that
 /// holds its `overlays` folder (`deploy/overlays/prod` -> `deploy`, base and every overlay),
 /// so every environment's overlay has the same digest and the promotion gate can compare
-/// them; the directory itself when it is not under an `overlays` folder.
-pub fn kustomize_root(dir: &Path) -> PathBuf {
+/// them; the directory itself when it is not under an `overlays` folder inside `within` (the
+/// application's folder).
+pub fn kustomize_root(dir: &Path, within: &Path) -> PathBuf {
     let mut current = dir;
     while let Some(parent) = current.parent() {
+        if !parent.starts_with(within) {
+            break;
+        }
         if current.file_name().is_some_and(|n| n == "overlays") {
             return parent.to_owned();
         }
@@ -238,17 +295,28 @@ mod tests {
 
     #[test]
     fn the_kustomize_root_holds_every_overlay() {
+        let app = Path::new("app");
+        let root = kustomize_root(Path::new("app/deploy/overlays/prod"), app);
+        assert_eq!(root, Path::new("app/deploy"));
         assert_eq!(
-            kustomize_root(Path::new("app/deploy/overlays/prod")),
-            Path::new("app/deploy")
+            kustomize_root(Path::new("app/k8s"), app),
+            Path::new("app/k8s")
         );
-        assert_eq!(kustomize_root(Path::new("app/k8s")), Path::new("app/k8s"));
+        let outside = kustomize_root(
+            Path::new("/srv/overlays/app/k8s"),
+            Path::new("/srv/overlays/app"),
+        );
+        assert_eq!(
+            outside,
+            Path::new("/srv/overlays/app/k8s"),
+            "an `overlays` above the app does not count"
+        );
     }
 
     #[test]
     fn a_missing_tool_says_what_to_install() {
         let command = Command::new("/nonexistent/kubectl");
-        let err = run(command, "kubectl kustomize x", "install kubectl").unwrap_err();
+        let err = run(command, "kubectl kustomize x", "install kubectl", &[]).unwrap_err();
         assert_eq!(
             err.to_string(),
             "kubectl kustomize x: not found. install kubectl"

@@ -179,6 +179,15 @@ impl Browser {
         )
     }
 
+    /// The value of the cookie `name` the browser holds for the page (HttpOnly ones too).
+    pub fn cookie(&self, name: &str) -> anyhow::Result<String> {
+        let cookie = self.call("GET", &self.session_path(&format!("/cookie/{name}")), None)?;
+        Ok(cookie["value"]
+            .as_str()
+            .with_context(|| format!("no cookie {name}"))?
+            .to_owned())
+    }
+
     /// Saves a PNG screenshot of the window to `path`.
     pub fn screenshot(&self, path: &Path) -> anyhow::Result<()> {
         use base64::Engine as _;

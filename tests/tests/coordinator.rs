@@ -982,6 +982,34 @@ async fn the_dashboard_shows_the_fleet_and_follows_deploys_live_in_a_browser() {
         },
     )
     .await;
+    // The browser holds a random session id, not the token; it reads, and never writes.
+    let session = browser.cookie("coxswain_session").unwrap();
+    assert_eq!(session.len(), 64, "{session}");
+    assert!(!session.contains(&hex(TOKEN)));
+    let with_cookie = |method: &str, path: &str| {
+        use std::io::{Read, Write};
+        let address = f.coordinator.url.trim_start_matches("http://");
+        let mut stream = std::net::TcpStream::connect(address).unwrap();
+        write!(
+            stream,
+            "{method} {path} HTTP/1.1\r\nHost: {address}\r\nCookie: coxswain_session={session}\r\n\
+             Content-Type: application/json\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{{}}"
+        )
+        .unwrap();
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).unwrap();
+        answer
+            .split_whitespace()
+            .nth(1)
+            .unwrap_or_default()
+            .to_owned()
+    };
+    assert_eq!(with_cookie("GET", "/v1/clusters"), "200");
+    assert_eq!(
+        with_cookie("POST", "/v1/rollouts"),
+        "401",
+        "a cookie never authorizes a write"
+    );
     // A marker that a reload would lose.
     browser
         .script("window.coxswainKept = 42; return null")
@@ -1217,4 +1245,9 @@ async fn a_beta_rollback_halts_a_running_prod_rollout_before_its_next_wave() {
         err.contains("(412 Precondition Failed)") && err.contains("promotion withdrawn"),
         "{err}"
     );
+}
+
+/// Lower-case hex of a text's bytes.
+fn hex(text: &str) -> String {
+    text.bytes().map(|b| format!("{b:02x}")).collect()
 }

@@ -1,10 +1,14 @@
 //! The web dashboard at `/`: the clusters x releases matrix, the rollouts with their waves, and
 //! a live event stream, server-rendered, kept live by a small script (shipped in the binary)
 //! fed by Server-Sent Events. Any identity may look (`read` is enough). The token is pasted
-//! into a sign-in form once and then travels in an HttpOnly, SameSite=Strict cookie, never in
-//! a URL; a cookie only ever authorizes reads.
+//! into a sign-in form once (never in a URL); the browser then holds only a random session id
+//! in an HttpOnly, SameSite=Strict cookie, which maps to the identity with the `read` role
+//! (`session`), and is accepted for GETs only.
 
 mod render;
+mod session;
+
+pub(crate) use session::Sessions;
 
 use std::time::Duration;
 
@@ -18,12 +22,13 @@ use jiff::Timestamp;
 
 use super::api::AppState;
 
-/// The cookie that carries the token (hex-encoded) after sign-in.
+/// The cookie that carries the session id after sign-in.
 pub(crate) const COOKIE: &str = "coxswain_session";
-/// How long a sign-in lasts.
-const SESSION_SECONDS: u32 = 12 * 3600;
-/// How far back the page's first event list reaches.
-const RECENT_EVENTS: Duration = Duration::from_secs(3600);
+/// How far back the page's first event list reaches, and how long it may take to read.
+const RECENT_EVENTS: Duration = Duration::from_secs(600);
+const RECENT_PATIENCE: Duration = Duration::from_secs(2);
+/// Live event streams open at once (each holds a JetStream consumer).
+pub(crate) const MAX_LIVE_STREAMS: usize = 64;
 
 /// What the page may load: its own script, style and event stream, nothing inline, no frames.
 const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; \
@@ -47,27 +52,48 @@ pub(crate) fn sign_in(problem: Option<&str>) -> Response {
     html(StatusCode::UNAUTHORIZED, render::login(problem))
 }
 
-/// The token a request's session cookie carries, if any.
-pub(crate) fn cookie_token(headers: &HeaderMap) -> Option<String> {
+/// The session id a request's cookie carries, if it is well formed (64 hex digits).
+pub(crate) fn cookie_session(headers: &HeaderMap) -> Option<String> {
     let cookies = headers.get_all(header::COOKIE);
-    let value = cookies
+    cookies
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|pair| pair.trim().split_once('='))
         .find(|(name, _)| *name == COOKIE)
-        .map(|(_, value)| value)?;
-    let bytes = (0..value.len() / 2)
-        .map(|i| u8::from_str_radix(value.get(2 * i..2 * i + 2)?, 16).ok())
-        .collect::<Option<Vec<u8>>>()?;
-    String::from_utf8(bytes).ok()
+        .map(|(_, value)| value)
+        .filter(|v| {
+            v.len() == 64
+                && v.bytes()
+                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        })
+        .map(str::to_owned)
 }
 
-/// The `Set-Cookie` value of a session for `token` (`Secure` when served over TLS).
-fn session_cookie(token: &str, secure: bool) -> String {
-    let hex: String = token.bytes().map(|b| format!("{b:02x}")).collect();
+/// The `Set-Cookie` value of session `id`: `Secure` when the coordinator serves TLS or sits
+/// behind a proxy that does (`X-Forwarded-Proto: https`).
+fn session_cookie(id: &str, secure: bool) -> String {
     let secure = if secure { "; Secure" } else { "" };
-    format!("{COOKIE}={hex}; Path=/; HttpOnly; SameSite=Strict; Max-Age={SESSION_SECONDS}{secure}")
+    let seconds = session::LIFETIME.as_secs();
+    format!("{COOKIE}={id}; Path=/; HttpOnly; SameSite=Strict; Max-Age={seconds}{secure}")
+}
+
+/// Whether a browser says the request came from another site (`Sec-Fetch-Site`), or its
+/// `Origin` names another host than the one it was sent to: a cross-site form post.
+fn cross_site(headers: &HeaderMap) -> bool {
+    let fetch_site = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok());
+    if matches!(fetch_site, Some("cross-site" | "same-site")) {
+        return true;
+    }
+    let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
+    match (
+        headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()),
+        host,
+    ) {
+        (Some("null"), _) => true,
+        (Some(origin), Some(host)) => origin.split_once("://").map(|(_, h)| h) != Some(host),
+        _ => false,
+    }
 }
 
 /// The sign-in form's body.
@@ -80,8 +106,16 @@ pub(crate) struct SignIn {
 /// the form again, 401. Audited like any call, without the token.
 pub(crate) async fn login(
     State(state): State<AppState>,
+    headers: HeaderMap,
     axum::Form(form): axum::Form<SignIn>,
 ) -> Response {
+    if cross_site(&headers) {
+        tracing::info!(target: "audit", identity = "-", action = "POST /login", result = 403, "api call");
+        return html(
+            StatusCode::FORBIDDEN,
+            "<p>sign in from the dashboard's own page</p>".into(),
+        );
+    }
     let who = match state.tokens() {
         None => Some("-".to_owned()),
         Some(tokens) => tokens
@@ -92,8 +126,17 @@ pub(crate) async fn login(
         tracing::info!(target: "audit", identity = "-", action = "POST /login", result = 401, "api call");
         return sign_in(Some("That token is not known to this coordinator."));
     };
+    let Some(id) = state.sessions().open(&who) else {
+        return html(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "<p>too many sessions; try again later</p>".into(),
+        );
+    };
     tracing::info!(target: "audit", identity = who, action = "POST /login", result = 303, "api call");
-    let cookie = session_cookie(form.token.trim(), state.serves_tls());
+    let forwarded_tls = headers
+        .get("x-forwarded-proto")
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"https"));
+    let cookie = session_cookie(&id, state.serves_tls() || forwarded_tls);
     let mut response = (StatusCode::SEE_OTHER, [(header::LOCATION, "/")]).into_response();
     if let Ok(value) = HeaderValue::from_str(&cookie) {
         response.headers_mut().insert(header::SET_COOKIE, value);
@@ -101,8 +144,17 @@ pub(crate) async fn login(
     response
 }
 
-/// `POST /logout`: forgets the session cookie.
-pub(crate) async fn logout() -> Response {
+/// `POST /logout`: ends the session and forgets its cookie.
+pub(crate) async fn logout(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    if cross_site(&headers) {
+        return html(
+            StatusCode::FORBIDDEN,
+            "<p>sign out from the dashboard's own page</p>".into(),
+        );
+    }
+    if let Some(id) = cookie_session(&headers) {
+        state.sessions().close(&id);
+    }
     let gone = format!("{COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0");
     (
         StatusCode::SEE_OTHER,
@@ -127,19 +179,39 @@ pub(crate) async fn page(
     let since = now
         .checked_sub(jiff::SignedDuration::try_from(RECENT_EVENTS).unwrap_or_default())
         .unwrap_or(now);
-    let recent =
-        match EventFeed::open(state.bus(), &EventQuery::default(), Since::Time(since)).await {
-            Ok(feed) => feed
-                .backlog(Duration::from_secs(2))
-                .await
-                .unwrap_or_default(),
-            // No event stream yet: nothing was ever deployed.
-            Err(_) => Vec::new(),
-        };
+    let recent = recent_events(&state, since).await;
     html(
         StatusCode::OK,
         render::page(&who.0, &matrix, &rollouts, &render::events(&recent)),
     )
+}
+
+/// The events since `since`, each with the cluster its subject names (the only cluster name an
+/// agent cannot choose), within [`RECENT_PATIENCE`]; empty when there is no event stream yet.
+async fn recent_events(state: &AppState, since: Timestamp) -> Vec<proto::Outcome> {
+    let read = async {
+        let mut feed =
+            EventFeed::open(state.bus(), &EventQuery::default(), Since::Time(since)).await?;
+        let mut events = Vec::new();
+        while let Ok(Ok(Some(event))) =
+            tokio::time::timeout(Duration::from_millis(200), feed.next_with_subject()).await
+        {
+            events.extend(as_published(event));
+        }
+        Ok::<_, bus::BusError>(events)
+    };
+    match tokio::time::timeout(RECENT_PATIENCE, read).await {
+        Ok(Ok(events)) => events,
+        _ => Vec::new(),
+    }
+}
+
+/// An event as shown: only when the cluster and release in its body are the ones its subject
+/// names.
+fn as_published(
+    (subject, event): (proto::ReleaseSubject, proto::Outcome),
+) -> Option<proto::Outcome> {
+    (subject.cluster == event.cluster && subject.release == event.release).then_some(event)
 }
 
 fn unavailable(e: &bus::BusError) -> Response {
@@ -188,6 +260,13 @@ enum Live {
 /// event from now on, and `rollout` (its id) whenever a rollout record changes; it ends when
 /// the coordinator stops.
 pub(crate) async fn live(State(state): State<AppState>) -> Response {
+    let Ok(permit) = state.live_streams().try_acquire_owned() else {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("more than {MAX_LIVE_STREAMS} live streams are open"),
+        )
+            .into_response();
+    };
     let feed = match EventFeed::open(state.bus(), &EventQuery::default(), Since::New).await {
         Ok(feed) => feed,
         Err(e) => return unavailable(&e),
@@ -195,8 +274,11 @@ pub(crate) async fn live(State(state): State<AppState>) -> Response {
     let changes = state.rollout_changes();
     let stream = futures::stream::unfold((feed, changes), |(mut feed, mut changes)| async move {
         let next = tokio::select! {
-            event = feed.next() => match event {
-                Ok(Some(e)) => Live::Outcome(Box::new(e)),
+            event = feed.next_with_subject() => match event {
+                Ok(Some(published)) => match as_published(published) {
+                    Some(e) => Live::Outcome(Box::new(e)),
+                    None => Live::Rollout(String::new()),
+                },
                 _ => return None,
             },
             changed = changes.recv() => match changed {
@@ -212,7 +294,11 @@ pub(crate) async fn live(State(state): State<AppState>) -> Response {
             Live::Outcome(e) => Event::default().event("outcome").json_data(&*e),
             Live::Rollout(id) => Ok(Event::default().event("rollout").data(id)),
         })
-        .take_until(state.shutdown().cancelled_owned());
+        .take_until(state.shutdown().cancelled_owned())
+        // The permit is released when the stream is dropped.
+        .inspect(move |_| {
+            let _ = &permit;
+        });
     Sse::new(stream)
         .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
         .into_response()
@@ -245,25 +331,46 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_session_cookie_round_trips_any_token() {
-        let token = "a;b c=\"d\"é";
-        let cookie = session_cookie(token, true);
-        assert!(
-            cookie.contains("HttpOnly")
-                && cookie.contains("SameSite=Strict")
-                && cookie.ends_with("; Secure")
-        );
+    fn the_session_cookie_round_trips_and_only_a_well_formed_id_is_read() {
+        let id = "0123456789abcdef".repeat(4);
+        let cookie = session_cookie(&id, true);
+        assert!(cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"));
+        assert!(cookie.ends_with("; Secure"));
         let value = cookie.split(';').next().unwrap();
         let mut headers = HeaderMap::new();
-        headers.insert(
-            header::COOKIE,
-            HeaderValue::from_str(&format!("other=1; {value}")).unwrap(),
-        );
-        assert_eq!(cookie_token(&headers).as_deref(), Some(token));
-        headers.insert(
-            header::COOKIE,
-            HeaderValue::from_static("coxswain_session=zz"),
-        );
-        assert_eq!(cookie_token(&headers), None);
+        let both = format!("other=1; {value}");
+        headers.insert(header::COOKIE, HeaderValue::from_str(&both).unwrap());
+        assert_eq!(cookie_session(&headers).as_deref(), Some(id.as_str()));
+        for bad in [
+            "coxswain_session=zz",
+            "coxswain_session=+1",
+            "coxswain_session=0123",
+        ] {
+            headers.insert(header::COOKIE, HeaderValue::from_static(bad));
+            assert_eq!(cookie_session(&headers), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_form_posted_from_another_site_is_cross_site() {
+        let headers = |pairs: &[(&'static str, &'static str)]| {
+            let mut h = HeaderMap::new();
+            for (k, v) in pairs {
+                h.insert(*k, HeaderValue::from_static(v));
+            }
+            h
+        };
+        assert!(cross_site(&headers(&[("sec-fetch-site", "cross-site")])));
+        let evil = [
+            ("origin", "https://evil.example"),
+            ("host", "coxswain:8080"),
+        ];
+        assert!(cross_site(&headers(&evil)));
+        let same = [
+            ("origin", "http://coxswain:8080"),
+            ("host", "coxswain:8080"),
+        ];
+        assert!(!cross_site(&headers(&same)));
+        assert!(!cross_site(&headers(&[("sec-fetch-site", "same-origin")])));
     }
 }
