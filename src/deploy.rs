@@ -142,9 +142,11 @@ pub(crate) struct DeployArgs {
     /// come from the configuration).
     #[arg(long, env = "COXSWAIN_ENV")]
     env: String,
-    /// Release to deploy (as named in the configuration).
-    #[arg(long)]
-    release: String,
+    /// Release to deploy (as named in the configuration). Several, comma separated
+    /// (`--release db,web`), are submitted in the order their `after` gives, and on each
+    /// cluster a release starts only after the ones it depends on succeeded there.
+    #[arg(long = "release", value_delimiter = ',', required = true)]
+    releases: Vec<String>,
     /// `key.path=value` overrides, layered last (repeatable).
     #[arg(long = "set")]
     set: Vec<String>,
@@ -171,6 +173,10 @@ pub(crate) struct DeployArgs {
     #[command(flatten)]
     coordinator: CoordinatorClientArgs,
 }
+
+/// One release ready to submit: its request, its manifest bytes, and the releases of the
+/// same deploy it waits for.
+type Built = (RolloutRequest, Vec<u8>, Vec<String>);
 
 fn lookup<'a>(values: &'a Value, dotted: &str) -> Option<&'a Value> {
     dotted.split('.').try_fold(values, |v, k| v.get(k))
@@ -228,6 +234,7 @@ impl DeployArgs {
     fn render_unvalued(
         &self,
         loaded: &Loaded,
+        name: &str,
         source: Source<'_>,
     ) -> anyhow::Result<(deploy::render::Rendered, String, String)> {
         let (kind, dir) = match source {
@@ -240,11 +247,11 @@ impl DeployArgs {
                 "release {} is a {kind} source, which takes no values: --set applies to \
                  `manifests` and `helm` sources (for kustomize, set images in the overlay: \
                  `kustomize edit set image`)",
-                self.release
+                name
             );
         }
         let version = self.app_version.clone().with_context(|| {
-            format!("release {} is a {kind} source: pass --app-version (the version the promotion gate compares)", self.release)
+            format!("release {} is a {kind} source: pass --app-version (the version the promotion gate compares)", name)
         })?;
         let dir = loaded.path(Path::new(
             &dir.to_string_lossy().replace("{env}", &self.env),
@@ -264,6 +271,7 @@ impl DeployArgs {
     fn render_source(
         &self,
         loaded: &Loaded,
+        name: &str,
         release: &ReleaseConfig,
     ) -> anyhow::Result<(deploy::render::Rendered, String, String)> {
         let source = release
@@ -273,7 +281,8 @@ impl DeployArgs {
             Source::Templated(dir) => {
                 let dir = loaded.path(dir);
                 let values = self.values(loaded, release, &dir)?;
-                let meta = json!({"name": self.release, "namespace": release.namespace, "environment": self.env});
+                let meta =
+                    json!({"name": name, "namespace": release.namespace, "environment": self.env});
                 let rendered = deploy::render::render(&dir, &values, &meta)?;
                 Ok((
                     rendered,
@@ -289,20 +298,19 @@ impl DeployArgs {
                     sets: self.set.clone(),
                 };
                 let rendered =
-                    deploy::sources::helm(&chart, &self.release, &release.namespace, &helm_values)?;
+                    deploy::sources::helm(&chart, name, &release.namespace, &helm_values)?;
                 Ok((
                     rendered,
                     deploy::sources::tree_digest(&chart)?,
                     self.version(&values)?,
                 ))
             }
-            Source::Kustomize(_) | Source::Plain(_) => self.render_unvalued(loaded, source),
+            Source::Kustomize(_) | Source::Plain(_) => self.render_unvalued(loaded, name, source),
         }
     }
 
-    /// Renders the release for the environment; the request (which names no clusters, waves
-    /// or gates: those are the platform policy's) and the manifest bytes.
-    fn build(&self) -> anyhow::Result<(RolloutRequest, Vec<u8>)> {
+    /// The application's configuration, once the environment is known to be a name.
+    fn load(&self) -> anyhow::Result<Loaded> {
         // The environment names a folder of some sources (`{env}`): a label, never a path.
         if let Err(problem) = proto::check_dns_label(&self.env) {
             bail!(
@@ -310,22 +318,25 @@ impl DeployArgs {
                 self.env
             );
         }
-        let loaded = Loaded::load(&self.config).map_err(|problems| {
+        Loaded::load(&self.config).map_err(|problems| {
             anyhow::anyhow!(
                 "{} is invalid ({} problem(s)):\n  - {}",
                 self.config.display(),
                 problems.len(),
                 problems.join("\n  - ")
             )
-        })?;
-        let release = loaded.config.releases.get(&self.release).with_context(|| {
-            format!(
-                "{} has no release {:?}",
-                self.config.display(),
-                self.release
-            )
-        })?;
-        let (rendered, content_digest, version) = self.render_source(&loaded, release)?;
+        })
+    }
+
+    /// Renders release `name` for the environment; the request (which names no clusters,
+    /// waves or gates: those are the platform policy's) and the manifest bytes.
+    fn build(&self, loaded: &Loaded, name: &str) -> anyhow::Result<(RolloutRequest, Vec<u8>)> {
+        let release = loaded
+            .config
+            .releases
+            .get(name)
+            .with_context(|| format!("{} has no release {name:?}", self.config.display()))?;
+        let (rendered, content_digest, version) = self.render_source(loaded, name, release)?;
         let objects = rendered.all();
         let bytes = serde_json::to_vec(&objects)?;
         let digest = deploy::render::sha256(&bytes);
@@ -340,9 +351,11 @@ impl DeployArgs {
                 objects,
             }
         };
-        let key = self.idempotency_key.clone().unwrap_or_else(|| {
-            format!("{}-{}-{version}-{}", self.release, self.env, &digest[7..23])
-        });
+        let key = match &self.idempotency_key {
+            Some(key) if self.releases.len() > 1 => format!("{key}-{name}"),
+            Some(key) => key.clone(),
+            None => format!("{name}-{}-{version}-{}", self.env, &digest[7..23]),
+        };
         let requested_by = self
             .requested_by
             .clone()
@@ -350,7 +363,7 @@ impl DeployArgs {
         let request = RolloutRequest {
             schema_version: SCHEMA_VERSION,
             idempotency_key: key,
-            release: self.release.clone(),
+            release: name.to_owned(),
             namespace: release.namespace.clone(),
             environment: self.env.clone(),
             version,
@@ -359,13 +372,29 @@ impl DeployArgs {
             health: release.health.clone(),
             rollback: release.rollback.clone(),
             requested_by,
+            after: Vec::new(),
         };
         Ok((request, bytes))
     }
 
+    /// Every release asked for, in dependency order, built, each with the releases of the
+    /// group it waits for.
+    fn build_all(&self) -> anyhow::Result<Vec<Built>> {
+        let loaded = self.load()?;
+        let releases = &loaded.config.releases;
+        let order = coordinator::appconfig::deploy_order(releases, &self.releases);
+        let mut built = Vec::new();
+        for name in &order {
+            let (request, bytes) = self.build(&loaded, name)?;
+            let deps = coordinator::appconfig::group_dependencies(releases, name, &self.releases);
+            built.push((request, bytes, deps));
+        }
+        Ok(built)
+    }
+
     pub(crate) async fn run(mut self) -> anyhow::Result<ExitCode> {
         self.coordinator.load_token()?;
-        let (request, bytes) = match self.build() {
+        let built = match self.build_all() {
             Ok(built) => built,
             Err(error) => {
                 eprintln!("error: {error:#}");
@@ -373,17 +402,58 @@ impl DeployArgs {
             }
         };
         let http = self.coordinator.client()?;
-        if let Manifests::Bundle { digest, .. } = &request.manifests {
-            self.coordinator.upload_bundle(&http, bytes, digest).await?;
+        let mut rollouts = Vec::new();
+        let mut ids: BTreeMap<String, String> = BTreeMap::new();
+        for (mut request, bytes, deps) in built {
+            request.after = deps.iter().filter_map(|d| ids.get(d).cloned()).collect();
+            let Some(rollout) = self.send(&http, &request, bytes).await? else {
+                return Ok(ExitCode::FAILURE);
+            };
+            ids.insert(request.release.clone(), rollout.id.clone());
+            rollouts.push(rollout);
         }
-        let Some((rollout, existing)) = self.submit(&http, &request).await? else {
-            return Ok(ExitCode::FAILURE);
+        if !self.wait {
+            return Ok(ExitCode::SUCCESS);
+        }
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        let mut code = ExitCode::SUCCESS;
+        for rollout in rollouts {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let Some(rollout) = follow(&self.coordinator, &http, rollout, left, self.output).await
+            else {
+                return Ok(ExitCode::from(3));
+            };
+            if summarize(&rollout, self.output)? != ExitCode::SUCCESS {
+                code = ExitCode::FAILURE;
+            }
+        }
+        Ok(code)
+    }
+
+    /// Uploads the bundle (when the manifests are one) and submits the request, printing the
+    /// rollout; `None` when the coordinator refused it.
+    async fn send(
+        &self,
+        http: &reqwest::Client,
+        request: &RolloutRequest,
+        bytes: Vec<u8>,
+    ) -> anyhow::Result<Option<Rollout>> {
+        if let Manifests::Bundle { digest, .. } = &request.manifests {
+            self.coordinator.upload_bundle(http, bytes, digest).await?;
+        }
+        let Some((rollout, existing)) = self.submit(http, request).await? else {
+            return Ok(None);
         };
         let printed = !self.wait && self.output.print(&rollout)?;
         if !printed && self.output == Output::Table {
             let waves: Vec<String> = rollout.waves.iter().map(|w| w.join(",")).collect();
+            let after = if request.after.is_empty() {
+                String::new()
+            } else {
+                format!(", after {}", request.after.join(", "))
+            };
             println!(
-                "rollout {}{}: {} {} to {} in waves [{}]",
+                "rollout {}{}: {} {} to {} in waves [{}]{after}",
                 rollout.id,
                 if existing { " (already submitted)" } else { "" },
                 rollout.request.release,
@@ -392,15 +462,7 @@ impl DeployArgs {
                 waves.join("] [")
             );
         }
-        if !self.wait {
-            return Ok(ExitCode::SUCCESS);
-        }
-        let Some(rollout) =
-            follow(&self.coordinator, &http, rollout, self.timeout, self.output).await
-        else {
-            return Ok(ExitCode::from(3));
-        };
-        summarize(&rollout, self.output)
+        Ok(Some(rollout))
     }
 
     /// Submits the request; the rollout and whether it existed already, or `None` (after
@@ -487,10 +549,15 @@ pub(crate) fn summarize(rollout: &Rollout, output: Output) -> anyhow::Result<Exi
         for (cluster, why) in &rollout.excluded {
             println!("  not targeted: {cluster}: {why}");
         }
+        for (cluster, c) in &rollout.clusters {
+            if let Some(why) = &c.blocked {
+                println!("  not started: {cluster}: {why}");
+            }
+        }
         let untouched: Vec<&str> = rollout
             .clusters
             .iter()
-            .filter(|(_, c)| c.intent_id.is_none())
+            .filter(|(_, c)| c.intent_id.is_none() && c.blocked.is_none())
             .map(|(n, _)| n.as_str())
             .collect();
         if !untouched.is_empty() {

@@ -98,5 +98,6 @@ pub fn rollout(key: &str, release: &str, version: &str) -> RolloutRequest {
         health: Default::default(),
         rollback: Default::default(),
         requested_by: "bench".into(),
+        after: Vec::new(),
     }
 }

@@ -53,6 +53,10 @@ pub struct ReleaseConfig {
     /// Rollback policy.
     #[serde(default)]
     pub rollback: RollbackPolicy,
+    /// Releases of this file this one depends on: deployed together (`coxswain deploy
+    /// --release db,web`), it starts on a cluster only after each of them succeeded there.
+    #[serde(default)]
+    pub after: Vec<String>,
 }
 
 /// Where a release's manifests come from.
@@ -163,6 +167,7 @@ impl Loaded {
         for (name, env) in &self.config.environments {
             self.environment_problems(name, env, &mut problems);
         }
+        problems.extend(dependency_problems(&self.config.releases));
         if problems.is_empty() {
             Ok(())
         } else {
@@ -245,6 +250,123 @@ impl Loaded {
 }
 
 /// A DNS-1123 label problem of `field`, if any.
+/// Every `after` naming a release the file does not have, and every dependency cycle, spelled
+/// out once (`web -> db -> web`).
+fn dependency_problems(releases: &BTreeMap<String, ReleaseConfig>) -> Vec<String> {
+    let mut problems = Vec::new();
+    for (name, r) in releases {
+        for dep in r.after.iter().filter(|d| !releases.contains_key(*d)) {
+            problems.push(format!(
+                "releases.{name}.after: no release {dep:?} in this file"
+            ));
+        }
+    }
+    let mut reported: Vec<Vec<String>> = Vec::new();
+    for start in releases.keys() {
+        let mut path = vec![start.clone()];
+        if let Some(cycle) = find_cycle(releases, &mut path) {
+            // The same cycle found from another of its releases is reported once.
+            let mut key = cycle[..cycle.len() - 1].to_vec();
+            key.sort();
+            if !reported.contains(&key) {
+                problems.push(format!(
+                    "releases.{}.after: dependency cycle {}",
+                    cycle[0],
+                    cycle.join(" -> ")
+                ));
+                reported.push(key);
+            }
+        }
+    }
+    problems
+}
+
+/// A cycle back to `path[0]` through `after`, as the releases on it (first and last equal).
+fn find_cycle(
+    releases: &BTreeMap<String, ReleaseConfig>,
+    path: &mut Vec<String>,
+) -> Option<Vec<String>> {
+    let last = path.last()?.clone();
+    for dep in releases
+        .get(&last)
+        .map(|r| r.after.as_slice())
+        .unwrap_or_default()
+    {
+        if *dep == path[0] {
+            let mut cycle = path.clone();
+            cycle.push(dep.clone());
+            return Some(cycle);
+        }
+        if path.contains(dep) || !releases.contains_key(dep) {
+            continue;
+        }
+        path.push(dep.clone());
+        if let Some(cycle) = find_cycle(releases, path) {
+            return Some(cycle);
+        }
+        path.pop();
+    }
+    None
+}
+
+/// `names` in an order where each comes after the ones of `names` it depends on (their
+/// `after`, transitively through releases of the file); the file is validated (no cycles).
+pub fn deploy_order(releases: &BTreeMap<String, ReleaseConfig>, names: &[String]) -> Vec<String> {
+    fn visit(
+        name: &str,
+        releases: &BTreeMap<String, ReleaseConfig>,
+        seen: &mut Vec<String>,
+        out: &mut Vec<String>,
+    ) {
+        if seen.iter().any(|s| s == name) {
+            return;
+        }
+        seen.push(name.to_owned());
+        for dep in releases
+            .get(name)
+            .map(|r| r.after.as_slice())
+            .unwrap_or_default()
+        {
+            visit(dep, releases, seen, out);
+        }
+        out.push(name.to_owned());
+    }
+    let (mut seen, mut all) = (Vec::new(), Vec::new());
+    for name in names {
+        visit(name, releases, &mut seen, &mut all);
+    }
+    all.retain(|n| names.contains(n));
+    all
+}
+
+/// The releases of `names` that `name` depends on, directly or through releases not in
+/// `names`.
+pub fn group_dependencies(
+    releases: &BTreeMap<String, ReleaseConfig>,
+    name: &str,
+    names: &[String],
+) -> Vec<String> {
+    let mut found = Vec::new();
+    let mut stack: Vec<&str> = releases
+        .get(name)
+        .map(|r| r.after.iter().map(String::as_str).collect())
+        .unwrap_or_default();
+    let mut seen: Vec<&str> = Vec::new();
+    while let Some(dep) = stack.pop() {
+        if seen.contains(&dep) {
+            continue;
+        }
+        seen.push(dep);
+        if names.iter().any(|n| n == dep) {
+            found.push(dep.to_owned());
+        } else if let Some(r) = releases.get(dep) {
+            stack.extend(r.after.iter().map(String::as_str));
+        }
+    }
+    found.sort();
+    found
+}
+
 fn label(field: &str, value: &str, problems: &mut Vec<String>) {
     if let Err(p) = proto::check_dns_label(value) {
         problems.push(proto::Problem::new(field, p).to_string());
@@ -330,5 +452,47 @@ mod tests {
         let path = dir.path().join("coxswain.yaml");
         std::fs::write(&path, "releases: {}\nenvironments: {}\nenviroments: {}\n").unwrap();
         assert!(Loaded::load(&path).unwrap_err()[0].contains("enviroments"));
+    }
+
+    #[test]
+    fn dependencies_order_releases_and_a_cycle_is_spelled_out() {
+        let dir = tempfile::tempdir().unwrap();
+        for name in ["db", "queue", "web"] {
+            std::fs::create_dir(dir.path().join(name)).unwrap();
+        }
+        let path = dir.path().join("coxswain.yaml");
+        std::fs::write(
+            &path,
+            "releases:\n  web: {manifests: web, namespace: shop, after: [db, queue]}\n  \
+             db: {manifests: db, namespace: shop}\n  queue: {manifests: queue, namespace: shop, after: [db]}\n",
+        )
+        .unwrap();
+        let loaded = Loaded::load(&path).unwrap();
+        let names = |n: &[&str]| n.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+        let releases = &loaded.config.releases;
+        assert_eq!(
+            deploy_order(releases, &names(&["web", "db", "queue"])),
+            ["db", "queue", "web"]
+        );
+        assert_eq!(
+            group_dependencies(releases, "web", &names(&["db", "web"])),
+            ["db"],
+            "through queue"
+        );
+        std::fs::write(
+            &path,
+            "releases:\n  web: {manifests: web, namespace: shop, after: [db]}\n  \
+             db: {manifests: db, namespace: shop, after: [queue]}\n  queue: {manifests: queue, namespace: shop, after: [web, cache]}\n",
+        )
+        .unwrap();
+        let problems = Loaded::load(&path).unwrap_err();
+        assert_eq!(
+            problems,
+            [
+                "releases.queue.after: no release \"cache\" in this file",
+                "releases.db.after: dependency cycle db -> queue -> web -> db",
+            ],
+            "{problems:#?}"
+        );
     }
 }

@@ -258,6 +258,7 @@ impl<'a> Driver<'a> {
         plan::expire_silent(&mut r, Timestamp::now(), self.actor.ctx.outcome_grace);
         let actor = &self.actor;
         let step = actor.still_eligible(plan::decide(&r), &r).await?;
+        let step = actor.after_dependencies(step, &mut r).await?;
         tracing::debug!(
             rollout = actor.id,
             ?step,
@@ -389,6 +390,47 @@ impl Actor<'_> {
                     format!("halted before wave {}: {refusal}", r.current_wave + 2),
                 )
             }
+        })
+    }
+
+    /// `step`, with the clusters a publish would reach narrowed to those where every rollout
+    /// this one depends on (`after`) succeeded: a cluster where one failed is marked blocked
+    /// (it never starts; the rest go on), one where one is still running waits.
+    async fn after_dependencies(&self, step: Step, r: &mut Rollout) -> Result<Step, DriveError> {
+        let Step::Publish(clusters) = step else {
+            return Ok(step);
+        };
+        if r.request.after.is_empty() {
+            return Ok(Step::Publish(clusters));
+        }
+        let ids = r.request.after.clone();
+        let deps = self
+            .ctx
+            .index
+            .select(&self.ctx.rollouts, |d| ids.contains(&d.id))
+            .await?;
+        let mut ready = Vec::new();
+        for cluster in clusters {
+            match plan::dependencies_on(r, &deps, &cluster) {
+                Ok(true) => ready.push(cluster),
+                Ok(false) => {}
+                Err(why) => {
+                    tracing::warn!(
+                        rollout = self.id,
+                        cluster,
+                        reason = why,
+                        "not started on this cluster"
+                    );
+                    if let Some(c) = r.clusters.get_mut(&cluster) {
+                        c.blocked = Some(why);
+                    }
+                }
+            }
+        }
+        Ok(if ready.is_empty() {
+            Step::Wait
+        } else {
+            Step::Publish(ready)
         })
     }
 

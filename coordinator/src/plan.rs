@@ -247,6 +247,7 @@ pub fn fresh_progress(waves: &[Vec<String>]) -> BTreeMap<String, ClusterProgress
                 revert_intent_id: None,
                 revert_phase: None,
                 sent_at: None,
+                blocked: None,
             };
             (c, progress)
         })
@@ -382,6 +383,7 @@ pub fn rollback_rollout(
             },
             rollback: Default::default(),
             requested_by: request.requested_by,
+            after: Vec::new(),
         },
         policy: AppliedPolicy {
             revert_on_failure: false,
@@ -489,8 +491,18 @@ pub fn expire_silent(r: &mut Rollout, now: Timestamp, grace: std::time::Duration
 /// The next step once a cluster failed: revert the clusters earlier waves updated (when the
 /// policy says so and there is something to go back to), wait for what is in flight, finish.
 fn after_failure(r: &Rollout, reason: String) -> Step {
+    // A cluster still in flight in the failed wave must finish before anything is final: the
+    // record then says how each cluster ended (a dependant rollout reads it).
+    let in_flight = r
+        .clusters
+        .values()
+        .any(|c| c.intent_id.is_some() && !c.terminal);
     if !(r.policy.revert_on_failure && r.revert_to.is_some()) {
-        return Step::Finish(RolloutStatus::Failed, reason);
+        return if in_flight {
+            Step::Wait
+        } else {
+            Step::Finish(RolloutStatus::Failed, reason)
+        };
     }
     // Clusters this rollout changed and left on the new version go back.
     let updated: Vec<&String> = r
@@ -511,11 +523,6 @@ fn after_failure(r: &Rollout, reason: String) -> Step {
     if !unsent.is_empty() {
         return Step::Revert(unsent);
     }
-    // A cluster still in flight in the failed wave must finish before anything is final.
-    let in_flight = r
-        .clusters
-        .values()
-        .any(|c| c.intent_id.is_some() && !c.terminal);
     let reverts_done = updated.iter().all(|n| {
         r.clusters.get(*n).is_some_and(
             |c| matches!(c.revert_phase, Some(p) if p.always_terminal() || p == Phase::Failed),
@@ -541,29 +548,83 @@ pub fn decide(r: &Rollout) -> Step {
         return after_failure(r, reason);
     }
     let Some(wave) = r.waves.get(r.current_wave) else {
-        return Step::Succeed;
+        return succeed_unless_blocked(r);
     };
+    let blocked = |n: &String| r.clusters.get(n).is_some_and(|c| c.blocked.is_some());
     let unsent: Vec<String> = wave
         .iter()
-        .filter(|n| r.clusters.get(*n).is_none_or(|c| c.intent_id.is_none()))
+        .filter(|n| !blocked(n) && r.clusters.get(*n).is_none_or(|c| c.intent_id.is_none()))
         .cloned()
         .collect();
     if !unsent.is_empty() {
         return Step::Publish(unsent);
     }
     let done = wave.iter().all(|n| {
-        r.clusters
-            .get(n)
-            .is_some_and(|c| c.terminal && c.phase == Some(Phase::Succeeded))
+        blocked(n)
+            || r.clusters
+                .get(n)
+                .is_some_and(|c| c.terminal && c.phase == Some(Phase::Succeeded))
     });
     if !done {
         return Step::Wait;
     }
     if r.current_wave + 1 >= r.waves.len() {
-        Step::Succeed
+        succeed_unless_blocked(r)
     } else {
         Step::Advance
     }
+}
+
+/// Every wave is done: success, unless a cluster never started because a dependency failed
+/// there (the rollout then ends `failed`, naming each such cluster).
+fn succeed_unless_blocked(r: &Rollout) -> Step {
+    let blocked: Vec<String> = r
+        .clusters
+        .iter()
+        .filter_map(|(name, c)| c.blocked.as_ref().map(|why| format!("{name} ({why})")))
+        .collect();
+    if blocked.is_empty() {
+        Step::Succeed
+    } else {
+        Step::Finish(
+            RolloutStatus::Failed,
+            format!("did not start on {}", blocked.join("; ")),
+        )
+    }
+}
+
+/// How the rollouts `r` depends on stand on `cluster`: `Ok(true)` when each succeeded there
+/// (or does not target it), `Ok(false)` while one is still on its way there, `Err(why)` when
+/// one failed there, ended without reaching it, or is unknown.
+pub fn dependencies_on(r: &Rollout, deps: &[Rollout], cluster: &str) -> Result<bool, String> {
+    let mut ready = true;
+    for id in &r.request.after {
+        let Some(dep) = deps.iter().find(|d| d.id == *id) else {
+            return Err(format!("dependency rollout {id} not found"));
+        };
+        let name = &dep.request.release;
+        let Some(c) = dep.clusters.get(cluster) else {
+            continue;
+        };
+        if c.terminal && c.phase == Some(Phase::Succeeded) {
+            continue;
+        }
+        if c.terminal || c.blocked.is_some() {
+            let how = c
+                .phase
+                .map_or_else(|| "did not start".to_owned(), |p| format!("ended {p}"));
+            return Err(format!("dependency {name} failed on {cluster}: it {how}"));
+        }
+        if dep.status.is_final() {
+            return Err(format!(
+                "dependency {name} never reached {cluster}: its rollout {} ended {}",
+                dep.id,
+                dep.status.as_str()
+            ));
+        }
+        ready = false;
+    }
+    Ok(ready)
 }
 
 #[cfg(test)]
@@ -641,6 +702,7 @@ mod tests {
             health: Default::default(),
             rollback: Default::default(),
             requested_by: "ci".into(),
+            after: Vec::new(),
         };
         let waves: Vec<Vec<String>> = waves
             .iter()
@@ -746,6 +808,62 @@ mod tests {
             digest(content)
         };
         r
+    }
+
+    #[test]
+    fn a_cluster_waits_for_its_dependencies_and_is_blocked_where_one_failed() {
+        let mut db = rollout(vec![vec!["a", "b", "c"]], false);
+        db.id = "rdb".into();
+        report(&mut db, "a", Phase::Succeeded, true);
+        report(&mut db, "b", Phase::RolledBack, true);
+        report(&mut db, "c", Phase::Progressing, false);
+        let mut web = rollout(vec![vec!["a", "b", "c", "d"]], false);
+        web.request.after = vec!["rdb".into()];
+        let deps = [db.clone()];
+        assert_eq!(dependencies_on(&web, &deps, "a"), Ok(true));
+        assert_eq!(
+            dependencies_on(&web, &deps, "b"),
+            Err("dependency web failed on b: it ended rolled_back".into())
+        );
+        assert_eq!(
+            dependencies_on(&web, &deps, "c"),
+            Ok(false),
+            "still running there"
+        );
+        assert_eq!(
+            dependencies_on(&web, &deps, "d"),
+            Ok(true),
+            "db does not target d"
+        );
+        db.status = RolloutStatus::Failed;
+        assert!(
+            dependencies_on(&web, &[db], "c")
+                .unwrap_err()
+                .contains("never reached c")
+        );
+        assert!(
+            dependencies_on(&web, &[], "a")
+                .unwrap_err()
+                .contains("rdb not found")
+        );
+
+        // A blocked cluster is skipped: the wave goes on without it, and the rollout ends
+        // failed naming it.
+        web.clusters.get_mut("b").unwrap().blocked = Some("dependency db failed on b".into());
+        assert_eq!(
+            decide(&web),
+            Step::Publish(vec!["a".into(), "c".into(), "d".into()])
+        );
+        for c in ["a", "c", "d"] {
+            report(&mut web, c, Phase::Succeeded, true);
+        }
+        assert_eq!(
+            decide(&web),
+            Step::Finish(
+                RolloutStatus::Failed,
+                "did not start on b (dependency db failed on b)".into()
+            )
+        );
     }
 
     #[test]

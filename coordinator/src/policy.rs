@@ -384,6 +384,7 @@ mod tests {
             health: Default::default(),
             rollback: Default::default(),
             requested_by: "ci".into(),
+            after: Vec::new(),
         }
     }
 

@@ -43,7 +43,14 @@ pub struct RolloutRequest {
     pub rollback: RollbackPolicy,
     /// Who asked.
     pub requested_by: String,
+    /// Rollouts (ids) of releases this one depends on: on each cluster, it starts only after
+    /// each of them succeeded there, and not at all where one of them failed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub after: Vec<String>,
 }
+
+/// The most rollouts a request may wait for.
+pub const MAX_AFTER: usize = 32;
 
 /// The fields a request must not carry: the platform policy sets them.
 pub const PLATFORM_FIELDS: [&str; 4] = ["selector", "waves", "requires", "revert_on_failure"];
@@ -124,6 +131,30 @@ impl Validate for RolloutRequest {
         errors.check_label("environment", &self.environment);
         errors.check_required("version", &self.version);
         errors.check_required("requested_by", &self.requested_by);
+        if self.after.len() > MAX_AFTER {
+            errors.push(
+                "after",
+                ProblemKind::TooLong {
+                    len: self.after.len(),
+                    max: MAX_AFTER,
+                },
+            );
+        }
+        for id in &self.after {
+            let hex = id.strip_prefix('r').unwrap_or_default();
+            if hex.len() != 20
+                || !hex
+                    .bytes()
+                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+            {
+                errors.push(
+                    "after",
+                    ProblemKind::Invalid(format!(
+                        "{id:?} is not a rollout id (r and 20 lowercase hex)"
+                    )),
+                );
+            }
+        }
         if !is_sha256_digest(&self.content_digest) {
             errors.push(
                 "content_digest",
@@ -201,6 +232,10 @@ pub struct ClusterProgress {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(with = "Option<String>")]
     pub sent_at: Option<Timestamp>,
+    /// Why this cluster was never sent an intent: a release this rollout depends on failed (or
+    /// never ran) there. The rest of the rollout goes on; it ends `failed` naming it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blocked: Option<String>,
 }
 
 /// A rollout as the coordinator keeps it (`coxswain-rollouts`, key = id).

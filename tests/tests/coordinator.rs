@@ -1251,3 +1251,100 @@ async fn a_beta_rollback_halts_a_running_prod_rollout_before_its_next_wave() {
 fn hex(text: &str) -> String {
     text.bytes().map(|b| format!("{b:02x}")).collect()
 }
+
+/// `db` and `web` (after db) deployed together to the two prod clusters in one wave (through a
+/// coordinator whose policy has prod in a single wave, without a gate): db fails on prod-east
+/// (its API is down), so web never starts there, while prod-west gets both; a dependency
+/// cycle is refused before anything is sent.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failed_dependency_stops_its_dependant_on_that_cluster_only() {
+    let f = fleet(6).await;
+    let policy = f.config.path().join("one-wave.yaml");
+    std::fs::write(
+        &policy,
+        "environments:\n  prod:\n    selector: {env: prod}\n    releases: [web, db]\n    namespaces: [shop]\n",
+    )
+    .unwrap();
+    let coordinator = CoordinatorProcess::start(&f.nats.url(), TOKEN, &policy).unwrap();
+    let app = tempfile::tempdir().unwrap();
+    let db = app.path().join("db");
+    std::fs::create_dir(&db).unwrap();
+    std::fs::write(
+        db.join("values.yaml"),
+        "image: {repository: registry.example.com/shop/db}\n",
+    )
+    .unwrap();
+    std::fs::write(
+        db.join("deployment.yaml"),
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: db\nspec:\n  replicas: 1\n  selector:\n    matchLabels: {app: db}\n\
+         \x20 template:\n    metadata:\n      labels: {app: db}\n    spec:\n      containers:\n        - name: db\n          image: \"{{ values.image.repository }}:{{ values.image.tag }}\"\n",
+    )
+    .unwrap();
+    let config = |web_after: &str, db_after: &str| {
+        std::fs::write(
+            app.path().join("coxswain.yaml"),
+            format!(
+                "releases:\n  web:\n    manifests: {}\n    namespace: shop\n    health: {{timeout_secs: 6}}\n    after: [{web_after}]\n\
+                 \x20 db:\n    manifests: db\n    namespace: shop\n    health: {{timeout_secs: 6}}\n    after: [{db_after}]\n\
+                 environments:\n  prod:\n    values: {}\n",
+                example("manifests").display(),
+                example("environments/beta.yaml").display(),
+            ),
+        )
+        .unwrap();
+    };
+    let deploy = || {
+        let out = std::process::Command::new(coxswain_bin().unwrap())
+            .args(["deploy", "--config"])
+            .arg(app.path().join("coxswain.yaml"))
+            .args([
+                "--env",
+                "prod",
+                "--release",
+                "db,web",
+                "--set",
+                "image.tag=1.0",
+                "--wait",
+            ])
+            .args(["--coordinator", &coordinator.url, "--token", TOKEN])
+            .env("COXSWAIN_LOG", "warn")
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr);
+        (out.status.code().unwrap_or(-1), text)
+    };
+    config("db", "web");
+    let (code, out) = deploy();
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("dependency cycle db -> web -> db"), "{out}");
+    assert!(
+        f.topology.rollouts.all().await.unwrap().is_empty(),
+        "nothing submitted"
+    );
+
+    config("db", "");
+    f.sim
+        .set_faults("prod-east", &json!({"unavailable": true}))
+        .unwrap();
+    let (code, out) = deploy();
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("not started: prod-east: dependency db failed on prod-east"),
+        "{out}"
+    );
+    f.sim.set_faults("prod-east", &json!({})).unwrap();
+    assert_eq!(
+        f.image("prod-west"),
+        "registry.example.com/shop/web:1.0",
+        "prod-west went on: {out}"
+    );
+    assert_eq!(f.image("prod-east"), "", "web never started on prod-east");
+    let events = f.events().await;
+    assert!(
+        !events
+            .iter()
+            .any(|e| e.cluster == "prod-east" && e.release == "web"),
+        "no web intent ever reached prod-east"
+    );
+}

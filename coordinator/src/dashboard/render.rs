@@ -195,13 +195,18 @@ fn rollout(r: &Rollout, now: Timestamp) -> String {
 fn chip(r: &Rollout, cluster: &str) -> String {
     let progress = r.clusters.get(cluster);
     let (class_name, phase) = match progress.and_then(|c| c.phase) {
+        None if progress.is_some_and(|c| c.blocked.is_some()) => {
+            ("failed", "not started".to_owned())
+        }
         Some(p) => (class(p), p.as_str().to_owned()),
         None if progress.is_some_and(|c| c.intent_id.is_some()) => {
             ("progressing", "sent".to_owned())
         }
         None => ("none", "waiting".to_owned()),
     };
-    let reason = progress.and_then(|c| c.reason.as_deref()).unwrap_or("");
+    let reason = progress
+        .and_then(|c| c.reason.as_deref().or(c.blocked.as_deref()))
+        .unwrap_or("");
     format!(
         "<span class=\"chip {class_name}\" data-cluster=\"{c}\" title=\"{reason}\">{c} <i>{p}</i></span>",
         c = esc(cluster),
