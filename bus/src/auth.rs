@@ -207,10 +207,16 @@ fn bundle_read() -> Vec<Grant> {
 
 fn coordinator(public_key: &str) -> Permissions {
     let (b, rollouts) = (bucket::BUNDLES, bucket::ROLLOUTS);
-    let mut publish = vec![grant(
-        stream::INTENT_SUBJECTS,
-        "Bus::publish_intent: any cluster, any release",
-    )];
+    let mut publish = vec![
+        grant(
+            stream::INTENT_SUBJECTS,
+            "Bus::publish_intent: any cluster, any release",
+        ),
+        grant(
+            stream::NOTICE_SUBJECTS,
+            "Bus::publish_notice: its notices (promotion withdrawn), never an outcome event",
+        ),
+    ];
     publish.extend(open_topology());
     publish.extend(event_reader());
     publish.push(grant(

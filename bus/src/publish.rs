@@ -218,6 +218,50 @@ fn intent_envelope<'a>(
 }
 
 /// An outcome event with its CloudEvents headers, de-duplicated by its event id.
+impl Bus {
+    /// Publishes a notice of the coordinator on `coxswain.notice.<release>` (JSON), stored
+    /// once however often it is sent.
+    pub async fn publish_notice(&self, notice: &proto::Notice) -> Result<Published, BusError> {
+        self.publish(Envelope {
+            subject: proto::notice_subject(&notice.release)?,
+            msg_id: notice.msg_id(),
+            content_type: ContentType::Json,
+            traceparent: None,
+            extra_headers: Vec::new(),
+            body: notice,
+        })
+        .await
+    }
+
+    /// The newest notice about `release`, if any.
+    pub async fn last_notice(&self, release: &str) -> Result<Option<proto::Notice>, BusError> {
+        let subject = proto::notice_subject(release)?;
+        let stream_error = |e: String| BusError::Events {
+            filter: subject.clone(),
+            source: e.into(),
+        };
+        let stream = self
+            .js()
+            .get_stream(proto::stream::EVENTS)
+            .await
+            .map_err(|e| stream_error(e.to_string()))?;
+        match stream.get_last_raw_message_by_subject(&subject).await {
+            Ok(message) => {
+                let notice = proto::decode(Some("application/json"), &message.payload)
+                    .map_err(|e| stream_error(e.to_string()))?;
+                Ok(Some(notice))
+            }
+            Err(e)
+                if e.kind()
+                    == async_nats::jetstream::stream::LastRawMessageErrorKind::NoMessageFound =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(stream_error(e.to_string())),
+        }
+    }
+}
+
 fn outcome_envelope(
     outcome: &Outcome,
     content_type: ContentType,

@@ -277,7 +277,7 @@ fn events_stream(config: &TopologyConfig) -> stream::Config {
     stream::Config {
         name: names::EVENTS.into(),
         description: Some("coxswain outcome events: the audit trail".into()),
-        subjects: vec![names::EVENT_SUBJECTS.into()],
+        subjects: vec![names::EVENT_SUBJECTS.into(), names::NOTICE_SUBJECTS.into()],
         retention: stream::RetentionPolicy::Limits,
         storage: stream::StorageType::File,
         max_age: config.event_max_age,

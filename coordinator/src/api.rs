@@ -483,9 +483,32 @@ async fn rollback(
         Timestamp::now(),
     );
     match planned {
-        Ok(rollout) => create(&state, rollout, trace).await,
+        Ok(rollout) => {
+            let answer = create(&state, rollout.clone(), trace).await;
+            if answer.status() == StatusCode::CREATED {
+                announce_rollback(&state, rollout);
+            }
+            answer
+        }
         Err(refusal) => refused(&refusal),
     }
+}
+
+/// A rollback takes its environment off the version it last succeeded with: tells observers
+/// when that withdraws the version's promotion.
+fn announce_rollback(state: &AppState, rollback: proto::Rollout) {
+    let state = state.clone();
+    state.tasks.clone().spawn(async move {
+        let (release, env) = (&rollback.request.release, &rollback.request.environment);
+        let history = state
+            .index
+            .select(&state.ctx.rollouts, |h| h.request.release == *release)
+            .await
+            .unwrap_or_default();
+        if let Some(current) = plan::current_pass(&history, release, env) {
+            driver::announce_withdrawal(&state.ctx, &current.request, &rollback).await;
+        }
+    });
 }
 
 /// Prometheus metrics of this coordinator.

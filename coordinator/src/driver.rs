@@ -161,6 +161,56 @@ pub(crate) async fn finish(
     Ok(())
 }
 
+/// Tells observers (`promotion_withdrawn` on `coxswain.notice.<release>`) when `by` (a
+/// rollback, or a failed rollout) withdrew the pass of `passed` through `by`'s environment;
+/// nothing when it did not. A failure to publish is logged.
+pub(crate) async fn announce_withdrawal(
+    ctx: &Context,
+    passed: &proto::RolloutRequest,
+    by: &Rollout,
+) {
+    let release = passed.release.clone();
+    let history = ctx
+        .index
+        .select(&ctx.rollouts, |h| {
+            h.request.release == release && h.id != by.id
+        })
+        .await;
+    let mut history = match history {
+        Ok(history) => history,
+        Err(error) => {
+            tracing::warn!(%error, release, "cannot tell whether a promotion was withdrawn");
+            return;
+        }
+    };
+    // `by` as it stands now: the index may not have its last write yet.
+    history.push(by.clone());
+    let environment = by.request.environment.clone();
+    let Some(reason) = plan::withdrawal(&history, passed, &environment) else {
+        return;
+    };
+    let notice = proto::Notice {
+        schema_version: proto::SCHEMA_VERSION,
+        kind: proto::NoticeKind::PromotionWithdrawn,
+        release,
+        version: passed.version.clone(),
+        content_digest: passed.content_digest.clone(),
+        environment,
+        rollout_id: by.id.clone(),
+        reason,
+        at: Timestamp::now(),
+    };
+    match ctx.bus.publish_notice(&notice).await {
+        Ok(_) => {
+            tracing::warn!(target: "audit", release = notice.release, version = notice.version,
+            environment = notice.environment, rollout = notice.rollout_id, reason = notice.reason, "promotion withdrawn")
+        }
+        Err(error) => {
+            tracing::warn!(%error, release = notice.release, "cannot publish the promotion_withdrawn notice")
+        }
+    }
+}
+
 /// Drives the rollout until it is final, another instance owns it, or `shutdown`.
 pub(crate) async fn drive(ctx: Arc<Context>, id: String, shutdown: CancellationToken) {
     let result = Driver::start(&ctx, &id).await;
@@ -270,7 +320,14 @@ impl<'a> Driver<'a> {
         r.updated_at = Timestamp::now();
         match actor.ctx.rollouts.update(&r, revision).await? {
             Ok(_) if wait => Ok(Pass::Wait),
-            Ok(_) | Err(bus::Conflict) => Ok(Pass::Again),
+            Ok(_) => {
+                let failed = matches!(r.status, RolloutStatus::Failed | RolloutStatus::Reverted);
+                if failed && !plan::is_rollback(&r) {
+                    announce_withdrawal(actor.ctx, &r.request, &r).await;
+                }
+                Ok(Pass::Again)
+            }
+            Err(bus::Conflict) => Ok(Pass::Again),
         }
     }
 

@@ -212,6 +212,24 @@ pub fn withdrawal(
     })
 }
 
+/// The deploy `environment` last succeeded with for `release` (a rollback is none): what a
+/// rollback there takes it off.
+pub fn current_pass<'a>(
+    history: &'a [Rollout],
+    release: &str,
+    environment: &str,
+) -> Option<&'a Rollout> {
+    history
+        .iter()
+        .filter(|r| {
+            r.request.release == release
+                && r.request.environment == environment
+                && r.status == RolloutStatus::Succeeded
+                && !is_rollback(r)
+        })
+        .max_by_key(|r| r.created_at)
+}
+
 /// What a failed rollout reverts to: the newest succeeded rollout of the same release to the
 /// same environment.
 pub fn revert_target(history: &[Rollout], request: &RolloutRequest) -> Option<RevertTarget> {

@@ -11,6 +11,7 @@ mod codec;
 mod digest;
 mod headers;
 mod intent;
+mod notice;
 mod outcome;
 mod rollout;
 mod schema;
@@ -29,6 +30,7 @@ pub use intent::{
     DeployIntent, HealthPolicy, HttpProbe, MAX_INLINE_MANIFEST_BYTES, Manifests, RollbackPolicy,
     probe_url,
 };
+pub use notice::{Notice, NoticeKind};
 pub use outcome::{
     HealthStatus, MAX_EVENT_FIELD_CHARS, MAX_EVENT_RESOURCES, MAX_REASON_CHARS, Outcome, Phase,
     ResourceHealth,
@@ -42,8 +44,8 @@ pub use signing::{Signature, SignatureError, Signer, TrustedKeys, canonical};
 pub use state::ReleaseState;
 pub use subject::{
     ReleaseSubject, SubjectError, bucket, cluster_key, consumer_name, event_filter, event_subject,
-    intent_filter, intent_subject, is_valid_key, parse_event_subject, parse_intent_subject,
-    state_key, stream,
+    intent_filter, intent_subject, is_valid_key, notice_subject, parse_event_subject,
+    parse_intent_subject, state_key, stream,
 };
 pub use validate::{Problem, ProblemKind, Validate, ValidationErrors, check_dns_label};
 

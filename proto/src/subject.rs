@@ -4,6 +4,7 @@ use crate::validate::{ProblemKind, check_dns_label};
 
 const INTENT_PREFIX: &str = "coxswain.intent";
 const EVENT_PREFIX: &str = "coxswain.event";
+const NOTICE_PREFIX: &str = "coxswain.notice";
 
 /// JetStream stream names.
 pub mod stream {
@@ -15,6 +16,9 @@ pub mod stream {
     pub const INTENT_SUBJECTS: &str = "coxswain.intent.*.*";
     /// Every event subject.
     pub const EVENT_SUBJECTS: &str = "coxswain.event.*.*";
+    /// Every notice subject (what the coordinator tells observers), kept in the events
+    /// stream: `coxswain.notice.<release>`.
+    pub const NOTICE_SUBJECTS: &str = "coxswain.notice.*";
 }
 
 /// Key-value and object store bucket names.
@@ -99,6 +103,12 @@ pub fn intent_subject(cluster: &str, release: &str) -> Result<String, SubjectErr
 /// `coxswain.event.<cluster>.<release>`.
 pub fn event_subject(cluster: &str, release: &str) -> Result<String, SubjectError> {
     build(EVENT_PREFIX, cluster, release)
+}
+
+/// `coxswain.notice.<release>`: the coordinator's notices about a release.
+pub fn notice_subject(release: &str) -> Result<String, SubjectError> {
+    token("release", release)?;
+    Ok(format!("{NOTICE_PREFIX}.{release}"))
 }
 
 /// A filter over event subjects: `coxswain.event.<cluster|*>.<release|*>`; `None` matches any.

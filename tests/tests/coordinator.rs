@@ -1235,6 +1235,29 @@ async fn a_beta_rollback_halts_a_running_prod_rollout_before_its_next_wave() {
         "registry.example.com/shop/web:0.9",
         "beta is back"
     );
+    // Observers were told, on the notice subject.
+    eventually(
+        Duration::from_secs(10),
+        "a promotion_withdrawn notice",
+        || async {
+            match f.bus.last_notice("web").await {
+                Ok(Some(n)) if n.kind == proto::NoticeKind::PromotionWithdrawn => Ok(n),
+                other => Err(format!("{other:?}")),
+            }
+        },
+    )
+    .await;
+    let notice = f.bus.last_notice("web").await.unwrap().unwrap();
+    assert_eq!(
+        (notice.version.as_str(), notice.environment.as_str()),
+        ("1.0", "beta")
+    );
+    assert!(
+        notice
+            .reason
+            .starts_with("promotion withdrawn: version 1.0 of web passed beta"),
+        "{notice:?}"
+    );
     let (code, out, err) = f.deploy(
         "prod",
         "1.0",
