@@ -158,6 +158,10 @@ pub(crate) struct DeployArgs {
     /// from release, environment, version and manifests.
     #[arg(long, env = "COXSWAIN_IDEMPOTENCY_KEY")]
     idempotency_key: Option<String>,
+    /// Start even inside a freeze window of the environment, for this reason (your identity
+    /// needs the break-glass role); recorded with your identity in the rollout and the events.
+    #[arg(long, value_name = "REASON")]
+    break_glass: Option<String>,
     /// Who deploys (a CI job URL, a user); default $USER.
     #[arg(long, env = "COXSWAIN_REQUESTED_BY")]
     requested_by: Option<String>,
@@ -373,6 +377,7 @@ impl DeployArgs {
             rollback: release.rollback.clone(),
             requested_by,
             after: Vec::new(),
+            break_glass: self.break_glass.clone(),
         };
         Ok((request, bytes))
     }
@@ -445,6 +450,13 @@ impl DeployArgs {
             return Ok(None);
         };
         let printed = !self.wait && self.output.print(&rollout)?;
+        if !printed && self.output == Output::Table && rollout.status == RolloutStatus::Queued {
+            println!(
+                "rollout {}: {}",
+                rollout.id,
+                rollout.reason.as_deref().unwrap_or("queued")
+            );
+        }
         if !printed && self.output == Output::Table {
             let waves: Vec<String> = rollout.waves.iter().map(|w| w.join(",")).collect();
             let after = if request.after.is_empty() {
@@ -544,6 +556,7 @@ pub(crate) fn summarize(rollout: &Rollout, output: Output) -> anyhow::Result<Exi
             RolloutStatus::Reverted => format!("failed and reverted: {reason}"),
             RolloutStatus::Superseded => format!("stopped: {reason}"),
             RolloutStatus::Running => "running".to_owned(),
+            RolloutStatus::Queued => format!("queued: {reason}"),
         };
         println!("rollout {}: {how}", rollout.id);
         for (cluster, why) in &rollout.excluded {

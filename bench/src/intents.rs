@@ -99,5 +99,6 @@ pub fn rollout(key: &str, release: &str, version: &str) -> RolloutRequest {
         rollback: Default::default(),
         requested_by: "bench".into(),
         after: Vec::new(),
+        break_glass: None,
     }
 }

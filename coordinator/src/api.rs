@@ -152,6 +152,7 @@ pub async fn run(
         events_rejected: std::sync::atomic::AtomicU64::new(0),
         metrics: crate::metrics::Metrics::default(),
         index: index.clone(),
+        policy: Arc::new(config.policy.clone()),
     });
     let tasks = TaskTracker::new();
     let state = AppState {
@@ -277,6 +278,32 @@ impl Caller {
         }
     }
 
+    /// The refusal (403) of a request its caller may not make: a deploy to an environment it
+    /// may not deploy to, or breaking glass without the role.
+    fn refuse_request(&self, request: &proto::RolloutRequest) -> Option<Response> {
+        self.refuse_deploy_to(&request.environment).or_else(|| {
+            request
+                .break_glass
+                .as_ref()
+                .and_then(|_| self.refuse_break_glass())
+        })
+    }
+
+    /// The refusal (403) of a caller that asks to break glass without the role.
+    fn refuse_break_glass(&self) -> Option<Response> {
+        match &self.0 {
+            Some(who) if !who.may_break_glass() => Some(error(
+                StatusCode::FORBIDDEN,
+                format!(
+                    "identity {} may not break glass (its roles: {}); only a break-glass role starts a rollout inside a freeze window",
+                    who.name,
+                    who.roles_text()
+                ),
+            )),
+            _ => None,
+        }
+    }
+
     /// The name `requested_by` records: the identity's, whatever the request said.
     fn requested_by(&self, claimed: String) -> String {
         self.0.as_ref().map_or(claimed, |who| who.name.clone())
@@ -392,7 +419,7 @@ async fn submit(
         Ok(r) => r,
         Err(message) => return error(StatusCode::BAD_REQUEST, message),
     };
-    if let Some(refused) = caller.refuse_deploy_to(&request.environment) {
+    if let Some(refused) = caller.refuse_request(&request) {
         return refused;
     }
     request.requested_by = caller.requested_by(std::mem::take(&mut request.requested_by));
@@ -431,7 +458,10 @@ async fn submit(
         (Err(e), _) | (_, Err(e)) => return bus_error(&e),
     };
     match plan::new_rollout(request, applied, &registry, &history, Timestamp::now()) {
-        Ok(rollout) => create(&state, rollout, trace).await,
+        Ok(mut rollout) => {
+            queue_if_frozen(&state, &mut rollout);
+            create(&state, rollout, trace).await
+        }
         Err(refusal) => refused(&refusal),
     }
 }
@@ -491,6 +521,29 @@ async fn rollback(
             answer
         }
         Err(refusal) => refused(&refusal),
+    }
+}
+
+/// A rollout submitted inside a freeze window of its environment is queued until the window
+/// ends; one that breaks glass starts anyway, and the audit log says who and why.
+fn queue_if_frozen(state: &AppState, rollout: &mut proto::Rollout) {
+    let env = &rollout.request.environment;
+    let Some(policy) = state.policy.environments.get(env) else {
+        return;
+    };
+    let Some((until, reason)) = policy.freeze().frozen_at(rollout.created_at) else {
+        return;
+    };
+    match &rollout.request.break_glass {
+        Some(why) => {
+            tracing::warn!(target: "audit", identity = rollout.request.requested_by, rollout = rollout.id,
+            environment = env, window = reason, break_glass = why, "break glass: rollout starts inside a freeze window")
+        }
+        None => {
+            rollout.status = RolloutStatus::Queued;
+            rollout.queued_until = Some(until);
+            rollout.reason = Some(format!("queued until {until}: {reason}"));
+        }
     }
 }
 
@@ -589,7 +642,12 @@ async fn create(state: &AppState, mut rollout: proto::Rollout, trace: Trace) -> 
                 wave_sizes = ?rollout.waves.iter().map(Vec::len).collect::<Vec<_>>(),
                 excluded = rollout.excluded.len(), "rollout accepted");
             spawn_driver(state, &id);
-            (StatusCode::CREATED, Json(rollout)).into_response()
+            let code = if rollout.status == RolloutStatus::Queued {
+                StatusCode::ACCEPTED
+            } else {
+                StatusCode::CREATED
+            };
+            (code, Json(rollout)).into_response()
         }
         Ok(false) => match state.ctx.rollouts.get(&id).await {
             Ok(Some((existing, _))) => (StatusCode::OK, Json(existing)).into_response(),
@@ -638,7 +696,7 @@ async fn inline_to_bundle(
 /// cluster is rolled back under the newer rollout's feet.
 async fn supersede_older(state: &AppState, newer: &proto::Rollout) {
     let same = |r: &proto::Rollout| {
-        r.status == RolloutStatus::Running
+        !r.status.is_final()
             && r.id != newer.id
             && r.request.release == newer.request.release
             && r.request.environment == newer.request.environment

@@ -40,6 +40,8 @@ pub(crate) struct Context {
     pub(crate) metrics: crate::metrics::Metrics,
     /// Every rollout, kept current by a watch (the gate's history).
     pub(crate) index: crate::index::Index,
+    /// The platform policy (freeze windows).
+    pub(crate) policy: Arc<crate::policy::Policy>,
 }
 
 /// Why a driver stopped.
@@ -82,7 +84,10 @@ fn intent(
         manifests,
         health: req.health.clone(),
         rollback: req.rollback.clone(),
-        requested_by: req.requested_by.clone(),
+        requested_by: match &req.break_glass {
+            Some(why) => format!("{} (break glass: {why})", req.requested_by),
+            None => req.requested_by.clone(),
+        },
         created_at: Timestamp::now(),
         rollout_id: Some(r.id.clone()),
         expires_at: SignedDuration::try_from(ttl)
@@ -307,8 +312,14 @@ impl<'a> Driver<'a> {
         apply_events(&mut r, &self.seen);
         plan::expire_silent(&mut r, Timestamp::now(), self.actor.ctx.outcome_grace);
         let actor = &self.actor;
-        let step = actor.still_eligible(plan::decide(&r), &r).await?;
-        let step = actor.after_dependencies(step, &mut r).await?;
+        let step = match actor.leave_queue(&mut r).await? {
+            Some(step) => step,
+            None => {
+                let step = actor.still_eligible(plan::decide(&r), &r).await?;
+                let step = actor.held_by_freeze(step, &mut r);
+                actor.after_dependencies(step, &mut r).await?
+            }
+        };
         tracing::debug!(
             rollout = actor.id,
             ?step,
@@ -448,6 +459,92 @@ impl Actor<'_> {
                 )
             }
         })
+    }
+
+    /// For a queued rollout, what to do: wait while its environment is frozen (the end may have
+    /// moved) or an older queued rollout of the environment waits; then, the gate passing at
+    /// that moment, start (`None`: decide as for any running rollout), or fail with the reason.
+    async fn leave_queue(&self, r: &mut Rollout) -> Result<Option<Step>, DriveError> {
+        if r.status != RolloutStatus::Queued {
+            return Ok(None);
+        }
+        let env = r.request.environment.clone();
+        let freeze = self
+            .ctx
+            .policy
+            .environments
+            .get(&env)
+            .map(|e| e.freeze())
+            .unwrap_or_default();
+        if let Some((until, reason)) = freeze.frozen_at(Timestamp::now()) {
+            r.queued_until = Some(until);
+            r.reason = Some(format!("queued until {until}: {reason}"));
+            return Ok(Some(Step::Wait));
+        }
+        let (id, created) = (r.id.clone(), r.created_at);
+        let ahead = self
+            .ctx
+            .index
+            .select(&self.ctx.rollouts, |o| {
+                o.status == RolloutStatus::Queued
+                    && o.request.environment == env
+                    && o.id != id
+                    && (o.created_at, &o.id) < (created, &id)
+            })
+            .await?;
+        if let Some(first) = ahead.iter().min_by_key(|o| o.created_at) {
+            r.reason = Some(format!("queued behind rollout {}", first.id));
+            return Ok(Some(Step::Wait));
+        }
+        let release = r.request.release.clone();
+        let history = self
+            .ctx
+            .index
+            .select(&self.ctx.rollouts, |h| h.request.release == release)
+            .await?;
+        if let Err(refusal) = plan::gate(&history, &r.request, &r.policy.requires) {
+            return Ok(Some(Step::Finish(
+                RolloutStatus::Failed,
+                format!("the freeze window ended, but {refusal}"),
+            )));
+        }
+        tracing::info!(
+            rollout = self.id,
+            environment = env,
+            "freeze window over: rollout starts"
+        );
+        r.status = RolloutStatus::Running;
+        r.reason = None;
+        r.queued_until = None;
+        Ok(None)
+    }
+
+    /// `step`, unless it starts the next wave while the environment is frozen (and the rollout
+    /// did not break glass): the running wave has finished, the next waits for the window's
+    /// end, and the record says so.
+    fn held_by_freeze(&self, step: Step, r: &mut Rollout) -> Step {
+        const HELD: &str = "held before wave";
+        let frozen = self
+            .ctx
+            .policy
+            .environments
+            .get(&r.request.environment)
+            .and_then(|e| e.freeze().frozen_at(Timestamp::now()));
+        match frozen {
+            Some((until, reason)) if step == Step::Advance && r.request.break_glass.is_none() => {
+                r.reason = Some(format!(
+                    "{HELD} {} until {until}: {reason}",
+                    r.current_wave + 2
+                ));
+                Step::Wait
+            }
+            _ => {
+                if r.reason.as_deref().is_some_and(|why| why.starts_with(HELD)) {
+                    r.reason = None;
+                }
+                step
+            }
+        }
     }
 
     /// `step`, with the clusters a publish would reach narrowed to those where every rollout

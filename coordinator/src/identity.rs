@@ -22,6 +22,8 @@ pub enum Role {
     Deploy(String),
     /// Read rollouts, clusters and releases.
     Read,
+    /// May start a rollout inside a freeze window (`--break-glass REASON`).
+    BreakGlass,
 }
 
 impl fmt::Display for Role {
@@ -29,6 +31,7 @@ impl fmt::Display for Role {
         match self {
             Self::Deploy(env) => write!(f, "deploy:{env}"),
             Self::Read => f.write_str("read"),
+            Self::BreakGlass => f.write_str("break-glass"),
         }
     }
 }
@@ -51,6 +54,11 @@ impl Identity {
     }
 
     /// May it deploy anywhere at all (upload a bundle)?
+    /// Whether it may start a rollout inside a freeze window.
+    pub fn may_break_glass(&self) -> bool {
+        self.roles.contains(&Role::BreakGlass)
+    }
+
     pub fn may_deploy_somewhere(&self) -> bool {
         self.roles.iter().any(|r| matches!(r, Role::Deploy(_)))
     }
@@ -117,7 +125,7 @@ impl Tokens {
                 digest_of(token),
                 Identity {
                     name: name.to_owned(),
-                    roles: vec![Role::Deploy("*".into()), Role::Read],
+                    roles: vec![Role::Deploy("*".into()), Role::Read, Role::BreakGlass],
                 },
             )],
         }
@@ -188,10 +196,11 @@ fn parse_line(line: &str) -> Result<(String, Identity), String> {
 fn parse_role(text: &str) -> Result<Role, String> {
     match text {
         "read" => Ok(Role::Read),
+        "break-glass" => Ok(Role::BreakGlass),
         _ => match text.strip_prefix("deploy:") {
             Some(env) if !env.is_empty() => Ok(Role::Deploy(env.to_owned())),
             _ => Err(format!(
-                "unknown role {:?}: roles are deploy:<env>, deploy:* and read",
+                "unknown role {:?}: roles are deploy:<env>, deploy:*, read and break-glass",
                 text.chars().take(64).collect::<String>()
             )),
         },

@@ -8,7 +8,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use bus::{BusError, RolloutChange, Rollouts};
-use proto::{Rollout, RolloutStatus};
+use proto::Rollout;
 use tokio_util::sync::CancellationToken;
 
 /// The rollouts this coordinator knows of, and word of each change (for the dashboard).
@@ -76,7 +76,7 @@ impl Index {
             known
                 .rollouts
                 .values()
-                .filter(|r| r.status == RolloutStatus::Running)
+                .filter(|r| !r.status.is_final())
                 .map(|r| (r.id.clone(), r.owner.clone(), r.owner_until))
                 .collect()
         })

@@ -13,6 +13,7 @@ mod api;
 pub mod appconfig;
 mod dashboard;
 mod driver;
+pub mod freeze;
 pub mod identity;
 mod index;
 mod metrics;

@@ -340,6 +340,7 @@ pub fn new_rollout(
         created_at: now,
         updated_at: now,
         traceparent: None,
+        queued_until: None,
     })
 }
 
@@ -402,6 +403,7 @@ pub fn rollback_rollout(
             rollback: Default::default(),
             requested_by: request.requested_by,
             after: Vec::new(),
+            break_glass: None,
         },
         policy: AppliedPolicy {
             revert_on_failure: false,
@@ -419,6 +421,7 @@ pub fn rollback_rollout(
         created_at: now,
         updated_at: now,
         traceparent: None,
+        queued_until: None,
     })
 }
 
@@ -721,6 +724,7 @@ mod tests {
             rollback: Default::default(),
             requested_by: "ci".into(),
             after: Vec::new(),
+            break_glass: None,
         };
         let waves: Vec<Vec<String>> = waves
             .iter()
@@ -754,6 +758,7 @@ mod tests {
             created_at: jiff::Timestamp::UNIX_EPOCH,
             updated_at: jiff::Timestamp::UNIX_EPOCH,
             traceparent: None,
+            queued_until: None,
         }
     }
 

@@ -52,6 +52,16 @@ pub struct EnvironmentPolicy {
     /// empty: none.
     #[serde(default)]
     pub namespaces: Vec<String>,
+    /// Windows in which no rollout starts and no next wave begins.
+    #[serde(default)]
+    pub freeze: Vec<crate::freeze::FreezeWindow>,
+}
+
+impl EnvironmentPolicy {
+    /// Its freeze windows (validated when the policy was read).
+    pub fn freeze(&self) -> crate::freeze::Freeze {
+        crate::freeze::Freeze::new(&self.freeze, "").unwrap_or_default()
+    }
 }
 
 fn yes() -> bool {
@@ -148,6 +158,9 @@ impl Policy {
             if w.is_empty() {
                 problems.push(format!("{at}.waves[{i}]: an empty selector"));
             }
+        }
+        if let Err(bad) = crate::freeze::Freeze::new(&env.freeze, &at) {
+            problems.extend(bad);
         }
         for r in &env.requires {
             if r == name {
@@ -385,6 +398,7 @@ mod tests {
             rollback: Default::default(),
             requested_by: "ci".into(),
             after: Vec::new(),
+            break_glass: None,
         }
     }
 

@@ -47,6 +47,10 @@ pub struct RolloutRequest {
     /// each of them succeeded there, and not at all where one of them failed.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub after: Vec<String>,
+    /// Start even inside a freeze window, for this reason (the caller needs the break-glass
+    /// role); recorded with the caller's identity in the rollout, its intents and events.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub break_glass: Option<String>,
 }
 
 /// The most rollouts a request may wait for.
@@ -131,6 +135,42 @@ impl Validate for RolloutRequest {
         errors.check_label("environment", &self.environment);
         errors.check_required("version", &self.version);
         errors.check_required("requested_by", &self.requested_by);
+        self.check_break_glass(&mut errors);
+        self.check_after(&mut errors);
+        if !is_sha256_digest(&self.content_digest) {
+            errors.push(
+                "content_digest",
+                ProblemKind::Invalid(format!(
+                    "{:?} is not a digest of the form sha256:<64 lowercase hex> (of the release's \
+                     templates and values.yaml; `coxswain deploy` computes it)",
+                    self.content_digest
+                )),
+            );
+        }
+        errors.into_result()
+    }
+}
+
+impl RolloutRequest {
+    /// A break-glass reason: present, one line, at most 512 characters.
+    fn check_break_glass(&self, errors: &mut ValidationErrors) {
+        if let Some(reason) = &self.break_glass {
+            if reason.trim().is_empty() {
+                errors.push(
+                    "break_glass",
+                    ProblemKind::Invalid("a reason is required".into()),
+                );
+            } else if reason.chars().count() > 512 || reason.chars().any(char::is_control) {
+                errors.push(
+                    "break_glass",
+                    ProblemKind::Invalid("at most 512 characters on one line".into()),
+                );
+            }
+        }
+    }
+
+    /// The rollouts it waits for: at most [`MAX_AFTER`], each a rollout id.
+    fn check_after(&self, errors: &mut ValidationErrors) {
         if self.after.len() > MAX_AFTER {
             errors.push(
                 "after",
@@ -155,17 +195,6 @@ impl Validate for RolloutRequest {
                 );
             }
         }
-        if !is_sha256_digest(&self.content_digest) {
-            errors.push(
-                "content_digest",
-                ProblemKind::Invalid(format!(
-                    "{:?} is not a digest of the form sha256:<64 lowercase hex> (of the release's \
-                     templates and values.yaml; `coxswain deploy` computes it)",
-                    self.content_digest
-                )),
-            );
-        }
-        errors.into_result()
     }
 }
 
@@ -173,6 +202,9 @@ impl Validate for RolloutRequest {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum RolloutStatus {
+    /// Submitted inside a freeze window of its environment: it starts when the window ends
+    /// (`queued_until`), in submission order, if it still passes the gate then.
+    Queued,
     /// Waves are being deployed.
     Running,
     /// Every cluster succeeded.
@@ -190,6 +222,7 @@ impl RolloutStatus {
     /// The name on the wire (`running`, `succeeded`, ...).
     pub fn as_str(self) -> &'static str {
         match self {
+            Self::Queued => "queued",
             Self::Running => "running",
             Self::Succeeded => "succeeded",
             Self::Failed => "failed",
@@ -200,7 +233,7 @@ impl RolloutStatus {
 
     /// True once nothing more happens.
     pub fn is_final(self) -> bool {
-        !matches!(self, Self::Running)
+        !matches!(self, Self::Running | Self::Queued)
     }
 }
 
@@ -286,6 +319,10 @@ pub struct Rollout {
     /// continues that trace, so one trace shows CI, the coordinator and each agent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub traceparent: Option<String>,
+    /// While `queued`: when the freeze window it waits for ends.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<String>")]
+    pub queued_until: Option<Timestamp>,
 }
 
 /// What a revert goes back to.

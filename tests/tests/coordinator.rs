@@ -1371,3 +1371,92 @@ async fn a_failed_dependency_stops_its_dependant_on_that_cluster_only() {
         "no web intent ever reached prod-east"
     );
 }
+
+/// beta frozen for a few seconds: a rollout submitted inside the window is queued (the CLI
+/// says until when and why, and keeps waiting), then runs when it ends; one that breaks glass
+/// runs at once, and the audit trail (`coxswain history`) names who and why.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rollout_inside_a_freeze_window_waits_for_its_end_unless_it_breaks_glass() {
+    let f = fleet(30).await;
+    let now = jiff::Timestamp::now();
+    let ends = now + jiff::SignedDuration::from_secs(15);
+    let policy = f.config.path().join("frozen.yaml");
+    std::fs::write(
+        &policy,
+        format!(
+            "environments:\n  beta:\n    selector: {{env: beta}}\n    releases: [\"*\"]\n    namespaces: [\"*\"]\n    freeze:\n\
+             \x20     - {{from: \"{}\", to: \"{ends}\", reason: release party}}\n",
+            now - jiff::SignedDuration::from_secs(60)
+        ),
+    )
+    .unwrap();
+    let coordinator = CoordinatorProcess::start(&f.nats.url(), TOKEN, &policy).unwrap();
+    let deploy = |tag: &str, extra: &[&str]| {
+        let config = f.config.path().join("coxswain.yaml");
+        let out = std::process::Command::new(coxswain_bin().unwrap())
+            .args([
+                "deploy",
+                "--config",
+                config.to_str().unwrap(),
+                "--env",
+                "beta",
+            ])
+            .args([
+                "--release",
+                "web",
+                "--set",
+                &format!("image.tag={tag}"),
+                "--wait",
+            ])
+            .args(["--coordinator", &coordinator.url, "--token", TOKEN])
+            .args(extra)
+            .env("COXSWAIN_LOG", "warn")
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr);
+        (out.status.code().unwrap_or(-1), text)
+    };
+    let (code, out) = deploy("1.0", &["--break-glass", "INC-42 hotfix"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        jiff::Timestamp::now() < ends,
+        "it did not wait for the window"
+    );
+    let r = f.rollout(&rollout_id(&out)).await;
+    assert_eq!(r.request.break_glass.as_deref(), Some("INC-42 hotfix"));
+    let history = tests::coxswain(&[
+        "history",
+        "--nats",
+        &f.nats.url(),
+        "--release",
+        "web",
+        "-o",
+        "json",
+    ])
+    .unwrap();
+    let history = String::from_utf8_lossy(&history.stdout);
+    assert!(
+        history.contains("token (break glass: INC-42 hotfix)"),
+        "{history}"
+    );
+
+    let (code, out) = deploy("2.0", &[]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains(&format!("queued until {ends}: release party")),
+        "{out}"
+    );
+    let events = f.events().await;
+    let first = events
+        .iter()
+        .filter(|e| e.version.as_deref() == Some("2.0"))
+        .map(|e| e.at)
+        .min()
+        .unwrap();
+    assert!(
+        first >= ends,
+        "2.0 started at {first}, before the window ended at {ends}"
+    );
+    assert_eq!(f.image("beta"), "registry.example.com/shop/web:2.0");
+}
