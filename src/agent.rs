@@ -38,6 +38,20 @@ pub(crate) struct AgentArgs {
     /// Serve Prometheus metrics on this address (`127.0.0.1:9464`); off when absent.
     #[arg(long, env = "COXSWAIN_METRICS_ADDR")]
     metrics_addr: Option<std::net::SocketAddr>,
+    /// How often each deployed release is checked for drift from its deployed revision
+    /// (`5m`, `1h`; `0` turns the checks off). Drift is reported as a `drifted` event, and
+    /// corrected when the release's health policy says `drift: correct`.
+    #[arg(long, env = "COXSWAIN_DRIFT_INTERVAL", default_value = "5m", value_parser = crate::duration::parse)]
+    drift_interval: Duration,
+    /// A field manager whose changes are not drift, besides the controllers and autoscalers
+    /// left alone by default (kube-controller-manager, horizontal-pod-autoscaler,
+    /// cluster-autoscaler, vpa-*, keda-*); a trailing `*` matches a prefix (repeatable).
+    #[arg(
+        long = "drift-ignore-manager",
+        env = "COXSWAIN_DRIFT_IGNORE_MANAGERS",
+        value_delimiter = ','
+    )]
+    drift_ignore_managers: Vec<String>,
     /// A public key (file with one nkey, e.g. the coordinator's `signing.pub`) whose
     /// signatures this agent accepts; repeat it during a key rotation. Unsigned, forged,
     /// expired, replayed and cross-cluster intents are rejected before the cluster is touched.
@@ -96,6 +110,8 @@ impl AgentArgs {
             ack_wait,
             lock_lease,
             metrics_addr,
+            drift_interval,
+            drift_ignore_managers,
             trust_keys,
             insecure_accept_unsigned,
             allow_namespaces,
@@ -119,6 +135,8 @@ impl AgentArgs {
         config.grace = grace;
         config.ack_wait = ack_wait;
         config.engine.lease = lock_lease;
+        config.drift_interval = drift_interval;
+        config.drift_ignore_managers.extend(drift_ignore_managers);
         config.metrics_addr = metrics_addr;
         config.trust = trust(&trust_keys, insecure_accept_unsigned)?;
         config.allow = deploy::Allowlist {

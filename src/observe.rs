@@ -184,9 +184,13 @@ impl StatusArgs {
             } else {
                 format!("{}h", age / 3600)
             };
-            rows.entry(&s.cluster)
-                .or_default()
-                .insert(&s.release, format!("{} {} {age}", s.version, s.phase));
+            rows.entry(&s.cluster).or_default().insert(
+                &s.release,
+                match &s.drift {
+                    Some(_) => format!("{} {} drifted {age}", s.version, s.phase),
+                    None => format!("{} {} {age}", s.version, s.phase),
+                },
+            );
         }
         print!("{:<14}", "CLUSTER");
         for r in &releases {

@@ -36,7 +36,23 @@ pub struct AgentConfig {
     pub trust: Trust,
     /// Namespaces and cluster-scoped kinds intents may touch, whoever signed them.
     pub allow: Allowlist,
+    /// How often deployed releases are checked for drift; zero turns the checks off.
+    pub drift_interval: Duration,
+    /// Field managers whose changes are not drift (controllers, autoscalers): exact names, or
+    /// prefixes ending in `*`.
+    pub drift_ignore_managers: Vec<String>,
 }
+
+/// The managers whose changes are not drift unless told otherwise: the controllers and
+/// autoscalers that own fields by design (an HPA scaling replicas is
+/// `kube-controller-manager`).
+pub const DEFAULT_DRIFT_IGNORE: [&str; 5] = [
+    "kube-controller-manager",
+    "horizontal-pod-autoscaler",
+    "cluster-autoscaler",
+    "vpa-*",
+    "keda-*",
+];
 
 /// Which intents an agent accepts.
 #[derive(Debug, Clone)]
@@ -66,6 +82,8 @@ impl AgentConfig {
             metrics_addr: None,
             trust: Trust::Signed(Arc::new(TrustedKeys::default())),
             allow: Allowlist::default(),
+            drift_interval: Duration::from_secs(300),
+            drift_ignore_managers: DEFAULT_DRIFT_IGNORE.map(str::to_owned).to_vec(),
         }
     }
 

@@ -7,6 +7,7 @@
 
 mod checks;
 mod config;
+mod drift;
 mod limits;
 mod metrics;
 mod registry;

@@ -27,6 +27,8 @@ pub(crate) struct Reporter {
     pub(crate) hard_stop: CancellationToken,
     /// What one delivery's reporter keeps between events; fresh for each delivery.
     pub(crate) ledger: Arc<Mutex<Ledger>>,
+    /// The releases the drift checks watch.
+    pub(crate) deployed: crate::drift::Deployed,
 }
 
 /// A delivery's events sent and not yet confirmed, and the release state's revision as this
@@ -64,6 +66,8 @@ pub(crate) struct About {
     pub(crate) issued_at: Option<jiff::Timestamp>,
     /// The intent's sequence in the intents stream.
     pub(crate) sequence: u64,
+    /// The release's drift policy (from the intent).
+    pub(crate) drift: proto::DriftPolicy,
 }
 
 impl About {
@@ -258,7 +262,21 @@ impl Reporter {
             phase: outcome.phase,
             reason: outcome.reason.clone(),
             updated_at: jiff::Timestamp::now(),
+            drift_policy: about.drift,
+            drift: None,
         };
+        // An intent ended with a revision in place (the new one, or the one rolled back to):
+        // the drift checks watch the release from now on.
+        if outcome.terminal && !about.namespace.is_empty() && outcome.phase != Phase::Rejected {
+            self.deployed.record(
+                &outcome.release,
+                crate::drift::Watched {
+                    namespace: about.namespace.clone(),
+                    policy: about.drift,
+                    intent_id: outcome.intent_id.clone(),
+                },
+            );
+        }
         let known = self.ledger().state_revision;
         if let Some(revision) = known
             && let Ok(Ok(new)) = self.states.update(&state, revision).await

@@ -63,12 +63,7 @@ async fn setup(
         ..ConsumerOptions::default()
     };
     let consumer = IntentConsumer::create(&bus, &config.cluster, &options).await?;
-    let stop_heartbeat = CancellationToken::new();
-    let heartbeat = tokio::spawn(registry::heartbeat(
-        topology.registry.clone(),
-        config.clone(),
-        stop_heartbeat.clone(),
-    ));
+    let heartbeat = start_heartbeat(&topology.registry, &config);
     tracing::info!(
         cluster = config.cluster,
         consumer = consumer.name(),
@@ -79,6 +74,7 @@ async fn setup(
     let draining = Arc::new(AtomicBool::new(false));
     serve_metrics(&config, &metrics, readiness(&bus, &draining), &background);
     let hard_stop = CancellationToken::new();
+    let deployed = crate::drift::Deployed::default();
     let shared = Arc::new(Shared {
         metrics: Arc::clone(&metrics),
         reporter: Reporter {
@@ -88,22 +84,42 @@ async fn setup(
             content_type: config.content_type,
             hard_stop: hard_stop.clone(),
             ledger: Arc::default(),
+            deployed: deployed.clone(),
         },
         kube,
         bundles: topology.bundles.clone(),
         bus,
         config: config.clone(),
     });
+    tokio::spawn(crate::drift::watch(
+        Arc::clone(&shared),
+        deployed,
+        background.clone(),
+    ));
     let agent = Agent {
         config,
         shared,
         registry: topology.registry,
-        heartbeat: (stop_heartbeat, heartbeat),
+        heartbeat,
         background,
         draining,
         hard_stop,
     };
     Ok((agent, consumer))
+}
+
+/// Starts the registry heartbeat: the token that stops it, and its task.
+fn start_heartbeat(
+    registry: &Registry,
+    config: &AgentConfig,
+) -> (CancellationToken, JoinHandle<()>) {
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(registry::heartbeat(
+        registry.clone(),
+        config.clone(),
+        stop.clone(),
+    ));
+    (stop, task)
 }
 
 /// Ready while connected to NATS and not draining.

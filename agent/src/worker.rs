@@ -177,6 +177,7 @@ impl Handling<'_> {
             received: self.received,
             issued_at: Some(intent.created_at),
             sequence: self.delivery.stream_sequence(),
+            drift: intent.health.drift,
         }
     }
 
@@ -278,6 +279,7 @@ impl Handling<'_> {
                 received: self.received,
                 issued_at: None,
                 sequence: self.delivery.stream_sequence(),
+                drift: proto::DriftPolicy::default(),
             },
         };
         let about = About {

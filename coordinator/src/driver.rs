@@ -348,6 +348,10 @@ impl<'a> Driver<'a> {
     fn judge_heard(&mut self, r: &Rollout) {
         let mut later = Vec::new();
         for (subject_cluster, event) in std::mem::take(&mut self.heard) {
+            // Drift events report on a deployed revision, not on an intent's way.
+            if event.phase.is_drift() {
+                continue;
+            }
             match verify::check(r, &subject_cluster, &event) {
                 Verdict::Use => {
                     remember(&mut self.seen, event);

@@ -245,6 +245,50 @@ impl Cluster {
         Ok((target, serde_json::to_value(applied).unwrap_or_default()))
     }
 
+    /// A server-side apply dry run of `object` without force: the fields other managers now
+    /// hold with other values than `object` sets, as `(field path, manager)` (the API server's
+    /// conflict answer); empty when there is none.
+    pub async fn apply_conflicts(
+        &self,
+        object: &Value,
+        default_ns: &str,
+        deadline: Instant,
+    ) -> Result<Vec<(String, String)>, DeployError> {
+        let (api, target) = self.api_for(object, default_ns, deadline).await?;
+        let mut params = PatchParams::apply(FIELD_MANAGER);
+        params.dry_run = true;
+        let mut body = object.clone();
+        if let (Some(ns), Some(meta)) = (&target.namespace, body["metadata"].as_object_mut()) {
+            meta.insert("namespace".into(), ns.clone().into());
+        }
+        let patch = Patch::Apply(&body);
+        let call = api.patch(&target.name, &params, &patch);
+        match tokio::time::timeout_at(deadline, call).await {
+            Ok(Ok(_)) => Ok(Vec::new()),
+            Ok(Err(kube::Error::Api(status))) if status.code == 409 => Ok(status
+                .details
+                .iter()
+                .flat_map(|d| d.causes.iter())
+                .map(|cause| {
+                    let manager = cause
+                        .message
+                        .split('"')
+                        .nth(1)
+                        .unwrap_or("unknown")
+                        .to_owned();
+                    (cause.field.clone(), manager)
+                })
+                .collect()),
+            Ok(Err(source)) => Err(DeployError::Api {
+                action: format!("dry-run apply {target}"),
+                source,
+            }),
+            Err(_) => Err(DeployError::DeadlineExceeded {
+                during: format!("dry-run apply {target}"),
+            }),
+        }
+    }
+
     /// Reads an object; `None` when it does not exist.
     pub async fn get(
         &self,

@@ -22,8 +22,8 @@ pub use cluster::{
     Cluster, FIELD_MANAGER, MANAGED_BY, ObjectRef, RELEASE_LABEL, RELEASE_NAMESPACE,
 };
 pub use engine::{
-    Action, Attempt, Engine, EngineConfig, KEEP_ANNOTATION, Observation, Progress, Release, Report,
-    Rollback, Situation, decide,
+    Action, Attempt, Drift, DriftedField, Engine, EngineConfig, KEEP_ANNOTATION, Observation,
+    Progress, Release, Report, Rollback, Situation, decide,
 };
 pub use lock::lease_name;
 pub use probe::{ProbePolicy, probe_refusals};

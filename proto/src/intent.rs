@@ -118,6 +118,24 @@ pub struct HealthPolicy {
     /// off for clusters without load balancers.
     #[serde(default = "default_true")]
     pub wait_for_addresses: bool,
+    /// What the agent does when the live objects drift from the deployed revision in fields
+    /// the release manages: `report` (a `drifted` event, the default), `correct` (re-apply,
+    /// then a `corrected` event) or `ignore`.
+    #[serde(default)]
+    pub drift: DriftPolicy,
+}
+
+/// What drift detection does for a release.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum DriftPolicy {
+    /// Publish a `drifted` event.
+    #[default]
+    Report,
+    /// Re-apply the deployed revision, and publish a `corrected` event.
+    Correct,
+    /// Do not check.
+    Ignore,
 }
 
 impl Default for HealthPolicy {
@@ -127,6 +145,7 @@ impl Default for HealthPolicy {
             http_probes: Vec::new(),
             run_tests: true,
             wait_for_addresses: true,
+            drift: DriftPolicy::Report,
         }
     }
 }

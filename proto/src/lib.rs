@@ -27,8 +27,8 @@ pub use codec::{
 pub use digest::{manifests_digest, sha256_digest};
 pub use headers::header;
 pub use intent::{
-    DeployIntent, HealthPolicy, HttpProbe, MAX_INLINE_MANIFEST_BYTES, Manifests, RollbackPolicy,
-    probe_url,
+    DeployIntent, DriftPolicy, HealthPolicy, HttpProbe, MAX_INLINE_MANIFEST_BYTES, Manifests,
+    RollbackPolicy, probe_url,
 };
 pub use notice::{Notice, NoticeKind};
 pub use outcome::{

@@ -35,11 +35,17 @@ pub enum Phase {
     Rejected,
     /// A newer intent for the same release replaced this one.
     Superseded,
+    /// Not part of an intent's way: the live objects of the deployed revision changed in
+    /// fields the release manages (the event lists each object and field path).
+    Drifted,
+    /// Not part of an intent's way: drifted fields were set back by re-applying the deployed
+    /// revision (`drift: correct`).
+    Corrected,
 }
 
 impl Phase {
     /// Every phase, in lifecycle order.
-    pub const ALL: [Phase; 10] = [
+    pub const ALL: [Phase; 12] = [
         Self::Received,
         Self::Applying,
         Self::Progressing,
@@ -50,6 +56,8 @@ impl Phase {
         Self::RollbackFailed,
         Self::Rejected,
         Self::Superseded,
+        Self::Drifted,
+        Self::Corrected,
     ];
 
     /// The wire name (`rolling_back`).
@@ -65,7 +73,14 @@ impl Phase {
             Self::RollbackFailed => "rollback_failed",
             Self::Rejected => "rejected",
             Self::Superseded => "superseded",
+            Self::Drifted => "drifted",
+            Self::Corrected => "corrected",
         }
+    }
+
+    /// True for the drift phases, which report on a deployed revision, not on an intent.
+    pub fn is_drift(self) -> bool {
+        matches!(self, Self::Drifted | Self::Corrected)
     }
 
     /// True for phases after which nothing more happens to the intent. `failed` is final only

@@ -39,6 +39,13 @@ pub struct ReleaseState {
     /// Why, for failures.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// The release's drift policy, from its last intent (what the drift checks do).
+    #[serde(default)]
+    pub drift_policy: crate::DriftPolicy,
+    /// What the last drift check found, while it stands (cleared by a correction or the next
+    /// deploy): objects and field paths, never values.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drift: Option<String>,
     /// When this state was written.
     #[schemars(with = "String")]
     pub updated_at: Timestamp,

@@ -92,6 +92,7 @@ fn intent() -> impl Strategy<Value = DeployIntent> {
                         .collect(),
                     run_tests,
                     wait_for_addresses: true,
+                    drift: Default::default(),
                 },
                 rollback: RollbackPolicy {
                     enabled,

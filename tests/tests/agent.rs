@@ -903,3 +903,110 @@ async fn a_2_gib_bundle_and_too_many_objects_are_refused_and_the_next_intent_sti
     assert_eq!(events.last().unwrap().phase, Phase::Succeeded, "{events:?}");
     assert_eq!(f.image("beta"), "web:1.0");
 }
+
+/// The write an autoscaler makes: the scale subresource of `web`, as `kube-controller-manager`
+/// (what the HPA controller's writes are recorded as).
+fn autoscale(sim_address: &str, replicas: u32) {
+    use std::io::{Read, Write};
+    let body = format!("{{\"spec\":{{\"replicas\":{replicas}}}}}");
+    let mut stream = std::net::TcpStream::connect(sim_address).unwrap();
+    write!(
+        stream,
+        "PATCH /apis/apps/v1/namespaces/shop/deployments/web/scale?fieldManager=kube-controller-manager HTTP/1.1\r\n\
+         Host: {sim_address}\r\nContent-Type: application/merge-patch+json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+}
+
+/// Drift, with a check every 2 s: an autoscaler's replica change is not drift; a `kubectl set
+/// image` of a managed field is reported (`drifted`, naming the field and who changed it)
+/// within an interval and shown by `coxswain status`; with `drift: correct` it is set back and
+/// reported `corrected`.
+#[tokio::test(flavor = "multi_thread")]
+async fn drift_is_reported_within_an_interval_and_corrected_when_asked_but_an_autoscaler_is_not_drift()
+ {
+    let f = fixture(&["beta"]).await;
+    let _agent = f.agent_with("beta", "beta", &["--drift-interval", "2s"]);
+    f.publish(&intent("d1", "beta", "beta", "web:1.0")).await;
+    f.until_final("beta", "d1", Duration::from_secs(60)).await;
+    let address = f.sim.address("beta").unwrap();
+    autoscale(&address, 3);
+    let changed = f.kubectl(
+        "beta",
+        &[
+            "set",
+            "image",
+            "deployment/web",
+            "web=web:hacked",
+            "-n",
+            "shop",
+        ],
+    );
+    assert!(changed.contains("image updated"), "{changed}");
+    let drifted = |phase: Phase| {
+        let f = &f;
+        move || async move {
+            let found: Vec<Outcome> = f
+                .events("beta")
+                .await
+                .into_iter()
+                .filter(|e| e.phase == phase)
+                .collect();
+            found.last().cloned().ok_or(found.len())
+        }
+    };
+    let event = eventually(
+        Duration::from_secs(15),
+        "a drifted event",
+        drifted(Phase::Drifted),
+    )
+    .await;
+    let reason = event.reason.unwrap_or_default();
+    assert!(reason.contains("apps/v1/Deployment shop/web"), "{reason}");
+    // The field path is the API server's (the simulator tracks a list as one field:
+    // `.spec.template.spec.containers`; a real one names `[name="web"].image`).
+    assert!(
+        reason.contains(".spec.template.spec.containers") && reason.contains("(by kubectl-set)"),
+        "{reason}"
+    );
+    assert!(
+        !reason.contains("replicas"),
+        "an autoscaler's change is not drift: {reason}"
+    );
+    assert_eq!((event.intent_id.as_str(), event.terminal), ("d1", false));
+    let status = tests::coxswain(&["status", "--nats", &f.nats.url()]).unwrap();
+    assert!(
+        String::from_utf8_lossy(&status.stdout).contains("drifted"),
+        "{status:?}"
+    );
+    assert_eq!(f.image("beta"), "web:hacked", "reported, not corrected");
+
+    let mut correcting = intent("d2", "beta", "beta", "web:1.1");
+    correcting.health.drift = proto::DriftPolicy::Correct;
+    f.publish(&correcting).await;
+    f.until_final("beta", "d2", Duration::from_secs(60)).await;
+    f.kubectl(
+        "beta",
+        &[
+            "set",
+            "image",
+            "deployment/web",
+            "web=web:hacked-again",
+            "-n",
+            "shop",
+        ],
+    );
+    let event = eventually(
+        Duration::from_secs(15),
+        "a corrected event",
+        drifted(Phase::Corrected),
+    )
+    .await;
+    assert_eq!(event.intent_id, "d2");
+    assert!(event.reason.unwrap_or_default().contains("kubectl-set"));
+    assert_eq!(f.image("beta"), "web:1.1", "set back");
+}

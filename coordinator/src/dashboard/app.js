@@ -5,7 +5,7 @@
   'use strict';
   const FAILED = ['failed', 'rolled_back', 'rollback_failed', 'rejected'];
   const colour = (phase) =>
-    phase === 'succeeded' ? 'healthy'
+    phase === 'succeeded' || phase === 'corrected' ? 'healthy'
       : FAILED.includes(phase) ? 'failed'
         : phase === 'superseded' ? 'neutral' : 'progressing';
   const latest = new Map(); // "cluster/release" -> newest event seen

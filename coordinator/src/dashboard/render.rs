@@ -35,6 +35,7 @@ pub(super) fn class(phase: Phase) -> &'static str {
         Phase::Succeeded => "healthy",
         Phase::Failed | Phase::RolledBack | Phase::RollbackFailed | Phase::Rejected => "failed",
         Phase::Superseded => "neutral",
+        Phase::Corrected => "healthy",
         _ => "progressing",
     }
 }
@@ -108,6 +109,14 @@ pub(super) fn matrix(
 /// One cell of the matrix.
 fn cell(cluster: &str, release: &str, state: Option<&ReleaseState>, now: Timestamp) -> String {
     let (class_name, phase, version, at, age_text, reason) = match state {
+        Some(s) if s.drift.is_some() => (
+            "progressing",
+            "drifted",
+            s.version.as_str(),
+            s.updated_at.to_string(),
+            age(s.updated_at, now),
+            s.drift.as_deref().unwrap_or(""),
+        ),
         Some(s) => (
             class(s.phase),
             s.phase.as_str(),

@@ -6,6 +6,7 @@
 mod apply;
 mod commit;
 mod decide;
+mod drift;
 mod observe;
 mod prune;
 mod rollback;
@@ -28,6 +29,7 @@ pub use decide::{Action, Attempt, Observation, Situation, decide};
 pub use prune::KEEP_ANNOTATION;
 pub use rollback::Rollback;
 
+pub use drift::{Drift, DriftedField};
 use observe::Observed;
 use run::Run;
 
