@@ -440,6 +440,17 @@ impl Actor<'_> {
         Ok(())
     }
 
+    /// The promotion gate for `r` against the rollouts of its release as they stand now.
+    async fn gate_now(&self, r: &Rollout) -> Result<Result<(), plan::Refusal>, DriveError> {
+        let release = r.request.release.clone();
+        let history = self
+            .ctx
+            .index
+            .select(&self.ctx.rollouts, |h| h.request.release == release)
+            .await?;
+        Ok(plan::gate(&history, &r.request, &r.policy.requires))
+    }
+
     /// `step`, unless it starts the next wave of a rollout whose promotion was withdrawn since
     /// it began (the version failed or was rolled back in a required environment): then the
     /// rollout halts before that wave, with the reason.
@@ -448,12 +459,7 @@ impl Actor<'_> {
             return Ok(step);
         }
         let release = r.request.release.clone();
-        let history = self
-            .ctx
-            .index
-            .select(&self.ctx.rollouts, |h| h.request.release == release)
-            .await?;
-        Ok(match plan::gate(&history, &r.request, &r.policy.requires) {
+        Ok(match self.gate_now(r).await? {
             Ok(()) => step,
             Err(refusal) => {
                 tracing::warn!(target: "audit", rollout = self.id, release, reason = %refusal, "promotion withdrawn: rollout halted before its next wave");
@@ -500,13 +506,7 @@ impl Actor<'_> {
             r.reason = Some(format!("queued behind rollout {}", first.id));
             return Ok(Some(Step::Wait));
         }
-        let release = r.request.release.clone();
-        let history = self
-            .ctx
-            .index
-            .select(&self.ctx.rollouts, |h| h.request.release == release)
-            .await?;
-        if let Err(refusal) = plan::gate(&history, &r.request, &r.policy.requires) {
+        if let Err(refusal) = self.gate_now(r).await? {
             return Ok(Some(Step::Finish(
                 RolloutStatus::Failed,
                 format!("the freeze window ended, but {refusal}"),
