@@ -441,6 +441,9 @@ async fn submit(
         Ok(None) => {}
         Err(e) => return bus_error(&e),
     }
+    if let Err(answer) = check_after(&state, &request, &id).await {
+        return answer;
+    }
     let applied = match state.policy.admit(&request) {
         Ok(applied) => applied,
         Err(refusal) => return refused(&refusal),
@@ -522,6 +525,28 @@ async fn rollback(
         }
         Err(refusal) => refused(&refusal),
     }
+}
+
+/// The rollouts a request waits for (`after`) must exist already, and cannot be itself: so
+/// no rollout can wait on itself or on a cycle (422 otherwise).
+async fn check_after(
+    state: &AppState,
+    request: &proto::RolloutRequest,
+    id: &str,
+) -> Result<(), Response> {
+    for dep in &request.after {
+        let problem = if dep == id {
+            format!("after names this rollout itself ({id})")
+        } else {
+            match state.ctx.rollouts.get(dep).await {
+                Ok(Some(_)) => continue,
+                Ok(None) => format!("after names rollout {dep}, which does not exist"),
+                Err(e) => return Err(bus_error(&e)),
+            }
+        };
+        return Err(error(StatusCode::UNPROCESSABLE_ENTITY, problem));
+    }
+    Ok(())
 }
 
 /// A rollout submitted inside a freeze window of its environment is queued until the window
@@ -636,7 +661,10 @@ async fn create(state: &AppState, mut rollout: proto::Rollout, trace: Trace) -> 
     match state.ctx.rollouts.create(&rollout).await {
         Ok(true) => {
             state.index.put(rollout.clone());
-            supersede_older(state, &rollout).await;
+            // A queued rollout supersedes the older ones when it leaves the queue.
+            if rollout.status != RolloutStatus::Queued {
+                driver::supersede_older(&state.ctx, &rollout).await;
+            }
             tracing::info!(rollout = id, release = rollout.request.release, environment = rollout.request.environment,
                 version = rollout.request.version, content = rollout.request.content_digest,
                 wave_sizes = ?rollout.waves.iter().map(Vec::len).collect::<Vec<_>>(),
@@ -689,35 +717,6 @@ async fn inline_to_bundle(
         size: bytes.len() as u64,
     };
     Ok(())
-}
-
-/// Ends, as superseded, the running rollouts of the same release to the same environment
-/// that came before `newer`: their drivers stop at their next pass and revert nothing, so no
-/// cluster is rolled back under the newer rollout's feet.
-async fn supersede_older(state: &AppState, newer: &proto::Rollout) {
-    let same = |r: &proto::Rollout| {
-        !r.status.is_final()
-            && r.id != newer.id
-            && r.request.release == newer.request.release
-            && r.request.environment == newer.request.environment
-            && r.created_at <= newer.created_at
-    };
-    let older = match state.index.select(&state.ctx.rollouts, same).await {
-        Ok(older) => older,
-        Err(error) => {
-            tracing::warn!(%error, "cannot look for the rollouts this one supersedes");
-            return;
-        }
-    };
-    for r in older {
-        let reason = format!("superseded by rollout {}", newer.id);
-        match driver::finish(&state.ctx, &r.id, RolloutStatus::Superseded, &reason).await {
-            Ok(()) => tracing::info!(rollout = r.id, newer = newer.id, "rollout superseded"),
-            Err(error) => {
-                tracing::warn!(rollout = r.id, %error, "cannot mark the rollout superseded")
-            }
-        }
-    }
 }
 
 /// Stores a manifest bundle (a JSON list of objects) under its sha256 digest and answers the

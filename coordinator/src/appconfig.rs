@@ -264,7 +264,8 @@ fn dependency_problems(releases: &BTreeMap<String, ReleaseConfig>) -> Vec<String
     let mut reported: Vec<Vec<String>> = Vec::new();
     for start in releases.keys() {
         let mut path = vec![start.clone()];
-        if let Some(cycle) = find_cycle(releases, &mut path) {
+        let mut seen = std::collections::BTreeSet::new();
+        if let Some(cycle) = find_cycle(releases, &mut path, &mut seen) {
             // The same cycle found from another of its releases is reported once.
             let mut key = cycle[..cycle.len() - 1].to_vec();
             key.sort();
@@ -282,9 +283,11 @@ fn dependency_problems(releases: &BTreeMap<String, ReleaseConfig>) -> Vec<String
 }
 
 /// A cycle back to `path[0]` through `after`, as the releases on it (first and last equal).
+/// Each release is explored once per start (`seen`), so a dense graph stays linear.
 fn find_cycle(
     releases: &BTreeMap<String, ReleaseConfig>,
     path: &mut Vec<String>,
+    seen: &mut std::collections::BTreeSet<String>,
 ) -> Option<Vec<String>> {
     let last = path.last()?.clone();
     for dep in releases
@@ -297,11 +300,11 @@ fn find_cycle(
             cycle.push(dep.clone());
             return Some(cycle);
         }
-        if path.contains(dep) || !releases.contains_key(dep) {
+        if !releases.contains_key(dep) || !seen.insert(dep.clone()) {
             continue;
         }
         path.push(dep.clone());
-        if let Some(cycle) = find_cycle(releases, path) {
+        if let Some(cycle) = find_cycle(releases, path, seen) {
             return Some(cycle);
         }
         path.pop();

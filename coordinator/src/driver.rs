@@ -216,6 +216,35 @@ pub(crate) async fn announce_withdrawal(
     }
 }
 
+/// Ends, as superseded, the running rollouts of the same release to the same environment
+/// that came before `newer`: their drivers stop at their next pass and revert nothing, so no
+/// cluster is rolled back under the newer rollout's feet.
+pub(crate) async fn supersede_older(ctx: &Context, newer: &Rollout) {
+    let same = |r: &Rollout| {
+        !r.status.is_final()
+            && r.id != newer.id
+            && r.request.release == newer.request.release
+            && r.request.environment == newer.request.environment
+            && r.created_at <= newer.created_at
+    };
+    let older = match ctx.index.select(&ctx.rollouts, same).await {
+        Ok(older) => older,
+        Err(error) => {
+            tracing::warn!(%error, "cannot look for the rollouts this one supersedes");
+            return;
+        }
+    };
+    for r in older {
+        let reason = format!("superseded by rollout {}", newer.id);
+        match finish(ctx, &r.id, RolloutStatus::Superseded, &reason).await {
+            Ok(()) => tracing::info!(rollout = r.id, newer = newer.id, "rollout superseded"),
+            Err(error) => {
+                tracing::warn!(rollout = r.id, %error, "cannot mark the rollout superseded")
+            }
+        }
+    }
+}
+
 /// Drives the rollout until it is final, another instance owns it, or `shutdown`.
 pub(crate) async fn drive(ctx: Arc<Context>, id: String, shutdown: CancellationToken) {
     let result = Driver::start(&ctx, &id).await;
@@ -528,18 +557,30 @@ impl Actor<'_> {
     /// end, and the record says so.
     fn held_by_freeze(&self, step: Step, r: &mut Rollout) -> Step {
         const HELD: &str = "held before wave";
-        let frozen = self
-            .ctx
-            .policy
-            .environments
-            .get(&r.request.environment)
-            .and_then(|e| e.freeze().frozen_at(Timestamp::now()));
-        match frozen {
-            Some((until, reason)) if step == Step::Advance && r.request.break_glass.is_none() => {
-                r.reason = Some(format!(
-                    "{HELD} {} until {until}: {reason}",
-                    r.current_wave + 2
-                ));
+        // A wave starts on an advance, or on the first publish of a wave nothing was sent to.
+        let wave_unstarted = || {
+            r.clusters
+                .values()
+                .filter(|c| c.wave == r.current_wave)
+                .all(|c| c.intent_id.is_none())
+        };
+        let starts_a_wave = match &step {
+            Step::Advance => Some(r.current_wave + 2),
+            Step::Publish(_) if wave_unstarted() => Some(r.current_wave + 1),
+            _ => None,
+        };
+        let frozen = match starts_a_wave {
+            Some(_) if r.request.break_glass.is_none() => self
+                .ctx
+                .policy
+                .environments
+                .get(&r.request.environment)
+                .and_then(|e| e.freeze().frozen_at(Timestamp::now())),
+            _ => None,
+        };
+        match (frozen, starts_a_wave) {
+            (Some((until, reason)), Some(wave)) => {
+                r.reason = Some(format!("{HELD} {wave} until {until}: {reason}"));
                 Step::Wait
             }
             _ => {
@@ -562,11 +603,20 @@ impl Actor<'_> {
             return Ok(Step::Publish(clusters));
         }
         let ids = r.request.after.clone();
-        let deps = self
+        let mut deps = self
             .ctx
             .index
             .select(&self.ctx.rollouts, |d| ids.contains(&d.id))
             .await?;
+        // One the index has not heard of yet (written by another coordinator a moment ago)
+        // is read from the bucket.
+        for id in &ids {
+            if !deps.iter().any(|d| d.id == *id)
+                && let Some((dep, _)) = self.ctx.rollouts.get(id).await?
+            {
+                deps.push(dep);
+            }
+        }
         let mut ready = Vec::new();
         for cluster in clusters {
             match plan::dependencies_on(r, &deps, &cluster) {

@@ -300,10 +300,10 @@ fn field(text: &str, index: usize) -> Result<u64, String> {
         if from > to {
             return Err(format!("{name} range {range:?} runs backwards"));
         }
-        let mut v = from;
-        while v <= to {
-            bits |= 1 << v;
-            v += step;
+        let mut v = Some(from);
+        while let Some(value) = v.filter(|value| *value <= to) {
+            bits |= 1 << value;
+            v = value.checked_add(step);
         }
     }
     Ok(bits)
@@ -428,6 +428,8 @@ mod tests {
         assert_eq!(c.fields[3], (1 << 1) | (1 << 7));
         assert_eq!(c.fields[4], 0b11_1110);
         assert!(Cron::parse("* * * *").is_err());
+        let huge_step = Cron::parse("59/4294967295 * * * *").unwrap();
+        assert_eq!(huge_step.fields[0], 1 << 59, "no overflow, one value");
         assert_eq!(
             Cron::parse("0 0 * * 7").unwrap().fields[4] & 1,
             1,

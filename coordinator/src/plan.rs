@@ -192,7 +192,9 @@ pub fn withdrawal(
         }
         match (same(r), r.status) {
             (true, RolloutStatus::Succeeded) => (passed, current, withdrawn) = (true, true, None),
-            (true, RolloutStatus::Failed | RolloutStatus::Reverted) if passed => {
+            (true, RolloutStatus::Failed | RolloutStatus::Reverted)
+                if passed && failed_on_a_cluster(r) =>
+            {
                 withdrawn = Some(format!(
                     "rollout {} of the same version and content failed in {environment}: {}",
                     r.id,
@@ -210,6 +212,14 @@ pub fn withdrawal(
             request.version, request.release
         )
     })
+}
+
+/// Whether a cluster of `r` ended its intent other than succeeded: a failure of the version
+/// itself, not a halt by policy (a freeze, a withdrawal, a dependency that never let it start).
+fn failed_on_a_cluster(r: &Rollout) -> bool {
+    r.clusters
+        .values()
+        .any(|c| c.terminal && c.phase.is_some_and(|p| p != Phase::Succeeded))
 }
 
 /// The deploy `environment` last succeeded with for `release` (a rollback is none): what a
@@ -627,6 +637,11 @@ pub fn dependencies_on(r: &Rollout, deps: &[Rollout], cluster: &str) -> Result<b
         let Some(c) = dep.clusters.get(cluster) else {
             continue;
         };
+        if c.revert_intent_id.is_some() {
+            return Err(format!(
+                "dependency {name} was reverted on {cluster} after a later wave failed"
+            ));
+        }
         if c.terminal && c.phase == Some(Phase::Succeeded) {
             continue;
         }
@@ -921,10 +936,17 @@ mod tests {
             "1 was not running"
         );
         assert!(gate(&newer_rolled_back, &request("2"), &beta).is_err());
-        let failed_later = [
+        let halted = [
             done("beta", "1", Succeeded, 1),
             done("beta", "1", Failed, 2),
         ];
+        assert!(
+            gate(&halted, &request("1"), &beta).is_ok(),
+            "a halt by policy (no cluster failed) withdraws nothing"
+        );
+        let mut failed = done("beta", "1", Failed, 2);
+        report(&mut failed, "a", Phase::RolledBack, true);
+        let failed_later = [done("beta", "1", Succeeded, 1), failed];
         let refusal = gate(&failed_later, &request("1"), &beta)
             .unwrap_err()
             .to_string();

@@ -455,6 +455,11 @@ async fn a_request_cannot_choose_its_clusters_waves_or_gate() {
             "environment prod does not allow namespace",
         ),
         (
+            json!({"after": ["r0000000000000000000a"]}),
+            422,
+            "after names rollout r0000000000000000000a, which does not exist",
+        ),
+        (
             json!({}),
             412,
             "version 1.0 of web has not succeeded in beta",

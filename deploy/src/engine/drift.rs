@@ -82,22 +82,16 @@ impl Engine {
         cancel: &CancellationToken,
     ) -> Result<Option<Drift>, DeployError> {
         let deadline = Instant::now() + Duration::from_secs(120);
-        let revisions = self.history(namespace, name).await?;
-        let Some(deployed) = revisions
-            .iter()
-            .rev()
-            .find(|r| r.status == RevisionStatus::Deployed)
-        else {
-            return Ok(None);
-        };
         let client = self.cluster.client();
-        let holder = &self.config.holder;
+        // A holder of its own: the agent's deploys hold the lock as the agent, and a holder
+        // counts its own lock as free.
+        let holder = format!("{}/drift", self.config.holder);
         let lease = self.config.lease;
         let guard = match lock::acquire(
             client,
             namespace,
             name,
-            holder,
+            &holder,
             lease,
             Duration::ZERO,
             cancel,
@@ -108,9 +102,21 @@ impl Engine {
             Err(DeployError::Locked { .. }) => return Ok(None),
             Err(error) => return Err(error),
         };
-        let outcome = self
-            .drift_of(deployed, namespace, name, correct, ignore, deadline)
-            .await;
+        // The history read under the lock: the revision no deploy is replacing right now.
+        let outcome = match self.history(namespace, name).await {
+            Ok(revisions) => match revisions
+                .iter()
+                .rev()
+                .find(|r| r.status == RevisionStatus::Deployed)
+            {
+                Some(deployed) => {
+                    self.drift_of(deployed, namespace, name, correct, ignore, deadline)
+                        .await
+                }
+                None => Ok(Drift::default()),
+            },
+            Err(error) => Err(error),
+        };
         if let Err(error) = guard.release(deadline).await {
             tracing::warn!(%error, release = name, "cannot release the lock after a drift check");
         }
