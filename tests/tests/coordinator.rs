@@ -882,15 +882,13 @@ async fn one_trace_runs_from_ci_through_the_coordinator_to_an_agent() {
     })
     .await;
     let trace_id = "0af7651916cd43dd8448eb211c80319c";
-    let out = std::process::Command::new(coxswain_bin().unwrap())
-        .args([
-            "deploy",
-            "--config",
-            config.to_str().unwrap(),
+    let traceparent = format!("00-{trace_id}-b7ad6b7169203331-01");
+    let (code, out) = run_deploy(
+        &config,
+        &coordinator.url,
+        &[
             "--env",
             "beta",
-        ])
-        .args([
             "--release",
             "web",
             "--set",
@@ -898,18 +896,13 @@ async fn one_trace_runs_from_ci_through_the_coordinator_to_an_agent() {
             "--wait",
             "--timeout",
             "1m",
-        ])
-        .args(["--coordinator", &coordinator.url, "--token", TOKEN])
-        .env("TRACEPARENT", format!("00-{trace_id}-b7ad6b7169203331-01"))
-        .env("OTEL_EXPORTER_OTLP_ENDPOINT", &cli_otlp)
-        .env("COXSWAIN_LOG", "warn")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+        ],
+        &[
+            ("TRACEPARENT", &traceparent),
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", &cli_otlp),
+        ],
     );
+    assert_eq!(code, 0, "{out}");
     for (who, spans) in [
         ("coxswain deploy", &cli_spans),
         ("the coordinator", &coordinator_spans),
@@ -1110,28 +1103,12 @@ async fn a_kustomize_release_deploys_through_the_coordinator() {
     let f = fleet(60).await;
     let app = tempfile::tempdir().unwrap();
     kustomize_tree(app.path());
+    let kubectl = kubectl_bin().unwrap();
+    let config = app.path().join("coxswain.yaml");
     let deploy = |env: &str, extra: &[&str], vars: &[(&str, &str)]| {
-        let out = std::process::Command::new(coxswain_bin().unwrap())
-            .args(["deploy", "--config"])
-            .arg(app.path().join("coxswain.yaml"))
-            .args([
-                "--env",
-                env,
-                "--release",
-                "web",
-                "--coordinator",
-                &f.coordinator.url,
-            ])
-            .args(["--token", TOKEN])
-            .args(extra)
-            .env("COXSWAIN_KUBECTL", kubectl_bin().unwrap())
-            .envs(vars.iter().copied())
-            .env("COXSWAIN_LOG", "warn")
-            .output()
-            .unwrap();
-        let text = String::from_utf8_lossy(&out.stdout).into_owned()
-            + &String::from_utf8_lossy(&out.stderr);
-        (out.status.code().unwrap_or(-1), text)
+        let args = [&["--env", env, "--release", "web"], extra].concat();
+        let vars = [&[("COXSWAIN_KUBECTL", kubectl.to_str().unwrap())], vars].concat();
+        run_deploy(&config, &f.coordinator.url, &args, &vars)
     };
     let (code, out) = deploy(
         "beta",
@@ -1321,26 +1298,22 @@ async fn a_failed_dependency_stops_its_dependant_on_that_cluster_only() {
         )
         .unwrap();
     };
+    let args = [
+        "--env",
+        "prod",
+        "--release",
+        "db,web",
+        "--set",
+        "image.tag=1.0",
+        "--wait",
+    ];
     let deploy = || {
-        let out = std::process::Command::new(coxswain_bin().unwrap())
-            .args(["deploy", "--config"])
-            .arg(app.path().join("coxswain.yaml"))
-            .args([
-                "--env",
-                "prod",
-                "--release",
-                "db,web",
-                "--set",
-                "image.tag=1.0",
-                "--wait",
-            ])
-            .args(["--coordinator", &coordinator.url, "--token", TOKEN])
-            .env("COXSWAIN_LOG", "warn")
-            .output()
-            .unwrap();
-        let text = String::from_utf8_lossy(&out.stdout).into_owned()
-            + &String::from_utf8_lossy(&out.stderr);
-        (out.status.code().unwrap_or(-1), text)
+        run_deploy(
+            &app.path().join("coxswain.yaml"),
+            &coordinator.url,
+            &args,
+            &[],
+        )
     };
     config("db", "web");
     let (code, out) = deploy();
@@ -1396,31 +1369,15 @@ async fn a_rollout_inside_a_freeze_window_waits_for_its_end_unless_it_breaks_gla
     )
     .unwrap();
     let coordinator = CoordinatorProcess::start(&f.nats.url(), TOKEN, &policy).unwrap();
+    let config = f.config.path().join("coxswain.yaml");
     let deploy = |tag: &str, extra: &[&str]| {
-        let config = f.config.path().join("coxswain.yaml");
-        let out = std::process::Command::new(coxswain_bin().unwrap())
-            .args([
-                "deploy",
-                "--config",
-                config.to_str().unwrap(),
-                "--env",
-                "beta",
-            ])
-            .args([
-                "--release",
-                "web",
-                "--set",
-                &format!("image.tag={tag}"),
-                "--wait",
-            ])
-            .args(["--coordinator", &coordinator.url, "--token", TOKEN])
-            .args(extra)
-            .env("COXSWAIN_LOG", "warn")
-            .output()
-            .unwrap();
-        let text = String::from_utf8_lossy(&out.stdout).into_owned()
-            + &String::from_utf8_lossy(&out.stderr);
-        (out.status.code().unwrap_or(-1), text)
+        let set = format!("image.tag={tag}");
+        let args = [
+            &["--env", "beta", "--release", "web", "--set", &set, "--wait"],
+            extra,
+        ]
+        .concat();
+        run_deploy(&config, &coordinator.url, &args, &[])
     };
     let (code, out) = deploy("1.0", &["--break-glass", "INC-42 hotfix"]);
     assert_eq!(code, 0, "{out}");
@@ -1464,4 +1421,27 @@ async fn a_rollout_inside_a_freeze_window_waits_for_its_end_unless_it_breaks_gla
         "2.0 started at {first}, before the window ended at {ends}"
     );
     assert_eq!(f.image("beta"), "registry.example.com/shop/web:2.0");
+}
+
+/// `coxswain deploy --config <config> --coordinator <coordinator> --token TOKEN <args>` with
+/// the environment variables `vars`: the exit code, and stdout and stderr together.
+fn run_deploy(
+    config: &Path,
+    coordinator: &str,
+    args: &[&str],
+    vars: &[(&str, &str)],
+) -> (i32, String) {
+    let out = std::process::Command::new(coxswain_bin().unwrap())
+        .arg("deploy")
+        .arg("--config")
+        .arg(config)
+        .args(["--coordinator", coordinator, "--token", TOKEN])
+        .args(args)
+        .env("COXSWAIN_LOG", "warn")
+        .envs(vars.iter().copied())
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.code().unwrap_or(-1), text)
 }
