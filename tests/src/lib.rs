@@ -583,3 +583,29 @@ pub fn example_app_config(dir: &std::path::Path) -> anyhow::Result<PathBuf> {
     )?;
     Ok(path)
 }
+
+/// `coxswain deploy --config <config> --coordinator <coordinator> --token <token> <args>`,
+/// logging at warn, with the environment variables `vars`: exit code, stdout, stderr.
+pub fn deploy_cli(
+    config: &std::path::Path,
+    coordinator: &str,
+    token: &str,
+    args: &[&str],
+    vars: &[(&str, &str)],
+) -> anyhow::Result<(i32, String, String)> {
+    let out = Command::new(coxswain_bin()?)
+        .arg("deploy")
+        .arg("--config")
+        .arg(config)
+        .args(["--coordinator", coordinator, "--token", token])
+        .args(args)
+        .env("COXSWAIN_LOG", "warn")
+        .envs(vars.iter().copied())
+        .output()
+        .context("cannot run coxswain deploy")?;
+    Ok((
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    ))
+}

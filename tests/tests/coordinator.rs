@@ -1423,25 +1423,14 @@ async fn a_rollout_inside_a_freeze_window_waits_for_its_end_unless_it_breaks_gla
     assert_eq!(f.image("beta"), "registry.example.com/shop/web:2.0");
 }
 
-/// `coxswain deploy --config <config> --coordinator <coordinator> --token TOKEN <args>` with
-/// the environment variables `vars`: the exit code, and stdout and stderr together.
+/// `coxswain deploy` with TOKEN (`tests::deploy_cli`): the exit code, and stdout and stderr
+/// together.
 fn run_deploy(
     config: &Path,
     coordinator: &str,
     args: &[&str],
     vars: &[(&str, &str)],
 ) -> (i32, String) {
-    let out = std::process::Command::new(coxswain_bin().unwrap())
-        .arg("deploy")
-        .arg("--config")
-        .arg(config)
-        .args(["--coordinator", coordinator, "--token", TOKEN])
-        .args(args)
-        .env("COXSWAIN_LOG", "warn")
-        .envs(vars.iter().copied())
-        .output()
-        .unwrap();
-    let text =
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
-    (out.status.code().unwrap_or(-1), text)
+    let (code, out, err) = tests::deploy_cli(config, coordinator, TOKEN, args, vars).unwrap();
+    (code, out + &err)
 }

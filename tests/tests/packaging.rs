@@ -279,35 +279,21 @@ async fn an_agent_configured_as_the_manifests_say_deploys_the_example() {
     )
     .unwrap();
     let config = tests::example_app_config(dir.path()).unwrap();
-    let out = Command::new(coxswain_bin().unwrap())
-        .args(["deploy", "--config", config.to_str().unwrap()])
-        .args([
-            "--env",
-            "beta",
-            "--release",
-            "web",
-            "--set",
-            "image.tag=1.0",
-            "--wait",
-            "--timeout",
-            "2m",
-        ])
-        .args([
-            "--coordinator",
-            &coordinator.url,
-            "--token",
-            "packaging-token",
-        ])
-        .env("COXSWAIN_LOG", "warn")
-        .output()
-        .unwrap();
+    let args = [
+        "--env",
+        "beta",
+        "--release",
+        "web",
+        "--set",
+        "image.tag=1.0",
+        "--wait",
+        "--timeout",
+        "2m",
+    ];
+    let (code, out, err) =
+        tests::deploy_cli(&config, &coordinator.url, "packaging-token", &args, &[]).unwrap();
     let agent_log = std::fs::read_to_string(dir.path().join("agent.log")).unwrap_or_default();
-    assert!(
-        out.status.success(),
-        "{}{}\nagent:\n{agent_log}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_eq!(code, 0, "{out}{err}\nagent:\n{agent_log}");
     let _ = agent.kill();
     let _ = agent.wait();
 }

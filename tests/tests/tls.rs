@@ -7,11 +7,10 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::Path;
-use std::process::Output;
 use std::time::Duration;
 
 use bus::testing::Pki;
-use tests::{AgentProcess, CoordinatorProcess, NatsServer, SimProcess, coxswain_bin, eventually};
+use tests::{AgentProcess, CoordinatorProcess, NatsServer, SimProcess, eventually};
 
 const TOKEN: &str = "test-token";
 
@@ -98,28 +97,19 @@ fn deploy(
     extra: &[&str],
     vars: &[(&str, &str)],
 ) -> (i32, String, String) {
-    let out: Output = std::process::Command::new(coxswain_bin().unwrap())
-        .args(["deploy", "--config"])
-        .arg(config)
-        .args([
+    let args = [
+        &[
             "--env",
             "beta",
             "--release",
             "web",
             "--set",
             "image.tag=1.0.0",
-        ])
-        .args(["--coordinator", coordinator, "--token", TOKEN])
-        .args(extra)
-        .envs(vars.iter().copied())
-        .env("COXSWAIN_LOG", "warn")
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+        ],
+        extra,
+    ]
+    .concat();
+    tests::deploy_cli(config, coordinator, TOKEN, &args, vars).unwrap()
 }
 
 #[tokio::test]
